@@ -1,0 +1,1 @@
+"""Everything that touches napari, Qt or magicgui lives here, and only here."""

@@ -1,0 +1,50 @@
+"""npe2 reader: whole-slide images -> a lazy multiscale layer.
+
+Expected problems (not a slide, damaged file) are shown as a notification and the file is
+declined, so napari never shows a traceback dialog for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from napari.utils.notifications import show_info, show_warning
+
+from napari_pathalign._napari.layers import slide_layer_data
+from napari_pathalign.io import SlideError, open_slide
+from napari_pathalign.io.errors import NotBrightfieldError
+
+log = logging.getLogger(__name__)
+_GENERIC_TIFF = (".tif", ".tiff")
+
+
+def get_reader(path):
+    """Return a reader function for a slide file or DICOM folder, or None to decline."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None  # a stack of slides is not one image
+        path = path[0]
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("*.dcm")):
+        return None
+    try:
+        slide = open_slide(path)
+    except SlideError as exc:
+        if isinstance(exc, NotBrightfieldError) and path.suffix.lower() in _GENERIC_TIFF:
+            return _napari_tiff_reader(path, exc)
+        show_warning(f"PathAlign could not open this slide: {exc}")
+        return None
+    return lambda _path: slide_layer_data(slide)
+
+
+def _napari_tiff_reader(path: Path, why: SlideError):
+    """A scientific TIFF that is not a brightfield slide: hand it to napari's own TIFF reader, and say so."""
+    from napari_builtins.io import napari_get_reader
+
+    reader = napari_get_reader(str(path))
+    if reader is None:
+        show_warning(f"PathAlign could not open this file: {why}")
+        return None
+    show_info(f"{path.name} is not a brightfield slide ({why}); opened with napari's built-in TIFF reader instead")
+    return reader

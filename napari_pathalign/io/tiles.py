@@ -1,0 +1,169 @@
+"""Tiled pyramid levels, a bounded cache of decoded tiles, and region assembly.
+
+Every backend (TIFF, DICOM) exposes its stored levels as ``TileLevel`` objects that decode one
+stored tile at a time. ``TileReader`` turns any of them into regions (``read_region``) and into
+dask arrays whose chunks are exactly the stored tiles, so the display and the pipeline decode the
+same pixels through the same cache.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+
+import numpy as np
+
+WHITE = 255  # beyond the slide's edge and in sparse (never scanned) tiles
+_names = count()
+_in_pool = threading.local()  # set in decode threads: nested reads (derived levels) run serially there
+
+
+class TileLevel(ABC):
+    """One pyramid level stored as a grid of tiles."""
+
+    shape: tuple[int, int]  # (height, width) of the level in pixels
+    tile_shape: tuple[int, int]  # (height, width) of one stored tile
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Number of tile (rows, columns)."""
+        return (-(-self.shape[0] // self.tile_shape[0]), -(-self.shape[1] // self.tile_shape[1]))
+
+    @abstractmethod
+    def decode_tile(self, row: int, col: int) -> np.ndarray:
+        """Decode one stored tile as uint8 (h, w, 3); edge tiles may be padded or already cropped."""
+
+    def tile_bounds(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of a tile in level pixels, cropped to the level."""
+        th, tw = self.tile_shape
+        y0, x0 = row * th, col * tw
+        return y0, x0, min(y0 + th, self.shape[0]), min(x0 + tw, self.shape[1])
+
+
+class DerivedLevel(TileLevel):
+    """A level built lazily by 2x2 box-averaging a finer level: for files without a pyramid."""
+
+    def __init__(self, reader: TileReader, parent: int):
+        self._reader = reader
+        self._parent = parent
+        ph, pw = reader.levels[parent].shape
+        self.shape = (ph // 2, pw // 2)
+        self.tile_shape = reader.levels[parent].tile_shape
+
+    def decode_tile(self, row: int, col: int) -> np.ndarray:
+        y0, x0, y1, x1 = self.tile_bounds(row, col)
+        src = self._reader.read(self._parent, 2 * x0, 2 * y0, 2 * (x1 - x0), 2 * (y1 - y0))
+        src = src.astype(np.uint16).reshape(y1 - y0, 2, x1 - x0, 2, 3)
+        return ((src.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)  # (h, w, 3)
+
+
+class TileReader:
+    """Reads regions of tiled levels through one bounded LRU cache of decoded tiles.
+
+    Tiles are decoded in a thread pool (the codecs release the GIL), so a region that touches
+    several tiles decodes them in parallel; each cached tile is cropped to its level's bounds.
+    """
+
+    def __init__(self, levels: list[TileLevel], cache_bytes: int = 256 * 2**20, workers: int | None = None):
+        self.levels = list(levels)
+        self.cache_bytes = cache_bytes
+        self.tiles_decoded = 0  # how many stored tiles were decoded (a cache miss each)
+        self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
+        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def count_decoded(self, n: int = 1) -> None:
+        """Record tiles decoded outside the cache (the zarr display path)."""
+        with self._lock:
+            self.tiles_decoded += n
+
+    def add_derived_levels(self, max_side: int = 1024) -> None:
+        """Append 2x-downsampled levels below the coarsest one until it fits ``max_side``."""
+        while max(self.levels[-1].shape) > max_side and min(self.levels[-1].shape) >= 2:
+            self.levels.append(DerivedLevel(self, len(self.levels) - 1))
+
+    def tile(self, level: int, row: int, col: int) -> np.ndarray:
+        """One decoded tile, cropped to the level's bounds, (h, w, 3) uint8 (cached, read-only)."""
+        key = (level, row, col)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        lvl = self.levels[level]
+        y0, x0, y1, x1 = lvl.tile_bounds(row, col)
+        data = lvl.decode_tile(row, col)
+        if data.shape[0] < y1 - y0 or data.shape[1] < x1 - x0:
+            raise RuntimeError(f"tile ({row}, {col}) of level {level} decoded to {data.shape}, expected at least {(y1 - y0, x1 - x0)}")
+        data = np.ascontiguousarray(data[: y1 - y0, : x1 - x0, :3])
+        data.flags.writeable = False
+        with self._lock:
+            if not isinstance(lvl, DerivedLevel):
+                self.tiles_decoded += 1
+            if key not in self._cache:
+                self._cache[key] = data
+                self._cached_bytes += data.nbytes
+                while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached_bytes -= old.nbytes
+        return data
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Region of ``level`` with top-left (x, y) in that level's pixels: (h, w, 3) uint8, white outside."""
+        out = np.full((h, w, 3), WHITE, dtype=np.uint8)
+        lvl = self.levels[level]
+        H, W = lvl.shape
+        cy0, cx0, cy1, cx1 = max(y, 0), max(x, 0), min(y + h, H), min(x + w, W)
+        if cy0 >= cy1 or cx0 >= cx1:
+            return out
+        th, tw = lvl.tile_shape
+        keys = [(r, c) for r in range(cy0 // th, (cy1 - 1) // th + 1) for c in range(cx0 // tw, (cx1 - 1) // tw + 1)]
+        if len(keys) > 1 and self._workers > 1 and not getattr(_in_pool, "active", False):
+            tiles = list(self._executor().map(lambda rc: self._tile_in_pool(level, *rc), keys))
+        else:
+            tiles = [self.tile(level, r, c) for r, c in keys]
+        for (r, c), tile in zip(keys, tiles):
+            ty0, tx0 = r * th, c * tw
+            sy0, sx0 = max(cy0, ty0), max(cx0, tx0)
+            sy1, sx1 = min(cy1, ty0 + tile.shape[0]), min(cx1, tx0 + tile.shape[1])
+            out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0]
+        return out
+
+    def as_dask(self, level: int):
+        """The level as a lazy dask array (H, W, 3) with one chunk per stored tile."""
+        import dask.array as da
+
+        lvl = self.levels[level]
+        th, tw = lvl.tile_shape
+        rows, cols = lvl.grid
+        H, W = lvl.shape
+        name = f"pathalign-tiles-{next(_names)}-level{level}"
+        dsk = {(name, r, c, 0): (self.tile, level, r, c) for r in range(rows) for c in range(cols)}
+        chunks = (
+            tuple(min(th, H - r * th) for r in range(rows)),
+            tuple(min(tw, W - c * tw) for c in range(cols)),
+            (3,),
+        )
+        return da.Array(dsk, name, chunks, dtype=np.uint8)
+
+    def _tile_in_pool(self, level: int, row: int, col: int) -> np.ndarray:
+        _in_pool.active = True  # a worker never waits on its own pool (no deadlock)
+        return self.tile(level, row, col)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pathalign-decode")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        self._cache.clear()
+        self._cached_bytes = 0
