@@ -10,8 +10,9 @@ from pathlib import Path
 # imports napari, so tests never read or change the user's own preferences.
 os.environ["NAPARI_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="pathalign-napari-settings-")) / "settings.yaml")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from tests.synthetic import write_pyramid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -30,36 +31,6 @@ def wsi_dir() -> Path:
 def output_dir() -> Path:
     OUTPUT.mkdir(exist_ok=True)
     return OUTPUT
-
-
-def tissue_like(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """A smooth pink-and-purple RGB pattern on white: JPEG-friendly and easy to eyeball."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    fx, fy = rng.uniform(0.002, 0.01, 2)
-    wave = (np.sin(xx * fx * 6.28) * np.cos(yy * fy * 6.28) + 1) / 2  # (H, W) in [0, 1]
-    img = np.empty((h, w, 3), np.uint8)
-    img[..., 0] = 255 - 60 * wave
-    img[..., 1] = 255 - 150 * wave
-    img[..., 2] = 255 - 70 * wave
-    return img
-
-
-def write_pyramid(path: Path, shape=(2048, 3072), levels=3, tile=256, compression="jpeg", mpp=0.5, **kw) -> Path:
-    """A tiled pyramidal TIFF (level 0 then 2x reductions as SubIFDs), as converters write them."""
-    import tifffile
-
-    img = tissue_like(shape)
-    res = (1e4 / mpp, 1e4 / mpp) if mpp else None
-    with tifffile.TiffWriter(path, bigtiff=kw.pop("bigtiff", False)) as tw:
-        opts = dict(tile=(tile, tile), compression=compression, photometric="rgb", **kw)
-        tw.write(img, subifds=levels - 1, resolution=res, resolutionunit="CENTIMETER" if mpp else None, **opts)
-        for k in range(1, levels):
-            img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
-            img = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
-            tw.write(img, subfiletype=1, **opts)
-    return path
 
 
 @pytest.fixture

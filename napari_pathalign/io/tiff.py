@@ -8,6 +8,7 @@ store for the many small random reads that patch extraction makes.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -66,15 +67,42 @@ def to_rgb(tile: np.ndarray) -> np.ndarray:
 def open_tiff(path: Path) -> Slide:
     import tifffile
 
+    with _TifffileLog() as log:
+        try:
+            tif = tifffile.TiffFile(path)
+            tif.series  # noqa: B018 - parses every image directory now, while we listen to the log
+        except Exception as exc:  # tifffile raises many types for garbage; all mean "not a readable TIFF"
+            raise SlideError(f"{path}: not a readable TIFF ({exc}); the file may be truncated or not a slide") from exc
     try:
-        tif = tifffile.TiffFile(path)
-    except Exception as exc:  # tifffile raises many types for garbage; all mean "not a readable TIFF"
-        raise SlideError(f"{path}: not a readable TIFF ({exc}); the file may be truncated or not a slide") from exc
-    try:
+        # tifffile only logs a broken directory chain and goes on with the pages before it
+        broken = [m for m in log.messages if "invalid" in m and "offset" in m]
+        require(not broken, path, f"the file is truncated or damaged ({broken[:1]}; {os.path.getsize(path)} bytes); copy it again")
         return _open(path, tif)
     except BaseException:
         tif.close()
         raise
+
+
+class _TifffileLog(logging.Handler):
+    """Collects what tifffile logs while a file is parsed."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        logger = logging.getLogger("tifffile")
+        self._propagate, logger.propagate = logger.propagate, False  # ours to report, as a SlideError
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logger = logging.getLogger("tifffile")
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
 
 
 def _main_series(path: Path, tif):
@@ -103,7 +131,7 @@ def _check_page(path: Path, page, level: int) -> None:
         tifffile.TIFF.DECOMPRESSORS[page.compression]
     except (KeyError, ValueError) as exc:
         raise SlideError(f"{path}: level {level} uses compression {page.compression!r}, which no installed codec decodes; supported are JPEG, JPEG 2000, JPEG XL, WebP, LZW, Deflate, Zstd, PackBits and none") from exc
-    size = os.fstat(page.parent.filehandle.fileno()).st_size
+    size = os.path.getsize(path)
     ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
     require(not ends or max(ends) <= size, path, f"file is truncated: level {level} needs {max(ends or [0])} bytes but the file has {size}; copy it again")
 
@@ -121,6 +149,8 @@ def _format_and_mpp(tif, page0) -> tuple[str, float | None, str]:
 
 
 def _open(path: Path, tif) -> Slide:
+    size = os.path.getsize(path)
+    require(len(tif.pages) > 0, path, f"no image directory could be read within its {size} bytes: the file is truncated or damaged; copy it again")
     series = _main_series(path, tif)
     pages = [lvl.keyframe for lvl in series.levels if _is_image(lvl)]
     for k, page in enumerate(pages):
