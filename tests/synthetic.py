@@ -35,3 +35,25 @@ def write_pyramid(path: Path, shape=(2048, 3072), levels=3, tile=256, compressio
             img = img.reshape(img.shape[0] // 2, 2, img.shape[1] // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
             tw.write(img, subfiletype=1, **opts)
     return path
+
+
+def write_big_pyramid(path: Path, side: int = 8192, tile: int = 256, min_side: int = 512) -> Path:
+    """A large JPEG pyramid written tile by tile (never the whole image in memory)."""
+    import tifffile
+
+    sides = [side]
+    while sides[-1] // 2 >= min_side:
+        sides.append(sides[-1] // 2)
+    base = tissue_like((tile * 4, tile * 4))
+
+    def tiles(n: int):
+        for r in range(n // tile):
+            for c in range(n // tile):
+                yield base[(r % 4) * tile : (r % 4 + 1) * tile, (c % 4) * tile : (c % 4 + 1) * tile]
+
+    opts = dict(tile=(tile, tile), compression="jpeg", photometric="rgb", dtype=np.uint8)
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(tiles(sides[0]), shape=(sides[0], sides[0], 3), subifds=len(sides) - 1, resolution=(4e4, 4e4), resolutionunit="CENTIMETER", **opts)
+        for n in sides[1:]:
+            tw.write(tiles(n), shape=(n, n, 3), subfiletype=1, **opts)
+    return path
