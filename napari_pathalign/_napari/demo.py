@@ -17,6 +17,8 @@ def build_viewer(show: bool = True) -> napari.Viewer:
     viewer.open_sample(PLUGIN, "cmu1-small-region")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Slide information")
     viewer.layers.selection.active = viewer.layers[0]
+    viewer.scale_bar.visible = True  # the slide is in µm: the bar shows it
+    viewer.window.resize(1500, 950)
     viewer.reset_view()
     return viewer
 
