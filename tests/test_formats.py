@@ -109,3 +109,28 @@ def test_bigtiff_pyramid(tmp_path):
     with open_slide(path) as slide:
         assert slide.level_shapes[:2] == [(600, 700), (300, 350)]
         assert slide.read_region((0, 0), (700, 600)).shape == (600, 700, 3)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        dict(tile=(256, 256), photometric="rgb"),  # uncompressed tiles
+        dict(rowsperstrip=64, compression="lzw", photometric="rgb"),  # strips, not tiles
+        dict(tile=(256, 256), gray=True),  # one sample: shown as RGB
+        dict(tile=(256, 256), photometric="rgb", alpha=True),  # RGBA: alpha dropped
+    ],
+    ids=["uncompressed", "striped-lzw", "gray", "rgba"],
+)
+def test_tiff_layouts_read_exactly(tmp_path, layout):
+    img = tissue_like((1000, 1300))
+    data, expected = img, img
+    if layout.pop("gray", False):
+        data, expected = img[..., 0], np.repeat(img[..., :1], 3, axis=-1)
+    if layout.pop("alpha", False):
+        data = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+        layout["extrasamples"] = ["unassalpha"]
+    path = tmp_path / "layout.tif"
+    tifffile.imwrite(path, data, **layout)
+    with open_slide(path) as slide:
+        np.testing.assert_array_equal(slide.read_region((100, 100), (500, 300)), expected[100:400, 100:600])
+        np.testing.assert_array_equal(np.asarray(slide.levels[0]), expected)
