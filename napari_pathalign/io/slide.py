@@ -96,6 +96,14 @@ class Slide:
         x, y = (int(round(v / ds)) for v in xy_level0)
         return self._reader.read(level, x, y, w, h)
 
+    def tile_shape(self, level: int = 0) -> tuple[int, int]:
+        """(height, width) of the stored tiles of ``level``: the unit in which pixels are decoded."""
+        return self._reader.levels[level].tile_shape
+
+    def read_tile(self, level: int, row: int, col: int) -> np.ndarray:
+        """One stored tile of ``level``, cropped to the level's bounds: (h, w, 3) uint8, read-only."""
+        return self._reader.tile(level, row, col)
+
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """The whole slide, downscaled (area average) so its longer side is at most ``max_size``."""
         from PIL import Image
