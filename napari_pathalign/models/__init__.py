@@ -1,0 +1,1 @@
+"""Patch encoders (a registry of named architectures loaded from local weights) and, later, the slide models."""

@@ -1,0 +1,139 @@
+"""Patch encoder registry: every loader round-trips a randomly initialised model through disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_pathalign.models.encoders import EncoderError, available_encoders, encoder_spec, load_patch_encoder  # noqa: E402
+
+PATCHES = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+
+
+def _save(module, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    return path
+
+
+def test_registry_names_and_specs():
+    names = set(available_encoders())
+    assert {"embedded", "test-tiny", "uni", "uni2-h", "gigapath", "virchow2", "h-optimus-0", "phikon", "phikon-v2", "conch"} <= names
+    assert encoder_spec("virchow2").dim == 2560 and encoder_spec("conch").input_size == 448
+    with pytest.raises(EncoderError, match="unknown patch encoder 'nope'; available: conch"):
+        encoder_spec("nope")
+
+
+def test_public_models_refuse_to_run_without_weights():
+    for name in ("uni", "phikon", "virchow2"):
+        with pytest.raises(EncoderError, match="no weights here: pass weights=.*never used"):
+            load_patch_encoder(name)
+
+
+def test_embedded_without_trained_weights_says_so(tmp_path):
+    with pytest.raises(EncoderError, match="trained weights are not in this install"):
+        load_patch_encoder("embedded", weights=None) if not (encoder_spec("embedded") and False) else _embedded_missing()
+
+
+def _embedded_missing():
+    from napari_pathalign.models import encoder_zoo
+
+    if encoder_zoo.EMBEDDED_WEIGHTS.exists():
+        pytest.skip("the trained embedded weights are installed")
+    load_patch_encoder("embedded")
+
+
+def test_embedded_round_trip(tmp_path):
+    from napari_pathalign.models.embedded_encoder import EmbeddedEncoder
+
+    torch.manual_seed(1)
+    module = EmbeddedEncoder().eval()
+    enc = load_patch_encoder("embedded", weights=_save(module, tmp_path / "embedded.safetensors"), device="cpu")
+    feats = enc.encode(PATCHES)
+    assert feats.shape == (3, 384) and feats.dtype == np.float32
+    x = (torch.from_numpy(PATCHES).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(enc.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        np.testing.assert_allclose(feats, module(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_is_deterministic_and_resizes():
+    a = load_patch_encoder("test-tiny", device="cpu").encode(PATCHES)
+    b = load_patch_encoder("test-tiny", device="cpu").encode(PATCHES)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 32)
+
+
+def _hf_round_trip(tmp_path, name, config_fn, model_cls):
+    from napari_pathalign.models import encoder_zoo
+
+    torch.manual_seed(0)
+    extra = {"add_pooling_layer": False} if model_cls.__name__ == "ViTModel" else {}
+    model = model_cls(getattr(encoder_zoo, config_fn)(), **extra).eval()
+    x = (torch.from_numpy(PATCHES).permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        expected = model(pixel_values=x).last_hidden_state[:, 0].numpy()
+    folder = tmp_path / name
+    model.save_pretrained(folder)  # the layout of a downloaded hub folder
+    from_folder = load_patch_encoder(name, weights=folder, device="cpu").encode(PATCHES)
+    from_file = load_patch_encoder(name, weights=folder / "model.safetensors", device="cpu").encode(PATCHES)
+    np.testing.assert_allclose(from_folder, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(from_file, expected, rtol=1e-4, atol=1e-4)
+    return folder
+
+
+def test_phikon_round_trip_and_refusals(tmp_path):
+    from transformers import ViTModel
+
+    folder = _hf_round_trip(tmp_path, "phikon", "_phikon_config", ViTModel)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((folder / "model.safetensors").read_bytes()[:10_000])
+    with pytest.raises(EncoderError, match="could not read weights .*truncated"):
+        load_patch_encoder("phikon", weights=truncated)
+    with pytest.raises(EncoderError, match="do not fit the 'phikon-v2' architecture"):
+        load_patch_encoder("phikon-v2", weights=folder / "model.safetensors")
+    with pytest.raises(EncoderError, match="do not fit the 'embedded' architecture"):
+        load_patch_encoder("embedded", weights=folder / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_phikon_v2_round_trip(tmp_path):
+    from transformers import Dinov2Model
+
+    _hf_round_trip(tmp_path, "phikon-v2", "_phikon_v2_config", Dinov2Model)
+
+
+def test_timm_models_explain_what_they_need(tmp_path):
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        weights = tmp_path / "pytorch_model.bin"
+        torch.save({"w": torch.zeros(1)}, weights)
+        with pytest.raises(EncoderError, match="timm model: install timm and torchvision"):
+            load_patch_encoder("uni", weights=weights)
+    else:
+        pytest.skip("timm is installed: see test_timm_round_trip")
+
+
+@pytest.mark.parametrize("name", ["uni", "h-optimus-0"])
+def test_timm_round_trip(tmp_path, name):
+    timm = pytest.importorskip("timm")  # needs torchvision, which the CPU torch wheel here lacks
+    from napari_pathalign.models import encoder_zoo  # noqa: F401
+
+    enc0 = encoder_spec(name)
+    module = enc0.build.__closure__  # noqa: B018 - built below through the public loader
+    model = timm.create_model("vit_large_patch16_224" if name == "uni" else "vit_giant_patch14_reg4_dinov2", pretrained=False, num_classes=0, img_size=224, init_values=1e-5)
+    weights = tmp_path / "pytorch_model.bin"
+    torch.save(model.state_dict(), weights)
+    feats = load_patch_encoder(name, weights=weights, device="cpu").encode(PATCHES[:1])
+    assert feats.shape == (1, enc0.dim) and module is not None
+
+
+def test_bad_device():
+    with pytest.raises(EncoderError, match="device must be"):
+        load_patch_encoder("test-tiny", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EncoderError, match="no CUDA GPU"):
+            load_patch_encoder("test-tiny", device="cuda")
