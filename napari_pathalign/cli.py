@@ -38,6 +38,29 @@ def _info(args) -> int:
     return 0
 
 
+def _embed(args) -> int:
+    from napari_pathalign.models.encoders import EncoderError, load_patch_encoder
+    from napari_pathalign.pipeline.batch import embed_many, expand_slides
+    from napari_pathalign.pipeline.features import GridConfig
+
+    slides = expand_slides(args.slides)
+    if not slides:
+        print(f"error: no slides found in {args.slides}", file=sys.stderr)
+        return 2
+    try:  # a wrong encoder name or weights file fails once, up front, not per slide
+        load_patch_encoder(args.encoder, args.weights, args.device)
+    except EncoderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    grid = GridConfig(args.patch_size, args.target_mpp, args.max_patches, args.min_tissue, args.seed)
+    results = embed_many(slides, args.encoder, args.weights, Path(args.out), grid, args.batch_size, args.device, args.scheduler, args.workers)
+    failed = [r for r in results if r.error]
+    for r in results:
+        print(f"{'FAILED' if r.error else 'ok':6} {r.slide}  {r.error or f'{r.n_patches} patches'}")
+    print(f"{len(results) - len(failed)} of {len(results)} slides embedded into {args.out}")
+    return 1 if failed else 0
+
+
 def _demo(args) -> int:
     from napari_pathalign._napari.demo import run_demo
 
@@ -55,6 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--associated", choices=["label", "macro", "thumbnail"], help="save this associated image (shown only on request: it may identify the patient)")
     info.add_argument("--out", help="where to save the associated image (PNG)")
     info.set_defaults(run=_info)
+    embed = sub.add_parser("embed", help="patch features of slides into TRIDENT-layout .h5 files (cached)")
+    embed.add_argument("slides", nargs="+", help="slide files, DICOM folders, or folders of slides")
+    embed.add_argument("--encoder", required=True, help="patch encoder name (see the README for the list)")
+    embed.add_argument("--weights", help="local weights file or folder of the encoder")
+    embed.add_argument("--out", required=True, help="folder for the feature files")
+    embed.add_argument("--patch-size", type=int, default=224)
+    embed.add_argument("--target-mpp", type=float, default=0.5, help="µm per patch pixel (0.5 ~ 20x)")
+    embed.add_argument("--max-patches", type=int, default=10240)
+    embed.add_argument("--min-tissue", type=float, default=0.5)
+    embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    embed.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    embed.add_argument("--workers", type=int, help="start a local dask cluster with this many worker processes")
+    embed.set_defaults(run=_embed)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)

@@ -1,0 +1,1 @@
+"""From slide to features and embeddings, with progress reported through callbacks (no UI here)."""
