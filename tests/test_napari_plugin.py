@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_pathalign._napari.preferences import PLUGIN, SLIDE_PATTERNS, claim_slide_extensions
-from napari_pathalign._napari.reader import get_reader
 from tests.synthetic import write_big_pyramid
 
 pytest.importorskip("napari")

@@ -6,7 +6,6 @@ declined, so napari never shows a traceback dialog for them.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
@@ -15,7 +14,6 @@ from napari_pathalign._napari.layers import slide_layer_data
 from napari_pathalign.io import SlideError, open_slide
 from napari_pathalign.io.errors import NotBrightfieldError
 
-log = logging.getLogger(__name__)
 _GENERIC_TIFF = (".tif", ".tiff")
 
 
