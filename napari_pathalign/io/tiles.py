@@ -22,6 +22,21 @@ _names = count()
 _in_pool = threading.local()  # set in decode threads: nested reads (derived levels) run serially there
 
 
+def paste_tiles(out: np.ndarray, x: int, y: int, tiles: dict, th: int, tw: int) -> None:
+    """Copy into ``out`` (top-left at level pixel (x, y)) the parts of decoded tiles it overlaps.
+
+    ``tiles`` maps (row, col) to a tile cropped to the level's bounds, so nothing is written
+    beyond the slide's edge and ``out`` keeps its fill there.
+    """
+    h, w = out.shape[:2]
+    for (r, c), tile in tiles.items():
+        ty, tx = r * th, c * tw
+        y0, y1 = max(y, ty), min(y + h, ty + tile.shape[0])
+        x0, x1 = max(x, tx), min(x + w, tx + tile.shape[1])
+        if y0 < y1 and x0 < x1:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+
+
 class TileLevel(ABC):
     """One pyramid level stored as a grid of tiles."""
 
@@ -142,11 +157,7 @@ class TileReader:
             tiles = list(self._executor().map(lambda rc: self._tile_in_pool(level, *rc), keys))
         else:
             tiles = [self.tile(level, r, c) for r, c in keys]
-        for (r, c), tile in zip(keys, tiles):
-            ty0, tx0 = r * th, c * tw
-            sy0, sx0 = max(cy0, ty0), max(cx0, tx0)
-            sy1, sx1 = min(cy1, ty0 + tile.shape[0]), min(cx1, tx0 + tile.shape[1])
-            out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0]
+        paste_tiles(out, x, y, dict(zip(keys, tiles)), th, tw)
         return out
 
     def as_dask(self, level: int):

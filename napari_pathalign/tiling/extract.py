@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from napari_pathalign.io.tiles import paste_tiles
 from napari_pathalign.tiling.grid import PatchGrid
 
 
@@ -73,14 +74,8 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
 
 def _assemble(tiles: dict, xy: np.ndarray, size: int, th: int, tw: int) -> np.ndarray:
     """One patch (size, size, 3) from decoded tiles; white where it leaves the slide."""
-    x, y = int(xy[0]), int(xy[1])
     out = np.full((size, size, 3), 255, np.uint8)
-    for (r, c), tile in tiles.items():
-        ty, tx = r * th, c * tw
-        y0, y1 = max(y, ty), min(y + size, ty + tile.shape[0])
-        x0, x1 = max(x, tx), min(x + size, tx + tile.shape[1])
-        if y0 < y1 and x0 < x1:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+    paste_tiles(out, int(xy[0]), int(xy[1]), tiles, th, tw)
     return out
 
 
