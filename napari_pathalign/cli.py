@@ -48,12 +48,12 @@ def _embed(args) -> int:
         print(f"error: no slides found in {args.slides}", file=sys.stderr)
         return 2
     try:  # a wrong encoder name or weights file fails once, up front, not per slide
-        load_patch_encoder(args.encoder, args.weights, args.device)
+        encoder = load_patch_encoder(args.encoder, args.weights, args.device)
     except EncoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     grid = GridConfig(args.patch_size, args.target_mpp, args.max_patches, args.min_tissue, args.seed)
-    results = embed_many(slides, args.encoder, args.weights, Path(args.out), grid, args.batch_size, args.device, args.scheduler, args.workers)
+    results = embed_many(slides, args.encoder, args.weights, Path(args.out), grid, args.batch_size, args.device, args.scheduler, args.workers, encoder=encoder)
     failed = [r for r in results if r.error]
     for r in results:
         print(f"{'FAILED' if r.error else 'ok':6} {r.slide}  {r.error or f'{r.n_patches} patches'}")

@@ -52,15 +52,18 @@ def embed_one(path: Path, encoder_name: str, weights: str | None, out: Path, gri
         return EmbedResult(path, 0, f"{type(exc).__name__}: {exc}")
 
 
-def embed_many(slides: list[Path], encoder_name: str, weights: str | None, out: Path, grid: GridConfig, batch_size: int = 64, device: str = "auto", scheduler: str | None = None, workers: int | None = None) -> list[EmbedResult]:
-    """All slides, with a progress bar per slide and overall (local), or one task per slide on dask."""
+def embed_many(slides: list[Path], encoder_name: str, weights: str | None, out: Path, grid: GridConfig, batch_size: int = 64, device: str = "auto", scheduler: str | None = None, workers: int | None = None, encoder=None) -> list[EmbedResult]:
+    """All slides, with a progress bar per slide and overall (local), or one task per slide on dask.
+
+    ``encoder``: an already loaded encoder for the local run (dask workers load their own).
+    """
     from tqdm import tqdm
 
     if scheduler or workers:
         return _embed_distributed(slides, encoder_name, weights, out, grid, batch_size, device, scheduler, workers)
     from napari_pathalign.models.encoders import load_patch_encoder
 
-    encoder = load_patch_encoder(encoder_name, weights, device)  # load once, errors before any slide
+    encoder = encoder or load_patch_encoder(encoder_name, weights, device)  # once, errors before any slide
     results = []
     with tqdm(total=len(slides), desc="slides", unit="slide", position=0) as overall:
         for path in slides:
