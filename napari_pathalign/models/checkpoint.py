@@ -1,0 +1,157 @@
+"""PathAlign checkpoints: ``model.safetensors`` + ``config.json`` in one folder, never pickle.
+
+The config names what the weights only make sense with: the patch encoder (and its weights hash),
+the text tower and the language model, each with a hash of its files. Loading refuses a checkpoint
+whose companions differ instead of producing quietly wrong similarities or drafts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+FORMAT = "napari-pathalign/pathalign"
+VERSION = 1
+EMBEDDED = "embedded"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message says why and what to do."""
+
+
+def embedded_dir() -> Path:
+    from napari_pathalign.models.encoders import RESOURCES
+
+    return RESOURCES / "pathalign_embedded"
+
+
+def saved_keys(model) -> list[str]:
+    """Parameters that belong in a checkpoint: all but the frozen text tower and the frozen LM."""
+    keys = []
+    for name, p in model.named_parameters():
+        if name.startswith("lm."):
+            continue
+        if name.startswith("text.") and not p.requires_grad:
+            continue
+        keys.append(name)
+    return keys
+
+
+def _hash(path: Path) -> str:
+    from napari_pathalign.models.weights import weights_hash
+
+    return weights_hash(Path(path))
+
+
+def _lm_entry(model, folder: Path) -> str | None:
+    if model.lm is None:
+        return None
+    lm = model.lm.path.resolve()
+    try:
+        return str(lm.relative_to(folder.resolve()))  # shipped inside the checkpoint: stays relative
+    except ValueError:
+        return str(lm)
+
+
+def save_pathalign(model, path: str | Path, extra: dict | None = None) -> Path:
+    """Write atomically: a temporary folder beside ``path`` is renamed over it when complete."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = dict(model.named_parameters())
+    tensors = {k: state[k].detach().float().cpu().contiguous() for k in saved_keys(model)}
+    cfg = model.cfg.to_dict()
+    cfg["lm"] = _lm_entry(model, path)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": cfg,
+        "text_tower_hash": _hash(model.text.path),
+        "lm_hash": _hash(model.lm.path) if model.lm is not None else None,
+        "extra": extra or {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        if model.lm is not None and cfg["lm"] is not None and not Path(cfg["lm"]).is_absolute():
+            shutil.copytree(model.lm.path, tmp / cfg["lm"])  # keep a bundled LM with the weights
+        save_file(tensors, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if not path.is_dir() or not cfg_file.is_file():
+        raise CheckpointError(f"{path} is not a PathAlign checkpoint folder (needs config.json and model.safetensors); train one with `pathalign train` or pass 'embedded'")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({exc}); the checkpoint is damaged") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_file}: format {meta.get('format')!r} is not a PathAlign checkpoint ({FORMAT!r})")
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(f"{cfg_file}: checkpoint version {meta['version']} is newer than this napari-pathalign reads ({VERSION}); upgrade the plugin")
+    return meta
+
+
+def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None = None):
+    """Build the model its config describes, check its companions, load its weights strictly."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from napari_pathalign.models.patch_encoder import pick_device
+    from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig
+
+    if str(path) == EMBEDDED:
+        path = embedded_dir()
+        if not (path / "config.json").is_file():
+            raise CheckpointError("the embedded PathAlign weights are not in this installation (resources/pathalign_embedded); train them or pass a checkpoint folder")
+    path = Path(path)
+    meta = read_config(path)
+    cfg = PathAlignConfig.from_dict(meta["model"])
+    if lm is not None:
+        if meta.get("lm_hash") and _hash(Path(lm)) != meta["lm_hash"]:
+            raise CheckpointError(f"language model {lm} differs from the one this checkpoint was trained with (hash {_hash(Path(lm))} != {meta['lm_hash']}); its projection would feed the wrong embedding space")
+        cfg.lm = str(lm)
+    elif cfg.lm is not None and not Path(cfg.lm).is_absolute():
+        cfg.lm = str(path / cfg.lm)
+    if cfg.lm is not None and not Path(cfg.lm).is_dir():
+        raise CheckpointError(f"this checkpoint generates through the language model {cfg.lm}, which is not there; pass lm=PATH to its folder")
+    if cfg.lm is not None and meta.get("lm_hash") and _hash(Path(cfg.lm)) != meta["lm_hash"]:
+        raise CheckpointError(f"language model {cfg.lm} has changed since training (hash {_hash(Path(cfg.lm))} != {meta['lm_hash']})")
+    model = PathAlign(cfg)
+    if meta.get("text_tower_hash") and _hash(model.text.path) != meta["text_tower_hash"]:
+        raise CheckpointError(f"text tower {cfg.text_tower!r} ({model.text.path}) differs from the one this checkpoint was trained with; install the same text tower or retrain")
+    try:
+        state = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"could not read {path / 'model.safetensors'} ({exc}); the file is missing, truncated or corrupted") from exc
+    params = dict(model.named_parameters())
+    expected = set(saved_keys(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    wrong = sorted(k for k in expected & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path / 'model.safetensors'} does not fit its config: missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}")
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path / 'model.safetensors'} holds non-finite values in {bad[:4]}; the training run diverged")
+    with torch.no_grad():
+        for k in expected:
+            params[k].copy_(state[k])
+    dev, _ = pick_device(device)
+    model.to(dev).eval()
+    model.checkpoint_meta = meta
+    return model

@@ -1,0 +1,95 @@
+"""A frozen causal LM that reads the slide through a soft prompt (BLIP-2 stage 2).
+
+The 32 query outputs, projected into the LM's embedding space, are prepended to the prompt's token
+embeddings through ``inputs_embeds``. The LM never trains; only the projection (and optionally the
+Q-Former) learns from its loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class GenerationConfig:
+    """How a draft is decoded."""
+
+    max_new_tokens: int = 96  # hard stop
+    num_beams: int = 1  # > 1: beam search
+    top_p: float | None = None  # set (e.g. 0.9): nucleus sampling instead of greedy/beam
+    temperature: float = 1.0  # sampling temperature (top_p only)
+    repetition_penalty: float = 1.0  # > 1 discourages repeats
+    seed: int = 0  # sampling seed
+
+
+class FrozenLM(nn.Module):
+    """Any transformers causal LM from a local folder, frozen, with its tokenizer."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(f"language model {path}: not a transformers model folder (no config.json); pass a local folder holding a causal LM and its tokenizer")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"language model {path}: its tokenizer has no EOS token, so generation could never stop")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.dim = self.model.get_input_embeddings().embedding_dim
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()  # frozen: no dropout either
+        return self
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def _tokens(self, texts: list[str], add_eos: bool) -> list[list[int]]:
+        eos = [self.tokenizer.eos_token_id] if add_eos else []
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in texts]
+
+    def loss(self, soft: torch.Tensor, prompts: list[str], targets: list[str], max_tokens: int = 256) -> torch.Tensor:
+        """LM loss of ``targets`` (then EOS) after the soft prompt (B, Q, dim) and text prompt."""
+        device = soft.device
+        rows, labels = [], []
+        for p, t in zip(self._tokens(prompts, False), self._tokens(targets, True)):
+            t = t[: max(1, max_tokens - len(p))]
+            rows.append(p + t)
+            labels.append([-100] * len(p) + t)
+        length = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=device)  # (B, L)
+        lab = torch.tensor([r + [-100] * (length - len(r)) for r in labels], device=device)  # (B, L)
+        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], device=device)  # (B, L)
+        b, q = soft.shape[:2]
+        embeds = torch.cat([soft.to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (B, Q+L, dim)
+        full_mask = torch.cat([torch.ones(b, q, dtype=mask.dtype, device=device), mask], dim=1)  # (B, Q+L)
+        full_labels = torch.cat([torch.full((b, q), -100, device=device), lab], dim=1)  # (B, Q+L)
+        return self.model(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels).loss
+
+    @torch.no_grad()
+    def generate(self, soft: torch.Tensor, prompt: str, cfg: GenerationConfig = GenerationConfig()) -> list[str]:
+        """Drafts for a batch of soft prompts (B, Q, dim) after the same text prompt."""
+        device = soft.device
+        b = soft.shape[0]
+        ids = torch.tensor([self._tokens([prompt], False)[0]] * b, device=device, dtype=torch.long)  # (B, P)
+        embeds = torch.cat([soft.to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (B, Q+P, dim)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+        kwargs = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        if cfg.top_p is not None:
+            torch.manual_seed(cfg.seed)
+            kwargs.update(do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature)
+        else:
+            kwargs.update(do_sample=False)
+        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)  # (B, new) for decoder-only
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
