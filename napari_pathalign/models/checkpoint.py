@@ -106,12 +106,39 @@ def read_config(path: Path) -> dict:
     return meta
 
 
-def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None = None):
-    """Build the model its config describes, check its companions, load its weights strictly."""
+def load_weights(model, path: Path, allow_missing: tuple[str, ...] = ()) -> list[str]:
+    """Copy a checkpoint's tensors into ``model`` after checking every key and shape.
+
+    ``allow_missing``: key prefixes the checkpoint may lack (stage 2 starts from a stage-1 model that
+    has no LM projection yet). Returns the keys left as initialised.
+    """
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    file = Path(path) / "model.safetensors"
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"could not read {file} ({exc}); the file is missing, truncated or corrupted") from exc
+    params = dict(model.named_parameters())
+    expected = set(saved_keys(model))
+    missing = sorted(k for k in expected - set(state) if not k.startswith(allow_missing or ("\0",)))
+    unexpected = sorted(set(state) - expected)
+    wrong = sorted(k for k in expected & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{file} does not fit its config: missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}")
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{file} holds non-finite values in {bad[:4]}; the training run diverged")
+    with torch.no_grad():
+        for k in expected & set(state):
+            params[k].copy_(state[k])
+    return sorted(expected - set(state))
+
+
+def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None = None):
+    """Build the model its config describes, check its companions, load its weights strictly."""
     from napari_pathalign.models.patch_encoder import pick_device
     from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig
 
@@ -135,22 +162,7 @@ def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None
     model = PathAlign(cfg)
     if meta.get("text_tower_hash") and _hash(model.text.path) != meta["text_tower_hash"]:
         raise CheckpointError(f"text tower {cfg.text_tower!r} ({model.text.path}) differs from the one this checkpoint was trained with; install the same text tower or retrain")
-    try:
-        state = load_file(str(path / "model.safetensors"))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise CheckpointError(f"could not read {path / 'model.safetensors'} ({exc}); the file is missing, truncated or corrupted") from exc
-    params = dict(model.named_parameters())
-    expected = set(saved_keys(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    wrong = sorted(k for k in expected & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path / 'model.safetensors'} does not fit its config: missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}")
-    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{path / 'model.safetensors'} holds non-finite values in {bad[:4]}; the training run diverged")
-    with torch.no_grad():
-        for k in expected:
-            params[k].copy_(state[k])
+    load_weights(model, path)
     dev, _ = pick_device(device)
     model.to(dev).eval()
     model.checkpoint_meta = meta

@@ -62,7 +62,9 @@ class FrozenLM(nn.Module):
         """LM loss of ``targets`` (then EOS) after the soft prompt (B, Q, dim) and text prompt."""
         device = soft.device
         rows, labels = [], []
-        for p, t in zip(self._tokens(prompts, False), self._tokens(targets, True)):
+        # " target" after a prompt: tokenised as it reads in running text ("diagnosis: Lymph")
+        spaced = [t if (not p or t[:1].isspace()) else " " + t for p, t in zip(prompts, targets)]
+        for p, t in zip(self._tokens(prompts, False), self._tokens(spaced, True)):
             t = t[: max(1, max_tokens - len(p))]
             rows.append(p + t)
             labels.append([-100] * len(p) + t)

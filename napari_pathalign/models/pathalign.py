@@ -210,9 +210,9 @@ class PathAlign(nn.Module):
     def check_features(self, feats) -> None:
         """Refuse features from another patch encoder than the one this model was trained on."""
         enc, h = self.cfg.patch_encoder, self.cfg.patch_encoder_hash
-        if feats.encoder and feats.encoder != enc:
+        if feats.encoder not in ("", "unknown") and feats.encoder != enc:
             raise ValueError(f"features were computed with patch encoder {feats.encoder!r} but this model reads {enc!r}; re-embed the slide with --encoder {enc}")
-        if h and feats.weights_hash and feats.weights_hash not in ("none", h):
+        if h and feats.weights_hash not in ("", "unknown", h):
             raise ValueError(f"features come from {enc!r} weights {feats.weights_hash} but this model was trained on weights {h}; re-embed the slide with the model's encoder weights")
 
     @torch.no_grad()

@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval top-k, zero-shot AUC, generation and clinical-fact scores."""

@@ -1,0 +1,76 @@
+"""Training configuration: one JSON file, read into a dataclass (unknown keys are refused)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Paths in the JSON are relative to the JSON file."""
+
+    data: str  # table of slide, report[, part, prompt, features] (JSONL or CSV); see train/dataset.py
+    out: str  # output folder: model/ (the checkpoint) and train_state/ (to resume)
+    val_data: str | None = None  # held-out table; retrieval top-1 on it after every epoch
+    features_dir: str = "features"  # feature cache of `pathalign embed`; missing slides are embedded there
+    encoder: str = "embedded"  # patch encoder the features come from
+    encoder_weights: str | None = None  # its local weights (file or folder)
+    grid: dict = field(default_factory=dict)  # GridConfig fields: patch_size, target_mpp, max_patches, ...
+    model: dict = field(default_factory=dict)  # PathAlignConfig fields (qformer, embed_dim, lm, losses, ...)
+    stage: int = 1  # 1: Q-Former (ITC/ITM/ITG); 2: projection into the frozen LM ("lm" loss)
+    init_from: str | None = None  # stage 2: the stage-1 checkpoint folder to start from
+    train_qformer: bool = False  # stage 2: also tune the Q-Former (else only the projection trains)
+    prompt: str = "Final diagnosis:"  # stage 2: text before the target when a row has no prompt
+    epochs: int = 10  # passes over the training pairs
+    batch_size: int = 16  # slides per step (ITC negatives come from the batch)
+    grad_accum: int = 1  # steps accumulated per optimizer update
+    lr: float = 1e-4  # peak AdamW learning rate (linear warm-up over 5% of updates, cosine decay)
+    weight_decay: float = 0.05  # AdamW weight decay
+    max_patches: int | None = 2048  # patches drawn at random per slide per step (None: all)
+    seed: int = 0  # shuffling, patch sampling, hard negatives and initialisation
+    device: str = "auto"  # 'auto' (CUDA with bf16 autocast when present), 'cpu', 'cuda[:N]'
+    embed_missing: bool = True  # embed slides whose features are not cached yet (else: error)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"training config {path} does not exist; see examples/train_config.json") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; expected {sorted(names)}")
+        missing = [k for k in ("data", "out") if k not in raw]
+        if missing:
+            raise ValueError(f"{path}: missing {missing}; a config needs at least 'data' and 'out'")
+        cfg = cls(**raw)
+        base = path.parent
+        for key in ("data", "out", "val_data", "features_dir", "encoder_weights", "init_from"):
+            value = getattr(cfg, key)
+            if value is not None and not Path(value).is_absolute():
+                setattr(cfg, key, str(base / value))
+        lm = cfg.model.get("lm")
+        if lm and not Path(lm).is_absolute():
+            cfg.model = {**cfg.model, "lm": str(base / lm)}
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
+        if self.stage == 2 and not self.init_from:
+            raise ValueError("stage 2 trains the projection into the LM on top of a stage-1 model: set init_from to its checkpoint folder")
+        for key in ("epochs", "batch_size", "grad_accum"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.max_patches is not None and self.max_patches < 1:
+            raise ValueError(f"max_patches must be >= 1 or null, got {self.max_patches!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
