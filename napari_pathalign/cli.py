@@ -1,4 +1,4 @@
-"""``pathalign`` command line: inspect slides and run the demo."""
+"""``pathalign`` command line: inspect slides, embed them, train PathAlign, run the demo."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ def _embed(args) -> int:
     return 1 if failed else 0
 
 
+def _train(args) -> int:
+    from napari_pathalign.train.config import TrainConfig
+    from napari_pathalign.train.loop import train
+
+    try:
+        cfg = TrainConfig.from_json(args.config)
+        if args.device:
+            cfg.device = args.device
+        result = train(cfg, resume=args.resume)
+    except (ValueError, FileNotFoundError) as exc:  # config, table, features, checkpoint problems
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = result.history[-1] if result.history else {}
+    print(f"checkpoint: {result.checkpoint}  ({', '.join(f'{k} {v:.4f}' for k, v in last.items() if k != 'epoch')})")
+    if result.unmatched:
+        print(f"{len(result.unmatched)} rows left out by part curation (listed above)")
+    return 0
+
+
 def _demo(args) -> int:
     from napari_pathalign._napari.demo import run_demo
 
@@ -93,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     embed.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     embed.add_argument("--workers", type=int, help="start a local dask cluster with this many worker processes")
     embed.set_defaults(run=_embed)
+    tr = sub.add_parser("train", help="train a PathAlign model (stage 1 Q-Former, or stage 2 into a frozen LM) from a JSON config")
+    tr.add_argument("--config", required=True, help="training config JSON (see examples/train_config.json)")
+    tr.add_argument("--resume", action="store_true", help="continue from the config's out/train_state")
+    tr.add_argument("--device", help="override the config's device: auto, cpu or cuda[:N]")
+    tr.set_defaults(run=_train)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)
