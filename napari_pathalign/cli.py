@@ -80,6 +80,19 @@ def _train(args) -> int:
     return 0
 
 
+def _demo_data(args) -> int:
+    from napari_pathalign.train.demo_data import make_demo_data
+
+    try:
+        counts = make_demo_data(Path(args.tiles), Path(args.out), slides=args.slides, seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for split, n in counts.items():
+        print(f"{split}: {n} slides, ground truth {Path(args.out) / split / 'slides.csv'}, reports {Path(args.out) / split / 'reports.jsonl'}")
+    return 0
+
+
 def _demo(args) -> int:
     from napari_pathalign._napari.demo import run_demo
 
@@ -117,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--resume", action="store_true", help="continue from the config's out/train_state")
     tr.add_argument("--device", help="override the config's device: auto, cpu or cuda[:N]")
     tr.set_defaults(run=_train)
+    dd = sub.add_parser("demo-data", help="assemble demo slides with ground truth and multi-part reports from labelled real tiles")
+    dd.add_argument("--tiles", required=True, help="folder with PCam (0/, 1/; train/ + valid/) and/or Kather (01_TUMOR/ ...) tiles")
+    dd.add_argument("--out", required=True, help="output folder: train/ and test/ with slides/, slides.csv, reports.jsonl")
+    dd.add_argument("--slides", type=int, default=60, help="training slides (the test split gets a third as many)")
+    dd.add_argument("--seed", type=int, default=0)
+    dd.set_defaults(run=_demo_data)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)

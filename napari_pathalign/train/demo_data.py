@@ -1,0 +1,217 @@
+"""Demo slides assembled from real labelled tiles, with ground truth and multi-part reports.
+
+Sources (found under ``--tiles``):
+
+- PatchCamelyon layout: ``0/`` and ``1/`` folders of 96-px tiles at about 0.97 µm/px (lymph node;
+  1 = metastatic tumour). A ``train/`` + ``valid/`` pair becomes the train and test splits.
+- Kather 2016 layout: ``01_TUMOR/`` ... ``08_EMPTY/`` of 150-px tiles at about 0.495 µm/px
+  (colorectal). Split by source image: the file name up to ``.tif_Row``, without its leading hex
+  id, names the image, and every tile of one image lands in the same split.
+
+Each slide is a grid of tile cells laid out like tissue on glass: an irregular tissue outline on
+white, contiguous regions per tissue class, tumour foci of varied size, some slides with no
+tumour. Slides are grouped into cases of 1-3 parts; each case gets one report (lettered parts when
+there are several). Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathalign.train.demo_reports import PartTruth, bucket, write_report
+
+PCAM_MPP = 0.972  # PatchCamelyon: 96 px tiles from 10x scans
+KATHER_MPP = 0.495  # Kather 2016: 150 px tiles at 20x
+KATHER_CLASSES = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]  # EMPTY is glass, not tissue
+TEST_FRACTION = 1 / 3  # share of Kather source images held out for the test split
+
+
+@dataclass
+class TileSource:
+    """Tiles of one dataset and split, by class."""
+
+    kind: str  # 'pcam' or 'kather'
+    split: str  # 'train' or 'test'
+    mpp: float  # µm per tile pixel
+    tiles: dict  # class -> list of tile paths
+
+
+def kather_source_image(name: str) -> str:
+    """'10009_CRC-Prim-HE-03_009.tif_Row_301_Col_151.tif' -> 'CRC-Prim-HE-03_009'."""
+    stem = name.split(".tif_Row")[0]
+    return re.sub(r"^[0-9A-Fa-f]+_", "", stem)
+
+
+def _held_out(key: str, seed: int) -> bool:
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < TEST_FRACTION
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+
+
+def find_sources(tiles: Path, seed: int = 0) -> list[TileSource]:
+    """Every PCam / Kather tile set under ``tiles`` (the folder itself or its subfolders)."""
+    tiles = Path(tiles)
+    if not tiles.is_dir():
+        raise FileNotFoundError(f"tiles folder {tiles} does not exist; expected PCam (0/, 1/) or Kather (01_TUMOR/ ...) layout folders")
+    found: list[TileSource] = []
+    for folder in [tiles, *sorted(p for p in tiles.rglob("*") if p.is_dir())]:
+        if (folder / "0").is_dir() and (folder / "1").is_dir():
+            split = "test" if folder.name in ("valid", "test", "val") else "train"
+            found.append(TileSource("pcam", split, PCAM_MPP, {"normal": _images(folder / "0"), "tumour": _images(folder / "1")}))
+        classes = {p.name.split("_", 1)[1]: p for p in folder.iterdir() if p.is_dir() and re.match(r"^\d\d_[A-Z]+$", p.name)}
+        if set(KATHER_CLASSES) <= set(classes):
+            by_split = {"train": {c: [] for c in KATHER_CLASSES}, "test": {c: [] for c in KATHER_CLASSES}}
+            for c in KATHER_CLASSES:
+                for p in _images(classes[c]):
+                    by_split["test" if _held_out(kather_source_image(p.name), seed) else "train"][c].append(p)
+            for split, t in by_split.items():
+                short = [c for c, v in t.items() if len(v) < 2]
+                if short:
+                    raise ValueError(f"{folder}: the {split} split has fewer than 2 tiles of {short} after splitting by source image; add tiles or change --seed")
+                found.append(TileSource("kather", split, KATHER_MPP, t))
+    if not found:
+        raise ValueError(f"no tile sets under {tiles}: expected PCam folders 0/ and 1/, or Kather folders 01_TUMOR ... 07_ADIPOSE")
+    return found
+
+
+def _smooth_field(shape, rng, sigma) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.normal(size=shape), sigma, mode="reflect")
+    return (f - f.mean()) / (f.std() + 1e-9)
+
+
+def tissue_outline(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """An irregular blob (bool, cells) covering about half the glass, one connected piece."""
+    from scipy.ndimage import binary_fill_holes, label
+
+    rows, cols = shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    ellipse = ((yy - rows / 2) / (rows * 0.42)) ** 2 + ((xx - cols / 2) / (cols * 0.42)) ** 2
+    field = _smooth_field(shape, rng, sigma=max(rows, cols) / 8) * 0.45 - ellipse
+    mask = field > np.quantile(field, 1 - rng.uniform(0.45, 0.65))
+    lab, n = label(mask)
+    if n > 1:
+        mask = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+    return binary_fill_holes(mask)
+
+
+def layout_classes(mask: np.ndarray, source: str, tumour: bool, rng: np.random.Generator) -> np.ndarray:
+    """Class name per cell ('' outside tissue): contiguous regions, tumour as foci of varied size."""
+    rows, cols = mask.shape
+    cells = np.full(mask.shape, "", dtype=object)
+    if source == "pcam":
+        cells[mask] = "normal"
+        tumour_class, n_foci = "tumour", int(rng.integers(1, 4))
+    else:
+        others = [c for c in KATHER_CLASSES if c != "TUMOR"]
+        chosen = list(rng.choice(others, size=int(rng.integers(2, 4)), replace=False))
+        fields = np.stack([_smooth_field(mask.shape, rng, sigma=max(rows, cols) / 6) + rng.normal(0, 0.3) for _ in chosen])
+        region = np.argmax(fields, axis=0)
+        cells[mask] = np.array(chosen, dtype=object)[region[mask]]
+        tumour_class, n_foci = "TUMOR", int(rng.integers(1, 3))
+    if tumour:
+        inside = np.argwhere(mask)
+        yy, xx = np.mgrid[0:rows, 0:cols]
+        target = rng.choice([0.05, 0.2, 0.45]) * mask.sum()  # small / moderate / extensive foci
+        for k in range(n_foci):
+            cy, cx = inside[int(rng.integers(len(inside)))]
+            radius = np.sqrt(target / n_foci / np.pi) * rng.uniform(0.7, 1.3)
+            wobble = _smooth_field(mask.shape, rng, sigma=2) * 0.35
+            blob = (np.hypot(yy - cy, xx - cx) / max(radius, 0.8) + wobble) < 1
+            cells[blob & mask] = tumour_class
+    return cells
+
+
+def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> np.ndarray:
+    """Level-0 RGB: a real tile of the cell's class in each tissue cell (random flips), white glass."""
+    from PIL import Image
+
+    size = None
+    tiles = {}
+    for c in set(cells[cells != ""].tolist()):
+        tiles[c] = source.tiles[c]
+    first = np.asarray(Image.open(next(iter(tiles.values()))[0]).convert("RGB"))
+    size = first.shape[0]
+    rows, cols = cells.shape
+    glass = rng.normal(244, 2.5, size=(rows * size, cols * size, 3)).clip(0, 255).astype(np.uint8)
+    for (r, c), cls in np.ndenumerate(cells):
+        if not cls:
+            continue
+        paths = tiles[cls]
+        tile = np.asarray(Image.open(paths[int(rng.integers(len(paths)))]).convert("RGB"))
+        if tile.shape[:2] != (size, size):
+            tile = np.asarray(Image.fromarray(tile).resize((size, size), Image.BILINEAR))
+        tile = np.rot90(tile, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            tile = tile[:, ::-1]
+        glass[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
+    return glass
+
+
+def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid: tuple[int, int] = (16, 22), no_tumour_fraction: float = 0.3, progress: bool = True) -> dict:
+    """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts."""
+    from tqdm import tqdm
+
+    from napari_pathalign.io.write import write_pyramid_tiff
+
+    out = Path(out)
+    sources = find_sources(tiles, seed)
+    counts = {}
+    for split in ("train", "test"):
+        here = [s for s in sources if s.split == split]
+        if not here:
+            continue
+        n = slides if split == "train" else max(len(here), slides // 3)
+        rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+        folder = out / split
+        (folder / "slides").mkdir(parents=True, exist_ok=True)
+        truth_rows, report_rows, k = [], [], 0
+        bar = tqdm(total=n, desc=f"demo slides ({split})", unit="slide", disable=not progress)
+        case = 0
+        while k < n:
+            case += 1
+            src = here[int(rng.integers(len(here)))]
+            n_parts = min(int(rng.choice([1, 1, 2, 3])), n - k)
+            parts = []
+            for p in range(n_parts):
+                label = chr(ord("A") + p)
+                tumour = rng.random() >= no_tumour_fraction
+                mask = tissue_outline(grid, rng)
+                cells = layout_classes(mask, src.kind, tumour, rng)
+                tissue = cells[cells != ""]
+                fractions = {c: float(np.mean(tissue == c)) for c in sorted(set(tissue.tolist()))}
+                tumour_class = "tumour" if src.kind == "pcam" else "TUMOR"
+                truth = PartTruth(src.kind, fractions, fractions.get(tumour_class, 0.0))
+                name = f"{split}-{src.kind}-{case:03d}{label}"
+                path = write_pyramid_tiff(folder / "slides" / f"{name}.tif", render(cells, src, rng), src.mpp)
+                parts.append((label, truth, path))
+                truth_rows.append({
+                    "slide": f"slides/{path.name}", "case": f"{split}-{case:03d}", "part": label if n_parts > 1 else "",
+                    "source": src.kind, "mpp": src.mpp, "tumour_present": int(truth.tumour_fraction > 0),
+                    "tumour_fraction": round(truth.tumour_fraction, 4), "tumour_bucket": bucket(truth.tumour_fraction) or "none",
+                    "dominant": max(fractions, key=fractions.get), "fractions": json.dumps({c: round(f, 4) for c, f in fractions.items()}),
+                })
+                k += 1
+                bar.update()
+            report = write_report([(lab, t) for lab, t, _ in parts], rng)
+            for lab, _, path in parts:
+                report_rows.append({"slide": f"slides/{path.name}", "part": lab if n_parts > 1 else "", "report": report, "case": f"{split}-{case:03d}"})
+        bar.close()
+        with open(folder / "slides.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
+            w.writeheader()
+            w.writerows(truth_rows)
+        (folder / "reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in report_rows))
+        counts[split] = k
+    return counts
