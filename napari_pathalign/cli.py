@@ -93,6 +93,31 @@ def _demo_data(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    import json
+
+    from napari_pathalign.eval.evaluate import evaluate
+    from napari_pathalign.models.checkpoint import CheckpointError
+    from napari_pathalign.models.pathalign import PathAlign
+
+    try:
+        model = PathAlign.load(args.model, device=args.device)
+        retrieval = args.retrieval_model or ("embedded-r" if args.model == "embedded" else None)
+        retrieval_model = PathAlign.load(retrieval, device=args.device) if retrieval else None
+        metrics = evaluate(model, Path(args.data), retrieval_model, Path(args.features) if args.features else None)
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(k) for k in metrics)
+    for k, v in metrics.items():
+        if k != "examples":
+            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _demo(args) -> int:
     from napari_pathalign._napari.demo import run_demo
 
@@ -136,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     dd.add_argument("--slides", type=int, default=60, help="training slides (the test split gets a third as many)")
     dd.add_argument("--seed", type=int, default=0)
     dd.set_defaults(run=_demo_data)
+    ev = sub.add_parser("evaluate", help="retrieval, zero-shot, draft and VQA metrics of a PathAlign model on demo slides")
+    ev.add_argument("--model", required=True, help="'embedded' or a checkpoint folder")
+    ev.add_argument("--retrieval-model", help="a second (PathAlign-R) model for retrieval and zero-shot; default for 'embedded': 'embedded-r'")
+    ev.add_argument("--data", required=True, help="a demo-data split folder (slides.csv, reports.jsonl, slides/)")
+    ev.add_argument("--features", help="feature cache folder (default: DATA/features)")
+    ev.add_argument("--out", help="write the metrics as JSON here")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(run=_evaluate)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)

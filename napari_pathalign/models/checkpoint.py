@@ -15,17 +15,17 @@ from pathlib import Path
 
 FORMAT = "napari-pathalign/pathalign"
 VERSION = 1
-EMBEDDED = "embedded"
+EMBEDDED = {"embedded": "pathalign_embedded", "embedded-r": "pathalign_embedded_r"}  # shipped in resources/
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked; the message says why and what to do."""
 
 
-def embedded_dir() -> Path:
+def embedded_dir(name: str = "embedded") -> Path:
     from napari_pathalign.models.encoders import RESOURCES
 
-    return RESOURCES / "pathalign_embedded"
+    return RESOURCES / EMBEDDED[name]
 
 
 def saved_keys(model) -> list[str]:
@@ -56,16 +56,21 @@ def _lm_entry(model, folder: Path) -> str | None:
         return str(lm)
 
 
-def save_pathalign(model, path: str | Path, extra: dict | None = None) -> Path:
-    """Write atomically: a temporary folder beside ``path`` is renamed over it when complete."""
+def save_pathalign(model, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False) -> Path:
+    """Write atomically: a temporary folder beside ``path`` is renamed over it when complete.
+
+    ``half``: store float16 (shipped weights; they load back into float32). ``bundle_lm``: copy the
+    language model into the checkpoint (as ``lm/``) so the folder is self-contained.
+    """
+    import torch
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(model.named_parameters())
-    tensors = {k: state[k].detach().float().cpu().contiguous() for k in saved_keys(model)}
+    tensors = {k: state[k].detach().cpu().to(torch.float16 if half else torch.float32).contiguous() for k in saved_keys(model)}
     cfg = model.cfg.to_dict()
-    cfg["lm"] = _lm_entry(model, path)
+    cfg["lm"] = "lm" if bundle_lm and model.lm is not None else _lm_entry(model, path)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -142,10 +147,10 @@ def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None
     from napari_pathalign.models.patch_encoder import pick_device
     from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig
 
-    if str(path) == EMBEDDED:
-        path = embedded_dir()
+    if str(path) in EMBEDDED:
+        name, path = str(path), embedded_dir(str(path))
         if not (path / "config.json").is_file():
-            raise CheckpointError("the embedded PathAlign weights are not in this installation (resources/pathalign_embedded); train them or pass a checkpoint folder")
+            raise CheckpointError(f"the {name} PathAlign weights are not in this installation ({path}); run scripts/train_embedded_model.py or pass a checkpoint folder")
     path = Path(path)
     meta = read_config(path)
     cfg = PathAlignConfig.from_dict(meta["model"])

@@ -37,7 +37,7 @@ class FrozenLM(nn.Module):
         if not (self.path / "config.json").is_file():
             raise FileNotFoundError(f"language model {path}: not a transformers model folder (no config.json); pass a local folder holding a causal LM and its tokenizer")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=torch.float32)  # shipped weights may be float16
         self.model.requires_grad_(False)
         self.model.eval()
         if self.tokenizer.eos_token_id is None:

@@ -269,7 +269,7 @@ class PathAlign(nn.Module):
 
         return load_pathalign(path, device=device, lm=lm)
 
-    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+    def save(self, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False) -> Path:
         from napari_pathalign.models.checkpoint import save_pathalign
 
-        return save_pathalign(self, path, extra)
+        return save_pathalign(self, path, extra, half, bundle_lm)

@@ -98,3 +98,29 @@ def write_report(parts: list[tuple[str, PartTruth]], rng: np.random.Generator) -
         marker = {0: f"{label}.", 1: f"{label})", 2: f"PART {ord(label) - ord('A') + 1}:"}[style]
         lines.append(f"{marker} {write_part(truth, rng)}")
     return "\n".join(lines)
+
+
+# -- closed questions (VQA) -------------------------------------------------------------------
+QUESTIONS = {
+    "tumour": ["Is tumour present?", "Is there carcinoma in this specimen?", "Does the slide show tumour?"],
+    "tissues": ["Which tissues are present?", "What tissue types are seen?", "Name the tissues on this slide."],
+    "extent": ["What fraction of the tissue is tumour?", "How extensive is the tumour?", "Approximately how much tumour is there?"],
+}
+EXTENT_ANSWER = {None: "None.", "small": "Less than 10% of the tissue.", "moderate": "Between 10% and 30% of the tissue.", "extensive": "More than 30% of the tissue."}
+TUMOUR_NAME = {"pcam": "metastatic carcinoma", "kather": "adenocarcinoma"}
+
+
+def truth_tissues(t: PartTruth) -> list[str]:
+    """Classes a correct 'which tissues' answer names: tumour when present, then the background."""
+    return ([TUMOUR_CLASSES[t.source]] if t.tumour_fraction > 0 else []) + background_tissues(t)
+
+
+def answers(t: PartTruth) -> dict[str, str]:
+    """Canonical answers to the three closed questions (first phrase of each class)."""
+    names = [TUMOUR_NAME[t.source] if c == TUMOUR_CLASSES[t.source] else TISSUE[c][0] for c in truth_tissues(t)]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return {
+        "tumour": "Yes." if t.tumour_fraction > 0 else "No.",
+        "tissues": listed[:1].upper() + listed[1:] + ".",
+        "extent": EXTENT_ANSWER[bucket(t.tumour_fraction)],
+    }

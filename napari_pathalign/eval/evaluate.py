@@ -1,0 +1,150 @@
+"""``pathalign evaluate``: a PathAlign model on demo slides with known ground truth.
+
+Metrics (all on the slides of one split folder: slides.csv + reports.jsonl + slides/):
+
+- retrieval: image -> text top-1 / top-3 among the part texts of all slides of the set. A retrieved
+  text counts when it states the same findings as the slide's own (same tumour call, extent bucket
+  and named tissues: the fact parser of ``eval/facts.py``); specimen site, wording and exact
+  percentages are not visible on the glass, so two negative lymph nodes are interchangeable.
+- zero-shot: tumour vs no tumour AUC from prompt similarities; dominant tissue class accuracy.
+- drafts ("Final diagnosis:"): BLEU-4 (nltk, corpus), ROUGE-L F (rouge-score), and clinical-fact
+  precision / recall of the draft's facts against the ground truth.
+- closed VQA: tumour present? which tissues? tumour extent bucket? accuracy of parsed answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
+from napari_pathalign.eval.retrieval import top_k_accuracy
+from napari_pathalign.train.demo_reports import QUESTIONS, TISSUE, TUMOUR_CLASSES, PartTruth, bucket, truth_tissues
+
+TUMOUR_PROMPTS = ["metastatic carcinoma", "invasive adenocarcinoma", "tumour is present"]
+NO_TUMOUR_PROMPTS = ["negative for metastatic carcinoma", "no tumour identified", "no evidence of malignancy"]
+
+
+def read_truth(folder: Path) -> tuple[list[dict], list[PartTruth], list[str]]:
+    """Rows of slides.csv, their PartTruth, and each slide's own report part (from reports.jsonl)."""
+    from napari_pathalign.train.dataset import load_pairs
+
+    with open(folder / "slides.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    truths = [PartTruth(r["source"], json.loads(r["fractions"]), float(r["tumour_fraction"])) for r in rows]
+    pairs, unmatched = load_pairs(folder / "reports.jsonl")
+    if unmatched:
+        raise ValueError(f"{folder}: {len(unmatched)} slides have no report part: {unmatched[0].slide}: {unmatched[0].reason}")
+    text = {str(p.slide.relative_to(folder)): p.text for p in pairs}
+    return rows, truths, [text[r["slide"]] for r in rows]
+
+
+def slide_features(folder: Path, rows: list[dict], encoder, features_dir: Path, grid, progress: bool = True) -> list:
+    """Each slide's features from the cache (embedding the ones not there yet)."""
+    from tqdm import tqdm
+
+    from napari_pathalign.io import open_slide
+    from napari_pathalign.pipeline.features import embed_slide
+
+    out = []
+    for r in tqdm(rows, desc="features", unit="slide", disable=not progress):
+        with open_slide(folder / r["slide"]) as slide:
+            out.append(embed_slide(slide, encoder, grid, cache_dir=features_dir))
+    return out
+
+
+def _signature(t: PartTruth) -> frozenset:
+    return frozenset(truth_facts(t)) | {("source", t.source)}
+
+
+def retrieval_metrics(model, embeddings, truths, texts) -> dict:
+    sim = model.similarity(embeddings, model.encode_text(texts))  # (S, S): slide i vs text of slide j
+    sig = [_signature(t) for t in truths]
+    positives = np.array([[a == b for b in sig] for a in sig])
+    return {"retrieval_top1": top_k_accuracy(sim, positives, 1), "retrieval_top3": top_k_accuracy(sim, positives, 3)}
+
+
+def zero_shot_metrics(model, embeddings, truths) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    pos = model.similarity(embeddings, model.encode_text(TUMOUR_PROMPTS)).mean(1)  # (S,)
+    neg = model.similarity(embeddings, model.encode_text(NO_TUMOUR_PROMPTS)).mean(1)
+    y = np.array([t.tumour_fraction > 0 for t in truths])
+    out = {"zero_shot_tumour_auc": float(roc_auc_score(y, pos - neg)) if 0 < y.sum() < len(y) else None}
+    correct = []
+    for emb, t in zip(embeddings, truths):
+        classes = [c for c in ([TUMOUR_CLASSES[t.source]] + [c for c in TISSUE if (c == "normal") == (t.source == "pcam")])]
+        prompts = [TUMOUR_PROMPTS[0 if t.source == "pcam" else 1] if c == TUMOUR_CLASSES[t.source] else TISSUE[c][0] for c in classes]
+        scores = model.similarity(emb, model.encode_text(prompts))
+        dominant = max(t.fractions, key=t.fractions.get)
+        correct.append(classes[int(np.argmax(scores))] == dominant)
+    out["zero_shot_dominant_accuracy"] = float(np.mean(correct))
+    return out
+
+
+def generation_metrics(model, embeddings, truths, texts, progress: bool = True) -> tuple[dict, list[str]]:
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+    from rouge_score import rouge_scorer
+    from tqdm import tqdm
+
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    cfg = GenerationConfig(max_new_tokens=96)
+    drafts = [model.generate(e, "Final diagnosis:", cfg) for e in tqdm(embeddings, desc="drafts", unit="slide", disable=not progress)]
+    tok = lambda s: s.lower().replace(".", " .").replace(",", " ,").replace(":", " :").split()  # noqa: E731
+    bleu = corpus_bleu([[tok(r)] for r in texts], [tok(d) for d in drafts], smoothing_function=SmoothingFunction().method1)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = float(np.mean([scorer.score(r, d)["rougeL"].fmeasure for r, d in zip(texts, drafts)]))
+    stated = [parse_facts(d) for d in drafts]
+    true = [truth_facts(t) for t in truths]
+    hit = sum(len(s & t) for s, t in zip(stated, true))
+    precision = hit / max(1, sum(map(len, stated)))
+    recall = hit / max(1, sum(map(len, true)))
+    return {"bleu4": float(bleu), "rougeL": rouge, "fact_precision": precision, "fact_recall": recall}, drafts
+
+
+def vqa_metrics(model, embeddings, truths, progress: bool = True) -> tuple[dict, list[dict]]:
+    from tqdm import tqdm
+
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    cfg = GenerationConfig(max_new_tokens=32)
+    scores = {"tumour": [], "tissues": [], "extent": []}
+    answers = []
+    for e, t in tqdm(list(zip(embeddings, truths)), desc="VQA", unit="slide", disable=not progress):
+        got = {k: model.generate(e, QUESTIONS[k][0], cfg) for k in scores}
+        answers.append(got)
+        scores["tumour"].append(parse_yes_no(got["tumour"]) == ("yes" if t.tumour_fraction > 0 else "no"))
+        scores["tissues"].append(parse_tissue_answer(got["tissues"], t.source) == set(truth_tissues(t)))
+        scores["extent"].append(parse_extent_answer(got["extent"]) == (bucket(t.tumour_fraction) or "none"))
+    out = {f"vqa_{k}": float(np.mean(v)) for k, v in scores.items()}
+    out["vqa_closed"] = float(np.mean([x for v in scores.values() for x in v]))
+    return out, answers
+
+
+def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None = None, progress: bool = True) -> dict:
+    """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given)."""
+    from napari_pathalign.models.encoders import load_patch_encoder
+    from napari_pathalign.pipeline.features import GridConfig
+
+    data = Path(data)
+    rows, truths, texts = read_truth(data)
+    grid = GridConfig(**(model.checkpoint_meta.get("extra", {}).get("train_config", {}).get("grid", {}) if hasattr(model, "checkpoint_meta") else {}))
+    encoder = load_patch_encoder(model.cfg.patch_encoder, None, "auto")
+    feats = slide_features(data, rows, encoder, features_dir or data / "features", grid, progress)
+    metrics: dict = {"slides": len(rows), "tumour_slides": int(sum(t.tumour_fraction > 0 for t in truths))}
+    for name, m in (("", retrieval_model or model),) + ((("g_", model),) if retrieval_model is not None else ()):
+        embeddings = [m.encode_slide(f) for f in feats]
+        metrics.update({name + k: v for k, v in retrieval_metrics(m, embeddings, truths, texts).items()})
+        metrics.update({name + k: v for k, v in zero_shot_metrics(m, embeddings, truths).items()})
+    if model.lm is not None:
+        embeddings = [model.encode_slide(f) for f in feats]
+        gen, drafts = generation_metrics(model, embeddings, truths, texts, progress)
+        vqa, answers = vqa_metrics(model, embeddings, truths, progress)
+        metrics.update(gen)
+        metrics.update(vqa)
+        metrics["examples"] = [{"slide": r["slide"], "reference": x, "draft": d, "answers": a} for r, x, d, a in list(zip(rows, texts, drafts, answers))[:5]]
+    return metrics

@@ -1,0 +1,212 @@
+"""Train the embedded default model end to end on the shared real tiles, on a 2-core CPU.
+
+    python scripts/train_embedded_model.py --tiles ../shared/data/tiles --work runs/embedded [--ship]
+
+Steps (each skipped when its output exists in --work, so a run can be resumed or redone in parts
+by deleting that output):
+  1. encoder   SimCLR on PCam train + Kather train-split tiles (no labels)  -> embedded_encoder.safetensors
+  2. probe     linear probes: PCam valid AUC, Kather balanced accuracy      -> probe.json
+  3. demo      demo slides from train tiles (train/) and held-out tiles (test/)
+  4. lm        a small GPT-2 on the training report and answer text, frozen -> lm/
+  5. R, G      PathAlign-R (ITC, 1 query); PathAlign-G stage 1 (ITC+ITM+ITG, 32 queries), stage 2 (LM)
+  6. evaluate  on the test slides                                          -> metrics.json
+  --ship copies the encoder and both models (float16) into resources/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+R_MODEL = {"qformer": {"hidden_size": 256, "num_layers": 2, "num_heads": 4, "intermediate_size": 512, "num_queries": 1, "cross_attention_frequency": 1}, "embed_dim": 256, "losses": ["itc"]}
+G_MODEL = {"qformer": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 512, "num_queries": 32, "cross_attention_frequency": 2}, "embed_dim": 256, "losses": ["itc", "itm", "itg"]}
+GRID = {"patch_size": 224, "target_mpp": 0.5, "max_patches": 2048}
+
+
+def step_encoder(args, work: Path) -> Path:
+    from safetensors.torch import save_file
+
+    from napari_pathalign.train.demo_data import find_sources
+    from napari_pathalign.train.ssl import SSLConfig, load_tiles, train_ssl
+
+    out = work / "embedded_encoder.safetensors"
+    if out.exists():
+        return out
+    paths, mpps = [], []
+    for src in find_sources(Path(args.tiles), args.seed):
+        if src.split == "train":  # never the PCam valid or Kather held-out source images
+            for tiles in src.tiles.values():
+                paths += tiles
+                mpps += [src.mpp] * len(tiles)
+    print(f"SSL on {len(paths)} training tiles for {args.ssl_minutes} min")
+    tiles = load_tiles(paths, mpps)
+    encoder, summary = train_ssl(tiles, SSLConfig(minutes=args.ssl_minutes, seed=args.seed))
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
+    (work / "ssl.json").write_text(json.dumps({**summary, "tiles": len(paths)}, indent=2))
+    return out
+
+
+def step_probe(args, work: Path, weights: Path) -> dict:
+    from napari_pathalign.eval.probe import probe_kather, probe_pcam
+    from napari_pathalign.models.encoders import load_patch_encoder
+
+    out = work / "probe.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    enc = load_patch_encoder("embedded", weights, "cpu")
+    tiles = Path(args.tiles)
+    t = time.time()
+    result = {**probe_pcam(enc, tiles / "pcam", seed=args.seed), **probe_kather(enc, tiles / "kather2016", seed=args.seed), "minutes": (time.time() - t) / 60}
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def step_demo(args, work: Path) -> Path:
+    from napari_pathalign.train.demo_data import make_demo_data
+
+    demo = work / "demo"
+    if not (demo / "test" / "reports.jsonl").exists():
+        make_demo_data(Path(args.tiles), demo, slides=args.slides, seed=args.seed)
+    return demo
+
+
+def stage2_table(demo: Path, seed: int) -> Path:
+    """Report drafts plus closed questions for every training slide (the VQA part of stage 2)."""
+    import csv
+
+    from napari_pathalign.train.dataset import load_pairs
+    from napari_pathalign.train.demo_reports import QUESTIONS, PartTruth, answers
+
+    out = demo / "train" / "stage2.jsonl"
+    rng = random.Random(seed)
+    with open(demo / "train" / "slides.csv", newline="") as fh:
+        truth = {r["slide"]: r for r in csv.DictReader(fh)}
+    pairs, _ = load_pairs(demo / "train" / "reports.jsonl")
+    rows = []
+    for p in pairs:
+        rel = str(p.slide.relative_to(demo / "train"))
+        t = truth[rel]
+        part = PartTruth(t["source"], json.loads(t["fractions"]), float(t["tumour_fraction"]))
+        rows.append({"slide": rel, "report": p.text, "prompt": "Final diagnosis:"})
+        for key, answer in answers(part).items():
+            for question in rng.sample(QUESTIONS[key], 2):
+                rows.append({"slide": rel, "report": answer, "prompt": question})
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def step_lm(args, work: Path, demo: Path) -> Path:
+    from napari_pathalign.train.causal_lm import CausalLMConfig, new_causal_lm, train_causal_lm
+    from napari_pathalign.train.dataset import read_table
+
+    lm = work / "lm"
+    if (lm / "config.json").exists():
+        return lm
+    rows = read_table(stage2_table(demo, args.seed))
+    texts = [f"{r['prompt']} {r['report']}" for r in rows]
+    tmp = work / "lm.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    new_causal_lm(texts, tmp, CausalLMConfig(vocab_size=1200, n_layer=4, n_head=4, n_embd=256, n_positions=256), seed=args.seed)
+    fit = train_causal_lm(tmp, texts, steps=args.lm_steps, batch_size=16, lr=1e-3, seed=args.seed, position_offset=G_MODEL["qformer"]["num_queries"], progress=True)
+    # store float16 once, before stage 2 hashes it: the shipped LM is byte-identical to the trained one
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp, local_files_only=True).half().save_pretrained(tmp, safe_serialization=True)
+    (tmp / "fit.json").write_text(json.dumps(fit))
+    tmp.rename(lm)
+    return lm
+
+
+def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
+    from napari_pathalign.train.config import TrainConfig
+    from napari_pathalign.train.loop import train
+
+    common = {"features_dir": str(demo / "features"), "encoder": "embedded", "encoder_weights": str(weights), "grid": GRID, "seed": args.seed, "device": args.device, "max_patches": 1024}
+    runs = {
+        "r": {"data": str(demo / "train" / "reports.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "r"), "model": R_MODEL, "epochs": args.epochs, "batch_size": 32, "lr": 5e-4},
+        "g1": {"data": str(demo / "train" / "reports.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "g1"), "model": G_MODEL, "epochs": args.epochs, "batch_size": 32, "lr": 5e-4},
+        "g2": {"data": str(demo / "train" / "stage2.jsonl"), "out": str(work / "g2"), "stage": 2, "init_from": str(work / "g1" / "model"), "model": {"lm": str(lm)}, "epochs": args.stage2_epochs, "batch_size": 32, "lr": 2e-3},
+    }
+    histories = {}
+    for name, run in runs.items():
+        if not (Path(run["out"]) / "model" / "config.json").exists():
+            cfg = TrainConfig(**common, **run)
+            cfg.validate()
+            t = time.time()
+            result = train(cfg)
+            histories[name] = {"history": result.history[-1], "minutes": (time.time() - t) / 60}
+            (Path(run["out"]) / "summary.json").write_text(json.dumps(histories[name], indent=2))
+    return histories
+
+
+def step_evaluate(args, work: Path, demo: Path) -> dict:
+    from napari_pathalign.eval.evaluate import evaluate
+    from napari_pathalign.models.pathalign import PathAlign
+
+    g = PathAlign.load(work / "g2" / "model", device=args.device)
+    r = PathAlign.load(work / "r" / "model", device=args.device)
+    metrics = evaluate(g, demo / "test", r, demo / "features")
+    (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def ship(work: Path, weights: Path) -> None:
+    from napari_pathalign.models.pathalign import PathAlign
+
+    res = ROOT / "resources"
+    shutil.copy(weights, res / "embedded_encoder.safetensors")
+    PathAlign.load(work / "r" / "model", device="cpu").save(res / "pathalign_embedded_r", extra={"recipe": "scripts/train_embedded_model.py"}, half=True)
+    PathAlign.load(work / "g2" / "model", device="cpu").save(res / "pathalign_embedded", extra={"recipe": "scripts/train_embedded_model.py"}, half=True, bundle_lm=True)
+    for name in ("metrics.json", "probe.json", "ssl.json"):
+        if (work / name).exists():
+            shutil.copy(work / name, res / f"embedded_{name}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiles", default=str(ROOT.parent / "shared" / "data" / "tiles"))
+    ap.add_argument("--work", default=str(ROOT / "runs" / "embedded"))
+    ap.add_argument("--ssl-minutes", type=float, default=15.0)
+    ap.add_argument("--slides", type=int, default=150, help="training demo slides (test gets a third as many)")
+    ap.add_argument("--lm-steps", type=int, default=1500)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--stage2-epochs", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--until", choices=["encoder", "probe", "demo", "lm", "train", "evaluate"], default="evaluate")
+    ap.add_argument("--ship", action="store_true", help="copy the results into resources/")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    weights = step_encoder(args, work)
+    print("encoder", json.loads((work / "ssl.json").read_text()) if (work / "ssl.json").exists() else weights)
+    if args.until == "encoder":
+        return
+    print("probe", step_probe(args, work, weights))
+    if args.until == "probe":
+        return
+    demo = step_demo(args, work)
+    if args.until == "demo":
+        return
+    lm = step_lm(args, work, demo)
+    if args.until == "lm":
+        return
+    print("train", step_train(args, work, demo, weights, lm))
+    if args.until == "train":
+        return
+    metrics = step_evaluate(args, work, demo)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}, indent=2))
+    print(f"total {(time.time() - t0) / 60:.1f} min")
+    if args.ship:
+        ship(work, weights)
+
+
+if __name__ == "__main__":
+    main()

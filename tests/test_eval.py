@@ -1,0 +1,59 @@
+"""Evaluation pieces: the clinical-fact parser against the report writer, VQA answer parsing, retrieval top-k."""
+
+import numpy as np
+import pytest
+
+from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
+from napari_pathalign.eval.retrieval import top_k_accuracy
+from napari_pathalign.train.demo_reports import PartTruth, answers, bucket, truth_tissues, write_part
+
+KATHER = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]
+
+
+def random_truth(rng):
+    if rng.random() < 0.5:
+        t = float(rng.choice([0.0, rng.uniform(0.01, 0.09), rng.uniform(0.11, 0.29), rng.uniform(0.31, 0.8)]))
+        return PartTruth("pcam", {"normal": 1 - t, **({"tumour": t} if t else {})}, t)
+    classes = list(rng.choice(KATHER, size=int(rng.integers(1, 5)), replace=False))
+    w = rng.dirichlet(np.ones(len(classes)))
+    fractions = dict(zip(classes, map(float, w)))
+    return PartTruth("kather", fractions, fractions.get("TUMOR", 0.0))
+
+
+def test_parser_reads_back_every_written_report():
+    """The writer's vocabulary and the parser agree on 300 random slides, in every phrasing."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        truth = random_truth(rng)
+        text = write_part(truth, rng)
+        assert parse_facts(text) == truth_facts(truth), text
+
+
+def test_parser_is_not_fooled_by_negations():
+    assert parse_facts("Lymph node: negative for metastatic carcinoma.") == {("tumour", "no")}
+    assert parse_facts("No evidence of malignancy. Background shows adipose tissue.") == {("tumour", "no"), ("tissue", "ADIPOSE")}
+    assert ("tumour", "yes") in parse_facts("Involved by metastatic carcinoma, about 45% of the tissue.")
+    assert ("extent", "extensive") in parse_facts("Involved by metastatic carcinoma, about 45% of the tissue.")
+    assert parse_facts("") == set()
+
+
+def test_closed_answers_round_trip():
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        truth = random_truth(rng)
+        a = answers(truth)
+        assert parse_yes_no(a["tumour"]) == ("yes" if truth.tumour_fraction > 0 else "no")
+        assert parse_tissue_answer(a["tissues"], truth.source) == set(truth_tissues(truth)), a["tissues"]
+        assert parse_extent_answer(a["extent"]) == (bucket(truth.tumour_fraction) or "none"), a["extent"]
+    assert parse_yes_no("maybe") is None
+
+
+def test_top_k_accuracy():
+    sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.1, 0.7, 0.6]])
+    pos = np.eye(3, dtype=bool)
+    assert top_k_accuracy(sim, pos, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(sim, pos, 2) == pytest.approx(1.0)
+    pos[1, 2] = True  # an equivalent report also counts
+    assert top_k_accuracy(sim, pos, 1) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same"):
+        top_k_accuracy(sim, pos[:2], 1)
