@@ -24,14 +24,14 @@ def architectures():
     from napari_pathalign.models.embedded_encoder import EmbeddedEncoder
     from napari_pathalign.models.encoder_zoo import _ClsToken, _phikon_config, _phikon_v2_config
 
-    yield "embedded (ours, CNN)", EmbeddedEncoder
-    yield "ViT-S/16", lambda: _ClsToken.wrap(ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536), add_pooling_layer=False))
-    yield "phikon (ViT-B/16)", lambda: _ClsToken.wrap(ViTModel(_phikon_config(), add_pooling_layer=False))
-    yield "phikon-v2 (ViT-L/16)", lambda: _ClsToken.wrap(Dinov2Model(_phikon_v2_config()))
+    yield "embedded (ours, CNN)", EmbeddedEncoder, 112  # it reads a 224-px patch resized to 112
+    yield "ViT-S/16", lambda: _ClsToken.wrap(ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536), add_pooling_layer=False)), 224
+    yield "phikon (ViT-B/16)", lambda: _ClsToken.wrap(ViTModel(_phikon_config(), add_pooling_layer=False)), 224
+    yield "phikon-v2 (ViT-L/16)", lambda: _ClsToken.wrap(Dinov2Model(_phikon_v2_config())), 224
 
 
-def rate(module, device, dtype, batch: int, batches: int) -> float:
-    x = torch.randn(batch, 3, 224, 224, device=device)
+def rate(module, device, dtype, batch: int, batches: int, size: int = 224) -> float:
+    x = torch.randn(batch, 3, size, size, device=device)
     module = module.eval().to(device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
         module(x)  # warm-up
@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     device, dtype = pick_device(args.device)
     print(f"device {device} ({str(dtype).replace('torch.', '')}), torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
-    for name, build in architectures():
-        print(f"{name:24} {rate(build(), device, dtype, args.batch, args.batches):9.1f} patches/s")
+    for name, build, size in architectures():
+        print(f"{name:24} {rate(build(), device, dtype, args.batch, args.batches, size):9.1f} patches/s at {size} px")
     if BIG.exists():
         from napari_pathalign.io import open_slide
         from napari_pathalign.models.embedded_encoder import EmbeddedEncoder

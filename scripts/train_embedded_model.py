@@ -72,28 +72,50 @@ def step_demo(args, work: Path) -> Path:
 
     demo = work / "demo"
     if not (demo / "test" / "reports.jsonl").exists():
-        make_demo_data(Path(args.tiles), demo, slides=args.slides, seed=args.seed)
+        make_demo_data(Path(args.tiles), demo, slides=args.slides, seed=args.seed, test_slides=args.test_slides)
     return demo
 
 
-def stage2_table(demo: Path, seed: int) -> Path:
-    """Report drafts plus closed questions for every training slide (the VQA part of stage 2)."""
+def _truths(demo: Path) -> dict:
     import csv
 
-    from napari_pathalign.train.dataset import load_pairs
-    from napari_pathalign.train.demo_reports import QUESTIONS, PartTruth, answers
+    from napari_pathalign.train.demo_reports import PartTruth
+
+    with open(demo / "train" / "slides.csv", newline="") as fh:
+        return {r["slide"]: PartTruth(r["source"], json.loads(r["fractions"]), float(r["tumour_fraction"])) for r in csv.DictReader(fh)}
+
+
+def stage1_table(demo: Path, seed: int, variants: int) -> Path:
+    """The slides' own report parts plus ``variants - 1`` rewordings of each (text augmentation).
+
+    A real archive has one report per slide; rewording the demo ground truth keeps the model from
+    memorising which site name or phrasing went with which slide, so it has to learn the findings.
+    """
+    import numpy as np
+
+    from napari_pathalign.train.demo_reports import write_part
+
+    rng = np.random.default_rng(seed)
+    rows = [json.loads(line) for line in (demo / "train" / "reports.jsonl").read_text().splitlines()]
+    rows += [{"slide": slide, "report": write_part(t, rng)} for slide, t in _truths(demo).items() for _ in range(variants - 1)]
+    out = demo / "train" / "stage1.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def stage2_table(demo: Path, seed: int) -> Path:
+    """Report drafts (two wordings) plus closed questions for every training slide (VQA)."""
+    import numpy as np
+
+    from napari_pathalign.train.demo_reports import QUESTIONS, answers, write_part
 
     out = demo / "train" / "stage2.jsonl"
     rng = random.Random(seed)
-    with open(demo / "train" / "slides.csv", newline="") as fh:
-        truth = {r["slide"]: r for r in csv.DictReader(fh)}
-    pairs, _ = load_pairs(demo / "train" / "reports.jsonl")
+    nprng = np.random.default_rng(seed + 1)
     rows = []
-    for p in pairs:
-        rel = str(p.slide.relative_to(demo / "train"))
-        t = truth[rel]
-        part = PartTruth(t["source"], json.loads(t["fractions"]), float(t["tumour_fraction"]))
-        rows.append({"slide": rel, "report": p.text, "prompt": "Final diagnosis:"})
+    for rel, part in _truths(demo).items():
+        for _ in range(2):
+            rows.append({"slide": rel, "report": write_part(part, nprng), "prompt": "Final diagnosis:"})
         for key, answer in answers(part).items():
             for question in rng.sample(QUESTIONS[key], 2):
                 rows.append({"slide": rel, "report": answer, "prompt": question})
@@ -127,10 +149,12 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
     from napari_pathalign.train.config import TrainConfig
     from napari_pathalign.train.loop import train
 
+    stage1_table(demo, args.seed, 4)
+    stage2_table(demo, args.seed)
     common = {"features_dir": str(demo / "features"), "encoder": "embedded", "encoder_weights": str(weights), "grid": GRID, "seed": args.seed, "device": args.device, "max_patches": 1024}
     runs = {
-        "r": {"data": str(demo / "train" / "reports.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "r"), "model": R_MODEL, "epochs": args.epochs, "batch_size": 32, "lr": 5e-4},
-        "g1": {"data": str(demo / "train" / "reports.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "g1"), "model": G_MODEL, "epochs": args.epochs, "batch_size": 32, "lr": 5e-4},
+        "r": {"data": str(demo / "train" / "stage1.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "r"), "model": R_MODEL, "epochs": args.epochs, "batch_size": 64, "lr": 5e-4},
+        "g1": {"data": str(demo / "train" / "stage1.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "g1"), "model": G_MODEL, "epochs": args.g_epochs, "batch_size": 64, "lr": 5e-4},
         "g2": {"data": str(demo / "train" / "stage2.jsonl"), "out": str(work / "g2"), "stage": 2, "init_from": str(work / "g1" / "model"), "model": {"lm": str(lm)}, "epochs": args.stage2_epochs, "batch_size": 32, "lr": 2e-3},
     }
     histories = {}
@@ -173,10 +197,12 @@ def main() -> None:
     ap.add_argument("--tiles", default=str(ROOT.parent / "shared" / "data" / "tiles"))
     ap.add_argument("--work", default=str(ROOT / "runs" / "embedded"))
     ap.add_argument("--ssl-minutes", type=float, default=15.0)
-    ap.add_argument("--slides", type=int, default=150, help="training demo slides (test gets a third as many)")
+    ap.add_argument("--slides", type=int, default=360, help="training demo slides")
+    ap.add_argument("--test-slides", type=int, default=40, help="test demo slides (from held-out tiles)")
     ap.add_argument("--lm-steps", type=int, default=1500)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--stage2-epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=25, help="PathAlign-R epochs")
+    ap.add_argument("--g-epochs", type=int, default=12, help="PathAlign-G stage-1 epochs")
+    ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--until", choices=["encoder", "probe", "demo", "lm", "train", "evaluate"], default="evaluate")

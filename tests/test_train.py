@@ -131,7 +131,7 @@ def test_resume_continues_and_refuses_another_config(dataset):
 def test_stage2_trains_only_the_projection_into_a_frozen_lm(dataset):
     lm = new_causal_lm([f"Final diagnosis: {r}" for r in REPORTS], dataset / "lm", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32))
     train_causal_lm(lm, [f"Final diagnosis: {r}" for r in REPORTS], steps=100, batch_size=8, lr=3e-3, position_offset=4)
-    g_model = {"qformer": {**TINY_QFORMER, "num_queries": 4}, "embed_dim": 32, "losses": ["itc", "itm", "itg"]}
+    g_model = {"qformer": {**TINY_QFORMER, "num_queries": 4}, "embed_dim": 32, "text_trainable_layers": 1, "losses": ["itc", "itm", "itg"]}
     stage1 = train(TrainConfig.from_json(write_config(dataset, "g1.json", out="g1", epochs=2, model=g_model)), log=lambda s: None)
     assert {"itc", "itm", "itg", "train_top1"} <= set(stage1.history[-1])
     lm_before = {k: v.clone() for k, v in PathAlign.load(stage1.checkpoint, device="cpu", lm=None).state_dict().items() if k.startswith("qformer.")}
@@ -141,6 +141,9 @@ def test_stage2_trains_only_the_projection_into_a_frozen_lm(dataset):
     model = PathAlign.load(stage2.checkpoint, device="cpu")
     after = model.state_dict()
     assert all(torch.equal(lm_before[k], after[k]) for k in lm_before)  # the Q-Former stayed as stage 1 left it
+    stage1_text = PathAlign.load(stage1.checkpoint, device="cpu").state_dict()
+    tuned = [k for k in after if k.startswith("text.model.encoder.layer.5.")]
+    assert tuned and all(torch.equal(stage1_text[k], after[k]) for k in tuned)  # the tuned text layer travels into stage 2
     feats = FeatureBank([dataset / "feats" / "slide0.h5"]).items[0]
     draft = model.generate(model.encode_slide(feats), "Final diagnosis:")
     assert isinstance(draft, str) and len(draft) > 0

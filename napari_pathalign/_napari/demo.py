@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import napari
 
 from napari_pathalign._napari.preferences import claim_slide_extensions
+from napari_pathalign._napari.sample_data import DEMO_SLIDE
 
 PLUGIN = "napari-pathalign"
 
@@ -15,6 +17,9 @@ def build_viewer(show: bool = True) -> napari.Viewer:
     claim_slide_extensions()
     viewer = napari.Viewer(title="napari-pathalign demo", show=show)
     viewer.open_sample(PLUGIN, "cmu1-small-region")
+    if (files("napari_pathalign.resources") / DEMO_SLIDE).is_file():
+        viewer.open_sample(PLUGIN, "demo-lymph-node")
+        viewer.grid.enabled = True  # the real slide and the demo slide side by side
     viewer.window.add_plugin_dock_widget(PLUGIN, "Slide information")
     viewer.layers.selection.active = viewer.layers[0]
     viewer.scale_bar.visible = True  # the slide is in µm: the bar shows it

@@ -34,7 +34,7 @@ def saved_keys(model) -> list[str]:
     for name, p in model.named_parameters():
         if name.startswith("lm."):
             continue
-        if name.startswith("text.") and not p.requires_grad:
+        if name.startswith("text.") and name[len("text.") :] not in model.text.tuned:
             continue
         keys.append(name)
     return keys

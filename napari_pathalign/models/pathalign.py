@@ -159,8 +159,12 @@ class PathAlign(nn.Module):
         out = self.qformer(batch.features, batch.xy_um, batch.valid, text_embeds=self.itm_text_in(states), attention_mask=mask)
         return self.itm_head(out.queries).mean(1)  # (B, 2)
 
-    def losses(self, batch: SlideBatch, texts: list[str], prompts: list[str] | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The configured training terms for slides paired with ``texts`` (one each)."""
+    def losses(self, batch: SlideBatch, texts: list[str], prompts: list[str] | None = None, generator: torch.Generator | None = None, groups: list | None = None) -> dict[str, torch.Tensor]:
+        """The configured training terms for slides paired with ``texts`` (one each).
+
+        ``groups``: an id per row; rows of one group (the same slide with two reports) are
+        positives of each other, like identical texts, never negatives.
+        """
         if len(texts) != batch.features.shape[0]:
             raise ValueError(f"{batch.features.shape[0]} slides but {len(texts)} texts; pass one text per slide")
         out: dict[str, torch.Tensor] = {}
@@ -168,7 +172,8 @@ class PathAlign(nn.Module):
         queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (B, Q, H)
         if wanted & {"itc", "itm", "itg"}:
             text_emb, states, tok = self.text_embed(texts)
-            same = torch.tensor([[a == b for b in texts] for a in texts], device=self.device)  # (B, B)
+            ids = groups if groups is not None else texts
+            same = torch.tensor([[a == b or ga == gb for b, gb in zip(texts, ids)] for a, ga in zip(texts, ids)], device=self.device)  # (B, B)
             sim = max_query_similarity(self.slide_embed(queries), text_emb) * self.scale()  # (B, B)
         if "itc" in wanted:
             out["itc"] = itc_loss(sim, same)
@@ -178,13 +183,34 @@ class PathAlign(nn.Module):
             emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B, L, H)
             mask = itg_attention_mask(self.cfg.qformer.num_queries, tok.attention_mask, emb.dtype)
             hidden = self.qformer(batch.features, batch.xy_um, batch.valid, text_embeds=emb, attention_mask=mask).text  # (B, L, H)
-            logits = self.itg_head(hidden) @ self.text.word_embeddings.t() + self.itg_bias  # (B, L, V)
-            out["itg"] = itg_loss(logits, tok.input_ids, tok.attention_mask)
+            vocab = getattr(self, "itg_vocab", None)
+            if vocab is None:
+                logits = self.itg_head(hidden) @ self.text.word_embeddings.t() + self.itg_bias  # (B, L, V)
+                out["itg"] = itg_loss(logits, tok.input_ids, tok.attention_mask)
+            else:  # softmax over the corpus vocabulary only (see restrict_itg_vocab)
+                logits = self.itg_head(hidden) @ self.text.word_embeddings[vocab].t() + self.itg_bias[vocab]  # (B, L, V')
+                remap = torch.full((self.itg_bias.shape[0],), 0, dtype=torch.long, device=self.device)
+                remap[vocab] = torch.arange(len(vocab), device=self.device)
+                out["itg"] = itg_loss(logits, remap[tok.input_ids], tok.attention_mask)
         if "lm" in wanted:
             if self.lm is None:
                 raise ValueError("the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)")
             out["lm"] = self.lm.loss(self.lm_proj(queries), prompts or [""] * len(texts), texts)
         return out
+
+    def restrict_itg_vocab(self, texts: list[str]) -> int:
+        """Compute ITG's softmax over the word pieces that occur in ``texts`` (the training corpus).
+
+        The tied head scores 30k word pieces per token otherwise, most of the cost of a CPU step;
+        a piece that never occurs is never a target. ITG is a training-only objective here (drafts
+        come from the LM), so this changes no output. Returns the vocabulary size used.
+        """
+        ids = set()
+        for i in range(0, len(texts), 256):
+            tok = self.text.tokenize(texts[i : i + 256], self.cfg.qformer.max_text_tokens)
+            ids |= set(tok.input_ids[tok.attention_mask.bool()].tolist())
+        self.itg_vocab = torch.tensor(sorted(ids), device=self.device)
+        return len(ids)
 
     def _itm_loss(self, batch, states, text_mask, sim, same, generator) -> torch.Tensor:
         """Positives plus one hard negative text per slide and one hard negative slide per text."""

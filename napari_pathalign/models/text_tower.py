@@ -56,6 +56,14 @@ class TextTower(nn.Module):
         layers = getattr(getattr(self.model, "encoder", None), "layer", [])
         for layer in list(layers)[len(layers) - trainable_layers :] if trainable_layers else []:
             layer.requires_grad_(True)
+        # fixed here, not read from requires_grad later: a stage that freezes them still saves them
+        self.tuned = {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.tuned:
+            self.model.eval()  # frozen: no dropout, so its outputs can be cached
+        return self
 
     @property
     def word_embeddings(self) -> torch.Tensor:
@@ -68,11 +76,36 @@ class TextTower(nn.Module):
         return TextBatch(tok["input_ids"].to(device), tok["attention_mask"].to(device))
 
     def forward(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> token states (T, L, dim) and mean-pooled sentence vectors (T, dim)."""
-        states = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (T, L, dim)
+        """-> token states (T, L, dim) and mean-pooled sentence vectors (T, dim).
+
+        A frozen tower gives the same states for the same tokens every epoch: they are computed
+        once per distinct text and kept (training on cached features would otherwise spend most
+        of its time re-encoding the same reports).
+        """
+        if self.tuned:
+            states = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (T, L, dim)
+        else:
+            states = self._cached_states(batch)
         m = batch.attention_mask.unsqueeze(-1).to(states.dtype)  # (T, L, 1)
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1)  # (T, dim)
         return states, pooled
+
+    @torch.no_grad()
+    def _cached_states(self, batch: TextBatch) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_state_cache", {})
+        keys = [tuple(ids[m.bool()].tolist()) for ids, m in zip(batch.input_ids, batch.attention_mask)]
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            states = self.model(input_ids=batch.input_ids[todo], attention_mask=batch.attention_mask[todo]).last_hidden_state  # (t, L, dim)
+            for j, i in enumerate(todo):
+                cache[keys[i]] = states[j, : len(keys[i])].clone()
+            if len(cache) > 50_000:  # bounded: drop the oldest
+                for k in list(cache)[: len(cache) - 50_000]:
+                    del cache[k]
+        out = torch.zeros(*batch.input_ids.shape, self.dim, device=batch.input_ids.device)
+        for i, k in enumerate(keys):
+            out[i, : len(k)] = cache[k]
+        return out  # (T, L, dim); padding rows stay zero and are masked everywhere
 
     def embed_tokens(self, batch: TextBatch) -> torch.Tensor:
         """Context-free token embeddings (word + position, normalised): (T, L, dim).

@@ -159,8 +159,11 @@ def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> n
     return glass
 
 
-def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid: tuple[int, int] = (16, 22), no_tumour_fraction: float = 0.3, progress: bool = True) -> dict:
-    """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts."""
+def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid: tuple[int, int] = (16, 22), no_tumour_fraction: float = 0.3, progress: bool = True, splits: tuple[str, ...] = ("train", "test"), test_slides: int | None = None) -> dict:
+    """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
+
+    ``slides`` training slides; the test split gets ``test_slides`` (default a third as many).
+    """
     from tqdm import tqdm
 
     from napari_pathalign.io.write import write_pyramid_tiff
@@ -168,11 +171,11 @@ def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid
     out = Path(out)
     sources = find_sources(tiles, seed)
     counts = {}
-    for split in ("train", "test"):
+    for split in splits:
         here = [s for s in sources if s.split == split]
         if not here:
             continue
-        n = slides if split == "train" else max(len(here), slides // 3)
+        n = slides if split == "train" else (test_slides if test_slides is not None else max(len(here), slides // 3))
         rng = np.random.default_rng([seed, 0 if split == "train" else 1])
         folder = out / split
         (folder / "slides").mkdir(parents=True, exist_ok=True)

@@ -172,6 +172,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(f"resuming after epoch {state['epoch'] + 1}")
     texts = [p.text for p in pairs]
     prompts = [p.prompt or cfg.prompt for p in pairs]
+    if "itg" in model.cfg.losses:
+        log(f"ITG softmax over the {model.restrict_itg_vocab(sorted(set(texts)))} word pieces of the training texts")
+    slide_ids = [str(path) for path in paths[: len(pairs)]]  # rows of one slide are never each other's negatives
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         order = rng.permutation(len(pairs))
@@ -181,7 +184,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = collate_slides([bank.sample(i, cfg.max_patches, rng) for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
-                losses = model.losses(batch, [texts[i] for i in idx], [prompts[i] for i in idx], generator)
+                losses = model.losses(batch, [texts[i] for i in idx], [prompts[i] for i in idx], generator, [slide_ids[i] for i in idx])
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
             if (step + 1) % cfg.grad_accum == 0 or step + 1 == steps_per_epoch:
