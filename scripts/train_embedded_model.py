@@ -159,11 +159,13 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
     }
     histories = {}
     for name, run in runs.items():
-        if not (Path(run["out"]) / "model" / "config.json").exists():
-            cfg = TrainConfig(**common, **run)
-            cfg.validate()
+        cfg = TrainConfig(**common, **run)
+        cfg.validate()
+        state = Path(run["out"]) / "train_state" / "state.json"
+        done = json.loads(state.read_text())["epoch"] + 1 if state.exists() else 0
+        if done < cfg.epochs:
             t = time.time()
-            result = train(cfg)
+            result = train(cfg, resume=done > 0)
             histories[name] = {"history": result.history[-1], "minutes": (time.time() - t) / 60}
             (Path(run["out"]) / "summary.json").write_text(json.dumps(histories[name], indent=2))
     return histories
@@ -190,6 +192,29 @@ def ship(work: Path, weights: Path) -> None:
     for name in ("metrics.json", "probe.json", "ssl.json"):
         if (work / name).exists():
             shutil.copy(work / name, res / f"embedded_{name}")
+    shutil.copy(work / "demo" / "test" / "slides" / DEMO_SLIDE, res / "demo-lymph-node.tif")
+    small_set(work, res)
+
+
+DEMO_SLIDE = "test-pcam-005A.tif"  # held-out PCam tiles, one part, a moderate tumour focus
+SMALL_SET = {"seed": 0, "slides": 12}
+SMALL_KEYS = ["retrieval_top1", "retrieval_top3", "zero_shot_tumour_auc", "g_retrieval_top1", "fact_precision", "fact_recall", "vqa_tumour", "vqa_closed"]
+
+
+def small_set(work: Path, res: Path) -> dict:
+    """Metrics of the shipped models on a small fixed set the tests rebuild (tests/test_embedded_model.py)."""
+    import tempfile
+
+    from napari_pathalign.eval.evaluate import evaluate
+    from napari_pathalign.models.pathalign import PathAlign
+    from napari_pathalign.train.demo_data import make_demo_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_demo_data(Path(ROOT.parent / "shared" / "data" / "tiles"), Path(tmp), slides=0, seed=SMALL_SET["seed"], splits=("test",), test_slides=SMALL_SET["slides"], progress=False)
+        m = evaluate(PathAlign.load("embedded", device="cpu"), Path(tmp) / "test", PathAlign.load("embedded-r", device="cpu"), progress=False)
+    doc = {**SMALL_SET, "command": "tests/test_embedded_model.py rebuilds these slides and compares", "metrics": {k: m[k] for k in SMALL_KEYS}}
+    (res / "embedded_small_set.json").write_text(json.dumps(doc, indent=2))
+    return doc
 
 
 def main() -> None:
@@ -201,7 +226,7 @@ def main() -> None:
     ap.add_argument("--test-slides", type=int, default=40, help="test demo slides (from held-out tiles)")
     ap.add_argument("--lm-steps", type=int, default=1500)
     ap.add_argument("--epochs", type=int, default=25, help="PathAlign-R epochs")
-    ap.add_argument("--g-epochs", type=int, default=12, help="PathAlign-G stage-1 epochs")
+    ap.add_argument("--g-epochs", type=int, default=5, help="PathAlign-G stage-1 epochs")
     ap.add_argument("--stage2-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")

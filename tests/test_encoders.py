@@ -33,13 +33,24 @@ def test_public_models_refuse_to_run_without_weights():
             load_patch_encoder(name)
 
 
-def test_embedded_without_trained_weights_says_so():
-    from napari_pathalign.models import encoder_zoo
+def test_embedded_without_trained_weights_says_so(tmp_path, monkeypatch):
+    """An install without the shipped file refuses to run the architecture with random weights."""
+    import dataclasses
 
-    if encoder_zoo.EMBEDDED_WEIGHTS.exists():
-        pytest.skip("the trained embedded weights are installed")
+    from napari_pathalign.models import encoder_zoo, encoders
+
+    missing = tmp_path / "embedded_encoder.safetensors"
+    monkeypatch.setattr(encoder_zoo, "EMBEDDED_WEIGHTS", missing)
+    monkeypatch.setitem(encoders._REGISTRY, "embedded", dataclasses.replace(encoders.encoder_spec("embedded"), default_weights=missing))
     with pytest.raises(EncoderError, match="trained weights are not in this install"):
         load_patch_encoder("embedded")
+
+
+def test_shipped_embedded_weights_are_the_default():
+    from napari_pathalign.models import encoder_zoo
+
+    enc = load_patch_encoder("embedded", device="cpu")
+    assert enc.weights == encoder_zoo.EMBEDDED_WEIGHTS and enc.weights_hash not in ("none", "")
 
 
 def test_embedded_round_trip(tmp_path):

@@ -90,3 +90,24 @@ def test_scientific_tiff_goes_to_napari_reader_and_says_so(tmp_path, monkeypatch
     assert reader is not None and "napari's built-in TIFF reader" in shown[0]
     data = reader(str(path))[0][0]
     assert np.asarray(data).dtype == np.uint16
+
+
+def test_demo_window_shows_cmu1_beside_the_demo_slide(output_dir, qtbot):
+    """`make demo`: the real CMU-1 sample and the demo lymph node from held-out tiles, side by side."""
+    from PIL import Image
+
+    from napari_pathalign._napari.demo import build_viewer
+
+    viewer = build_viewer(show=True)
+    try:
+        names = [layer.name for layer in viewer.layers]
+        assert len(names) == 2 and "CMU-1-Small-Region.svs" in names and "demo-lymph-node.tif" in names
+        demo = viewer.layers["demo-lymph-node.tif"]
+        np.testing.assert_allclose(demo.scale, (0.972, 0.972))  # in µm, like the real slide
+        assert viewer.grid.enabled
+        qtbot.wait(300)
+        shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+        Image.fromarray(shot).save(output_dir / "demo-window.png")
+        assert shot.std() > 20
+    finally:
+        viewer.close()

@@ -132,8 +132,12 @@ def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None 
 
     data = Path(data)
     rows, truths, texts = read_truth(data)
-    grid = GridConfig(**(model.checkpoint_meta.get("extra", {}).get("train_config", {}).get("grid", {}) if hasattr(model, "checkpoint_meta") else {}))
-    encoder = load_patch_encoder(model.cfg.patch_encoder, None, "auto")
+    trained = getattr(model, "checkpoint_meta", {}).get("extra", {}).get("train_config", {})
+    grid = GridConfig(**trained.get("grid", {}))
+    weights = trained.get("encoder_weights")  # the file it was trained with, when still there
+    encoder = load_patch_encoder(model.cfg.patch_encoder, weights if weights and Path(weights).exists() else None, "auto")
+    if model.cfg.patch_encoder_hash and encoder.weights_hash != model.cfg.patch_encoder_hash:
+        raise ValueError(f"the {encoder.name!r} weights found ({encoder.weights_hash}) are not the ones this model was trained on ({model.cfg.patch_encoder_hash})")
     feats = slide_features(data, rows, encoder, features_dir or data / "features", grid, progress)
     metrics: dict = {"slides": len(rows), "tumour_slides": int(sum(t.tumour_fraction > 0 for t in truths))}
     for name, m in (("", retrieval_model or model),) + ((("g_", model),) if retrieval_model is not None else ()):

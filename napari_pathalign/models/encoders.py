@@ -33,8 +33,9 @@ class EncoderSpec:
     std: tuple[float, float, float]
     native_mpp: float  # µm per pixel the model was trained at
     build: Callable  # (weights: Path | None) -> torch.nn.Module mapping (B, 3, S, S) -> (B, dim)
-    needs_weights: bool = True  # False only for the random test encoder
+    needs_weights: bool = True  # False only for the random test encoder and the shipped embedded one
     description: str = ""
+    default_weights: Path | None = None  # weights shipped with the package (embedded), used when none are given
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -65,6 +66,8 @@ def load_patch_encoder(name: str, weights: str | Path | None = None, device: str
 
     spec = encoder_spec(name)
     path = Path(weights).expanduser() if weights is not None else None
+    if path is None and spec.default_weights is not None and spec.default_weights.exists():
+        path = spec.default_weights  # so its hash (in every cache key and checkpoint) is the shipped file's
     if path is None and spec.needs_weights:
         raise EncoderError(
             f"encoder {name!r} has no weights here: pass weights=<local file or folder> "
