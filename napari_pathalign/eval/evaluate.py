@@ -74,13 +74,15 @@ def zero_shot_metrics(model, embeddings, truths) -> dict:
     neg = model.similarity(embeddings, model.encode_text(NO_TUMOUR_PROMPTS)).mean(1)
     y = np.array([t.tumour_fraction > 0 for t in truths])
     out = {"zero_shot_tumour_auc": float(roc_auc_score(y, pos - neg)) if 0 < y.sum() < len(y) else None}
+    prompts = {}  # source -> (classes, prompt embeddings), encoded once
+    for source in {t.source for t in truths}:
+        classes = [TUMOUR_CLASSES[source]] + [c for c in TISSUE if (c == "normal") == (source == "pcam")]
+        texts = [TUMOUR_PROMPTS[0 if source == "pcam" else 1] if c == TUMOUR_CLASSES[source] else TISSUE[c][0] for c in classes]
+        prompts[source] = (classes, model.encode_text(texts))
     correct = []
     for emb, t in zip(embeddings, truths):
-        classes = [c for c in ([TUMOUR_CLASSES[t.source]] + [c for c in TISSUE if (c == "normal") == (t.source == "pcam")])]
-        prompts = [TUMOUR_PROMPTS[0 if t.source == "pcam" else 1] if c == TUMOUR_CLASSES[t.source] else TISSUE[c][0] for c in classes]
-        scores = model.similarity(emb, model.encode_text(prompts))
-        dominant = max(t.fractions, key=t.fractions.get)
-        correct.append(classes[int(np.argmax(scores))] == dominant)
+        classes, text_emb = prompts[t.source]
+        correct.append(classes[int(np.argmax(model.similarity(emb, text_emb)))] == max(t.fractions, key=t.fractions.get))
     out["zero_shot_dominant_accuracy"] = float(np.mean(correct))
     return out
 
@@ -141,11 +143,10 @@ def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None 
     feats = slide_features(data, rows, encoder, features_dir or data / "features", grid, progress)
     metrics: dict = {"slides": len(rows), "tumour_slides": int(sum(t.tumour_fraction > 0 for t in truths))}
     for name, m in (("", retrieval_model or model),) + ((("g_", model),) if retrieval_model is not None else ()):
-        embeddings = [m.encode_slide(f) for f in feats]
+        embeddings = [m.encode_slide(f) for f in feats]  # the last pass is the generation model's
         metrics.update({name + k: v for k, v in retrieval_metrics(m, embeddings, truths, texts).items()})
         metrics.update({name + k: v for k, v in zero_shot_metrics(m, embeddings, truths).items()})
     if model.lm is not None:
-        embeddings = [model.encode_slide(f) for f in feats]
         gen, drafts = generation_metrics(model, embeddings, truths, texts, progress)
         vqa, answers = vqa_metrics(model, embeddings, truths, progress)
         metrics.update(gen)
