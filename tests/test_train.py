@@ -182,3 +182,15 @@ def test_cli_train_reports_bad_config(tmp_path, capsys):
 
 def test_config_defaults_are_a_valid_model():
     assert PathAlignConfig.from_dict({}).qformer.num_queries == 32
+
+
+@pytest.mark.parametrize("name", ["train_config_r.json", "train_config_g.json", "train_config_g_stage2.json"])
+def test_example_configs_are_valid(name):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = TrainConfig.from_json(examples / name)
+    if cfg.stage == 1:
+        PathAlignConfig.from_dict({**cfg.model, "qformer": {"feature_dim": 384, **cfg.model["qformer"]}})
+    else:
+        assert Path(cfg.model["lm"]).is_dir()  # the shipped frozen LM
