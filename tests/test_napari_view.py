@@ -104,7 +104,8 @@ def test_demo_window_shows_cmu1_beside_the_demo_slide(output_dir, qtbot):
         assert len(names) == 2 and "CMU-1-Small-Region.svs" in names and "demo-lymph-node.tif" in names
         demo = viewer.layers["demo-lymph-node.tif"]
         np.testing.assert_allclose(demo.scale, (0.972, 0.972))  # in µm, like the real slide
-        assert viewer.grid.enabled
+        cmu1 = viewer.layers["CMU-1-Small-Region.svs"]
+        assert demo.extent.world[0][1] > cmu1.extent.world[1][1]  # beside it, not on top of it
         qtbot.wait(300)
         shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
         Image.fromarray(shot).save(output_dir / "demo-window.png")

@@ -18,8 +18,10 @@ def build_viewer(show: bool = True) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-pathalign demo", show=show)
     viewer.open_sample(PLUGIN, "cmu1-small-region")
     if (files("napari_pathalign.resources") / DEMO_SLIDE).is_file():
-        viewer.open_sample(PLUGIN, "demo-lymph-node")
-        viewer.grid.enabled = True  # the real slide and the demo slide side by side
+        demo = viewer.open_sample(PLUGIN, "demo-lymph-node")[0]
+        cmu1 = viewer.layers[0]
+        gap_um = 200.0
+        demo.translate = (0.0, cmu1.extent.world[1][1] + gap_um)  # beside the real slide, in µm
     viewer.window.add_plugin_dock_widget(PLUGIN, "Slide information")
     viewer.layers.selection.active = viewer.layers[0]
     viewer.scale_bar.visible = True  # the slide is in µm: the bar shows it
@@ -30,12 +32,17 @@ def build_viewer(show: bool = True) -> napari.Viewer:
 
 def run_demo(screenshot: Path | None = None) -> Path | None:
     """Open the demo window; with ``screenshot``, save the whole window there and close it."""
-    viewer = build_viewer(show=True)
-    if screenshot is None:
-        napari.run()
-        return None
+    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
+    viewer = build_viewer(show=True)
+    if screenshot is None:
+        QTimer.singleShot(200, viewer.reset_view)  # fit again once the docks have taken their width
+        napari.run()
+        return None
+    for _ in range(10):  # let the window lay out its docks
+        QApplication.processEvents()
+    viewer.reset_view()
     for _ in range(20):  # let napari fetch the visible tiles and draw them
         QApplication.processEvents()
     screenshot.parent.mkdir(parents=True, exist_ok=True)
