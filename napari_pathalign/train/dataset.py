@@ -103,16 +103,22 @@ class FeatureBank:
     def __init__(self, paths: list[Path]):
         from napari_pathalign.io.features import read_features
 
-        self.items = [read_features(p) for p in paths]
-        empty = [str(p) for p, f in zip(paths, self.items) if len(f.features) == 0]
+        # a slide listed in several rows (reworded reports, questions) is read and held once
+        loaded = {p: read_features(p) for p in dict.fromkeys(paths)}
+        self.items = [loaded[p] for p in paths]
+        empty = [str(p) for p, f in loaded.items() if len(f.features) == 0]
         if empty:
             raise ValueError(f"{len(empty)} feature files hold no patches (no tissue found): {empty[:3]}; remove those slides from the table")
 
     def sample(self, index: int, max_patches: int | None, rng: np.random.Generator | None):
-        """(features, xy_level0, mpp) of slide ``index``; a random subset of patches when capped."""
+        """(features, xy_level0, mpp) of slide ``index``; above ``max_patches`` a random subset
+        (``rng``) or, without one, an even deterministic one."""
         f = self.items[index]
-        if max_patches is None or len(f.features) <= max_patches or rng is None:
-            keep = slice(None) if max_patches is None or len(f.features) <= max_patches else np.linspace(0, len(f.features) - 1, max_patches).astype(int)
+        n = len(f.features)
+        if max_patches is None or n <= max_patches:
+            keep = slice(None)
+        elif rng is None:
+            keep = np.linspace(0, n - 1, max_patches).astype(int)
         else:
-            keep = np.sort(rng.choice(len(f.features), max_patches, replace=False))
+            keep = np.sort(rng.choice(n, max_patches, replace=False))
         return f.features[keep], f.xy_level0[keep], f.mpp
