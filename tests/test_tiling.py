@@ -142,3 +142,53 @@ def test_extraction_resizes_from_the_coarser_level(tmp_path):
         patches, index = next(extract_patches(slide, grid, batch_size=4))
         x, y = grid.xy_level0[index[0]]
         np.testing.assert_array_equal(patches[0], slide.read_region((int(x), int(y)), (224, 224), level=1))
+
+
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "CMU-1-Small-Region.pyramid.generic.tif"])  # Aperio RGB JPEG + shared tables; YCbCr JPEG
+def test_codec_scaled_tiles_match_the_box_averaged_full_decode(wsi_dir, name):
+    with open_slide(wsi_dir / name) as slide:
+        assert slide.can_read_scaled(0, 2)
+        rows, cols = (-(-s // t) for s, t in zip(slide.level_shapes[0], slide.tile_shape(0)))
+        for r, c in [(0, 0), (rows // 2, cols // 2), (rows - 1, cols - 1)]:  # the last one is cropped
+            full = np.ascontiguousarray(slide.read_tile(0, r, c))
+            half = slide.read_tile_scaled(0, r, c, 2)
+            assert half.shape == (-(-full.shape[0] // 2), -(-full.shape[1] // 2), 3)
+            boxed = np.asarray(Image.fromarray(full).reduce(2))
+            assert np.abs(boxed.astype(int) - half).mean() < 3.0, "the scaled IDCT is a low-pass of the same pixels"
+
+
+def test_codec_scaling_refused_when_its_colours_are_wrong(wsi_dir):
+    with open_slide(wsi_dir / "CMU-1-Small-Region.svs") as slide:
+        slide._reader.levels[0]._rgb_jpeg = False  # decode Aperio's RGB samples as if YCbCr: false colours
+        assert not slide.can_read_scaled(0, 2), "the probe against a full decode must catch it"
+        grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=0.98)  # level 0 read at ~2x
+        assert grid.level == 0 and grid.read_size == 440
+        patches, index = next(extract_patches(slide, grid, batch_size=4))  # falls back to decode + resize
+        x, y = grid.xy_level0[index[0]]
+        region = slide.read_region((int(x), int(y)), (grid.read_size, grid.read_size), 0)
+        expected = np.asarray(Image.fromarray(region).resize((224, 224), Image.Resampling.BOX))
+        np.testing.assert_array_equal(patches[0], expected)
+
+
+def test_extraction_at_half_resolution_decodes_each_tile_once_at_half_size(wsi_dir):
+    from napari_pathalign.tiling.extract import codec_scale
+
+    # 0.499 µm/px, 240-px JPEG tiles, one stored level: at 0.98 µm/px (just under 2x, so the 2x
+    # level derived from it is not used) patches read 440 px of level 0, decoded at 220, sized to 224
+    with open_slide(wsi_dir / "CMU-1-Small-Region.svs") as slide:
+        grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=0.98, min_tissue=0.1)
+        assert grid.level == 0 and grid.read_size == 440 and codec_scale(slide, grid) == 2 and len(grid) >= 4
+        touched = {(r, c) for x, y in grid.xy_level0 for r in range(y // 240, (y + 439) // 240 + 1) for c in range(x // 240, (x + 439) // 240 + 1)}
+        before = slide.tiles_decoded
+        out = {int(i): p for patches, index in extract_patches(slide, grid, batch_size=3) for p, i in zip(patches, index)}
+        assert slide.tiles_decoded - before == len(touched), "each stored tile decoded exactly once"
+        assert sorted(out) == list(range(len(grid)))
+        ours, lanczos = [], []  # mean |difference| from a box-average resize, ours vs PIL's Lanczos
+        for i, patch in out.items():
+            x, y = (int(v) for v in grid.xy_level0[i])
+            region = Image.fromarray(slide.read_region((x, y), (440, 440), 0))
+            boxed = np.asarray(region.resize((224, 224), Image.Resampling.BOX)).astype(int)
+            ours.append(np.abs(boxed - patch).mean())
+            lanczos.append(np.abs(boxed - np.asarray(region.resize((224, 224), Image.Resampling.LANCZOS))).mean())
+        # same pixels, another low-pass: no further from the box average than two standard resizers are apart
+        assert np.mean(ours) < np.mean(lanczos) + 1.0 and max(ours) < 10

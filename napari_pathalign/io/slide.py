@@ -104,6 +104,15 @@ class Slide:
         """One stored tile of ``level``, cropped to the level's bounds: (h, w, 3) uint8, read-only."""
         return self._reader.tile(level, row, col)
 
+    def can_read_scaled(self, level: int, factor: int) -> bool:
+        """Whether ``read_tile_scaled`` works for ``level`` (JPEG tiles, checked against a full decode)."""
+        return self._reader.can_scale(level, factor)
+
+    def read_tile_scaled(self, level: int, row: int, col: int, factor: int) -> np.ndarray:
+        """One stored tile decoded straight to 1/``factor`` (2, 4 or 8) of its size by the codec
+        (JPEG's scaled IDCT), cropped to the level's bounds (size rounded up); see ``can_read_scaled``."""
+        return self._reader.tile_scaled(level, row, col, factor)
+
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """The whole slide, downscaled (area average) so its longer side is at most ``max_size``."""
         from PIL import Image

@@ -36,6 +36,9 @@ class TiffTileLevel(TileLevel):
         self._samples = int(page.samplesperpixel)
         self._decode = page.decode  # tifffile builds (and caches) the decoder once per page
         self._kwargs = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader, "_fullsize": True}
+        # plain baseline-JPEG tiles (not NDPI's restart-marker strips) can be decoded at 1/2, 1/4, 1/8
+        self._jpeg = page.compression == 7 and page.is_tiled and page.jpegheader is None and page.bitspersample == 8 and self._samples == 3 and page.photometric in (2, 6)
+        self._rgb_jpeg = page.photometric == 2  # Aperio: RGB samples, no marker saying so in the stream
 
     def decode_tile(self, row: int, col: int) -> np.ndarray:
         index = row * self._cols + col
@@ -55,6 +58,47 @@ class TiffTileLevel(TileLevel):
                 f"(level pixels x={x}, y={y}) could not be decoded ({exc}); the file is damaged there"
             ) from exc
         return to_rgb(tile)
+
+    def busiest_tile(self) -> tuple[int, int]:
+        # the most compressed bytes: detail, i.e. tissue, not blank glass
+        return divmod(int(np.argmax(self._counts)), self._cols)
+
+    def decode_tile_scaled(self, row: int, col: int, factor: int) -> np.ndarray | None:
+        if not self._jpeg or factor not in (2, 4, 8) or self.tile_shape[0] % factor or self.tile_shape[1] % factor:
+            return None
+        index = row * self._cols + col
+        count = self._counts[index]
+        th, tw = self.tile_shape[0] // factor, self.tile_shape[1] // factor
+        if count == 0:
+            return np.full((th, tw, 3), WHITE, np.uint8)
+        data = os.pread(self._fd, count, self._offsets[index])
+        try:
+            return decode_jpeg_scaled(data, self._page.jpegtables, self._rgb_jpeg, th, tw, factor)
+        except Exception as exc:
+            raise SlideError(f"{self._path}: the stored tile at row {row}, column {col} of level {self._level} could not be decoded ({exc}); the file is damaged there") from exc
+
+
+ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, transform 0: the samples are RGB
+
+
+def decode_jpeg_scaled(data: bytes, tables: bytes | None, rgb: bool, height: int, width: int, factor: int) -> np.ndarray:
+    """A TIFF JPEG tile decoded straight to 1/``factor`` of its size by libjpeg-turbo's scaled IDCT.
+
+    The scaled IDCT is the low-pass of the tile's own DCT (libvips's shrink-on-load does the same):
+    about half the work of a full decode and no resize pass afterwards. Shared JPEGTables are
+    spliced in front of the tile, and RGB-coded tiles (Aperio) get the Adobe marker that tells
+    libjpeg not to convert from YCbCr.
+    """
+    import simplejpeg
+
+    if tables:
+        data = tables[:-2] + data[2:]  # tables' SOI .. DQT/DHT (no EOI), then the tile after its SOI
+    if rgb:
+        data = data[:2] + ADOBE_RGB + data[2:]
+    tile = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=height, min_width=width, min_factor=factor)
+    if tile.shape[:2] != (height, width):
+        raise ValueError(f"scaled decode gave {tile.shape[:2]}, expected {(height, width)}")
+    return tile
 
 
 def to_rgb(tile: np.ndarray) -> np.ndarray:

@@ -53,6 +53,15 @@ class TileLevel(ABC):
     def decode_tile(self, row: int, col: int) -> np.ndarray:
         """Decode one stored tile as uint8 (h, w, 3); edge tiles may be padded or already cropped."""
 
+    def decode_tile_scaled(self, row: int, col: int, factor: int) -> np.ndarray | None:
+        """The tile at 1/``factor`` of its size, straight from the codec, or None where the codec can't."""
+        return None
+
+    def busiest_tile(self) -> tuple[int, int]:
+        """(row, col) of a tile likely to hold tissue, to probe the codec on: the middle one here."""
+        rows, cols = self.grid
+        return rows // 2, cols // 2
+
     def tile_bounds(self, row: int, col: int) -> tuple[int, int, int, int]:
         """(y0, x0, y1, x1) of a tile in level pixels, cropped to the level."""
         th, tw = self.tile_shape
@@ -99,6 +108,7 @@ class TileReader:
         self._cache: dict[int, OrderedDict[tuple[int, int], np.ndarray]] = {}
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        self._scalable: dict[tuple[int, int], bool] = {}
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
 
@@ -111,6 +121,43 @@ class TileReader:
         """Append 2x-downsampled levels below the coarsest one until it fits ``max_side``."""
         while max(self.levels[-1].shape) > max_side and min(self.levels[-1].shape) >= 2:
             self.levels.append(DerivedLevel(self, len(self.levels) - 1))
+
+    def can_scale(self, level: int, factor: int) -> bool:
+        """Whether ``tile_scaled`` works for this level and factor, checked once on the level's
+        busiest tile: the codec's scaled output must match the full decode box-averaged (mean
+        difference under 4 grey levels), so a colour-space mix-up can never reach the pixels.
+        """
+        key = (level, factor)
+        if key not in self._scalable:
+            self._scalable[key] = self._check_scaled(self.levels[level], factor)
+        return self._scalable[key]
+
+    @staticmethod
+    def _check_scaled(lvl: TileLevel, factor: int) -> bool:
+        row, col = lvl.busiest_tile()
+        try:
+            small = lvl.decode_tile_scaled(row, col, factor)
+        except Exception:
+            return False
+        if small is None:
+            return False
+        from PIL import Image
+
+        full = np.ascontiguousarray(lvl.decode_tile(row, col)[: small.shape[0] * factor, : small.shape[1] * factor, :3])
+        boxed = np.asarray(Image.fromarray(full).reduce(factor))
+        return bool(np.abs(boxed.astype(np.int16) - small).mean() < 4.0)
+
+    def tile_scaled(self, level: int, row: int, col: int, factor: int) -> np.ndarray:
+        """One stored tile decoded at 1/``factor`` (see ``can_scale``), cropped to the level's bounds."""
+        y0, x0, y1, x1 = self.levels[level].tile_bounds(row, col)
+        data = self.levels[level].decode_tile_scaled(row, col, factor)
+        if data is None:
+            raise ValueError(f"level {level} cannot be decoded at 1/{factor}; check can_scale first")
+        data = np.ascontiguousarray(data[: -(-(y1 - y0) // factor), : -(-(x1 - x0) // factor), :3])
+        data.flags.writeable = False
+        with self._lock:
+            self.tiles_decoded += 1
+        return data
 
     def tile(self, level: int, row: int, col: int) -> np.ndarray:
         """One decoded tile, cropped to the level's bounds, (h, w, 3) uint8 (read-only)."""

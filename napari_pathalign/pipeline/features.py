@@ -16,6 +16,7 @@ import numpy as np
 from napari_pathalign.io.features import SlideFeatures, read_features, write_features
 
 TISSUE_VERSION = "hsv-ink-1"  # bump when the tissue detector changes: old caches are recomputed
+EXTRACT_VERSION = "codec-scaled-1"  # bump when patch pixels change (JPEG tiles decoded at 1/2..1/8)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def slide_fingerprint(path: Path) -> str:
 
 
 def cache_key(slide, grid: GridConfig, encoder) -> str:
-    parts = [slide_fingerprint(slide.path), repr(sorted(asdict(grid).items())), TISSUE_VERSION, encoder.name, encoder.weights_hash]
+    parts = [slide_fingerprint(slide.path), repr(sorted(asdict(grid).items())), TISSUE_VERSION, EXTRACT_VERSION, encoder.name, encoder.weights_hash]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
