@@ -52,7 +52,7 @@ def main() -> None:
     t0 = time.perf_counter()
     grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=args.target_mpp, max_patches=args.patches)
     t_grid = time.perf_counter() - t0
-    f = codec_scale(slide, grid)
+    f = codec_scale(slide, grid.level, grid.read_size, grid.patch_size)
     print(f"{args.slide.name}: {len(grid)} patches of 224 px at {args.target_mpp} µm/px (read {grid.read_size} px at level {grid.level}, decoded at 1/{f}); mask + grid {t_grid:.1f} s; {os.cpu_count()} CPUs")
 
     # the decode limit: the same tiles, decoded once each, nothing else

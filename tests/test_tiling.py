@@ -177,7 +177,7 @@ def test_extraction_at_half_resolution_decodes_each_tile_once_at_half_size(wsi_d
     # level derived from it is not used) patches read 440 px of level 0, decoded at 220, sized to 224
     with open_slide(wsi_dir / "CMU-1-Small-Region.svs") as slide:
         grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=0.98, min_tissue=0.1)
-        assert grid.level == 0 and grid.read_size == 440 and codec_scale(slide, grid) == 2 and len(grid) >= 4
+        assert grid.level == 0 and grid.read_size == 440 and codec_scale(slide, grid.level, grid.read_size, 224) == 2 and len(grid) >= 4
         touched = {(r, c) for x, y in grid.xy_level0 for r in range(y // 240, (y + 439) // 240 + 1) for c in range(x // 240, (x + 439) // 240 + 1)}
         before = slide.tiles_decoded
         out = {int(i): p for patches, index in extract_patches(slide, grid, batch_size=3) for p, i in zip(patches, index)}

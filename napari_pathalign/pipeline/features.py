@@ -16,7 +16,7 @@ import numpy as np
 from napari_pathalign.io.features import SlideFeatures, read_features, write_features
 
 TISSUE_VERSION = "hsv-ink-1"  # bump when the tissue detector changes: old caches are recomputed
-EXTRACT_VERSION = "codec-scaled-1"  # bump when patch pixels change (JPEG tiles decoded at 1/2..1/8)
+CODEC_SCALED = "codec-scaled-1"  # in the key of slides whose JPEG tiles are decoded at 1/2..1/8 (other pixels unchanged)
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,14 @@ def slide_fingerprint(path: Path) -> str:
 
 
 def cache_key(slide, grid: GridConfig, encoder) -> str:
-    parts = [slide_fingerprint(slide.path), repr(sorted(asdict(grid).items())), TISSUE_VERSION, EXTRACT_VERSION, encoder.name, encoder.weights_hash]
+    from napari_pathalign.tiling.extract import codec_scale
+    from napari_pathalign.tiling.grid import read_plan
+
+    parts = [slide_fingerprint(slide.path), repr(sorted(asdict(grid).items())), TISSUE_VERSION, encoder.name, encoder.weights_hash]
+    _, _, level, read_size, _ = read_plan(slide, grid.patch_size, grid.target_mpp)
+    scale = codec_scale(slide, level, read_size, grid.patch_size)
+    if scale > 1:  # those patches' pixels come from the codec's scaled IDCT, not a resize
+        parts.append(f"{CODEC_SCALED}/{scale}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

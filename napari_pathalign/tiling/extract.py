@@ -33,7 +33,7 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
     th, tw = slide.tile_shape(grid.level)
     H, W = slide.level_shapes[grid.level]
     xy = np.round(grid.xy_level0 / ds).astype(np.int64)  # (N, 2) top-left at grid.level
-    f = codec_scale(slide, grid)  # tiles come decoded at 1/f; patches are assembled at that scale
+    f = codec_scale(slide, grid.level, grid.read_size, grid.patch_size)  # tiles come decoded at 1/f; patches are assembled at that scale
     size, scaled_h, scaled_w = round(grid.read_size / f), -(-H // f), -(-W // f)
     order = np.lexsort((xy[:, 0], xy[:, 1]))  # row-major: neighbours share tiles
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -96,15 +96,15 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
         pool.shutdown(wait=True)
 
 
-def codec_scale(slide, grid: PatchGrid) -> int:
+def codec_scale(slide, level: int, read_size: int, patch_size: int) -> int:
     """The largest of 8, 4, 2 the tiles of ``grid.level`` can be decoded smaller by and still give
     at least 98% of the patch size (a 444-px read for 224 px, mpp 0.2525, decodes at 222 px and is
     upsampled 1%); 1 where none can. Patch corners snap to the scaled pixel grid (< 1 output pixel).
     """
     for f in (8, 4, 2):
-        if grid.read_size >= 0.98 * f * grid.patch_size:
-            th, tw = slide.tile_shape(grid.level)
-            if th % f == 0 and tw % f == 0 and slide.can_read_scaled(grid.level, f):
+        if read_size >= 0.98 * f * patch_size:
+            th, tw = slide.tile_shape(level)
+            if th % f == 0 and tw % f == 0 and slide.can_read_scaled(level, f):
                 return f
     return 1
 

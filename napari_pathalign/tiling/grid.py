@@ -48,21 +48,7 @@ def patch_grid(
         raise ValueError(f"min_tissue is a fraction in [0, 1], got {min_tissue!r}")
     if max_patches < 1:
         raise ValueError(f"max_patches must be positive, got {max_patches!r}")
-    notes = []
-    if slide.mpp is None or target_mpp is None:
-        if target_mpp is not None:
-            notes.append(f"slide has no microns-per-pixel metadata ({slide.mpp_source}); patches are {patch_size} level-0 pixels, not {target_mpp} µm/px")
-        target_mpp, size_level0, level = None, patch_size, 0
-    else:
-        if target_mpp <= 0:
-            raise ValueError(f"target_mpp must be positive µm per pixel, got {target_mpp!r}")
-        size_level0 = max(1, round(patch_size * target_mpp / slide.mpp))
-        want = target_mpp / slide.mpp * 1.01  # a level up to 1% coarser than asked still counts
-        level = max(k for k, ds in enumerate(slide.downsamples) if k == 0 or ds <= want)
-        if slide.mpp > target_mpp * 1.01:
-            notes.append(f"the slide's finest level is {slide.mpp:.3g} µm/px, coarser than the {target_mpp} µm/px asked: patches are upsampled")
-    read_size = max(1, round(size_level0 / slide.downsamples[level]))
-
+    target_mpp, size_level0, level, read_size, notes = read_plan(slide, patch_size, target_mpp)
     h0, w0 = slide.shape_level0
     rows, cols = h0 // size_level0, w0 // size_level0
     frac = _cell_fractions(mask, rows, cols, size_level0)  # (rows, cols)
@@ -76,6 +62,24 @@ def patch_grid(
         notes.append(f"{n_candidates} tissue patches, {max_patches} kept (spatially even subsample)")
     xy = np.stack([c, r], axis=1).astype(np.int64) * size_level0  # (N, 2) as (x, y)
     return PatchGrid(xy, size_level0, level, read_size, patch_size, target_mpp, frac[r, c].astype(np.float32), n_candidates, "; ".join(notes))
+
+
+def read_plan(slide, patch_size: int, target_mpp: float | None) -> tuple[float | None, int, int, int, list[str]]:
+    """Where a grid's pixels come from: (target_mpp or None, patch side in level-0 pixels, level,
+    patch side read at that level, notes). Needs only the slide's metadata, no pixels."""
+    notes = []
+    if slide.mpp is None or target_mpp is None:
+        if target_mpp is not None:
+            notes.append(f"slide has no microns-per-pixel metadata ({slide.mpp_source}); patches are {patch_size} level-0 pixels, not {target_mpp} µm/px")
+        return None, patch_size, 0, patch_size, notes
+    if target_mpp <= 0:
+        raise ValueError(f"target_mpp must be positive µm per pixel, got {target_mpp!r}")
+    size_level0 = max(1, round(patch_size * target_mpp / slide.mpp))
+    want = target_mpp / slide.mpp * 1.01  # a level up to 1% coarser than asked still counts
+    level = max(k for k, ds in enumerate(slide.downsamples) if k == 0 or ds <= want)
+    if slide.mpp > target_mpp * 1.01:
+        notes.append(f"the slide's finest level is {slide.mpp:.3g} µm/px, coarser than the {target_mpp} µm/px asked: patches are upsampled")
+    return target_mpp, size_level0, level, max(1, round(size_level0 / slide.downsamples[level])), notes
 
 
 def _cell_fractions(mask: TissueMask, rows: int, cols: int, size_level0: int) -> np.ndarray:
