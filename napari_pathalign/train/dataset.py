@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +90,11 @@ def load_pairs(path: str | Path) -> tuple[list[Pair], list[Unmatched]]:
 
 def cached_feature_path(slide: Path, features_dir: Path, grid, encoder) -> Path:
     """Where ``pathalign embed`` with this grid and encoder put (or will put) the slide's features."""
+    from napari_pathalign.io import open_slide
     from napari_pathalign.pipeline.features import cache_key
 
-    key = cache_key(types.SimpleNamespace(path=slide), grid, encoder)
+    with open_slide(slide) as opened:  # metadata only: the key depends on how its pixels are read
+        key = cache_key(opened, grid, encoder)
     return Path(features_dir) / f"{slide.stem}.{key}.h5"
 
 
