@@ -35,14 +35,16 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
     xy = np.round(grid.xy_level0 / ds).astype(np.int64)  # (N, 2) top-left at grid.level
     f = codec_scale(slide, grid.level, grid.read_size, grid.patch_size)  # tiles come decoded at 1/f; patches are assembled at that scale
     size, scaled_h, scaled_w = round(grid.read_size / f), -(-H // f), -(-W // f)
+    sth, stw = th // f, tw // f  # tile side in those pixels
     order = np.lexsort((xy[:, 0], xy[:, 1]))  # row-major: neighbours share tiles
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
     def tiles_of(i: int) -> list[tuple[int, int]]:
-        x, y = xy[i]
-        r0, r1 = max(y, 0) // th, min(y + grid.read_size, H) - 1
-        c0, c1 = max(x, 0) // tw, min(x + grid.read_size, W) - 1
-        return [(r, c) for r in range(r0, r1 // th + 1) for c in range(c0, c1 // tw + 1)] if r1 >= 0 and c1 >= 0 else []
+        """The stored tiles under patch i, in the (possibly 1/f) pixels it is assembled from."""
+        x, y = xy[i] // f
+        r0, r1 = max(y, 0) // sth, min(y + size, scaled_h) - 1
+        c0, c1 = max(x, 0) // stw, min(x + size, scaled_w) - 1
+        return [(r, c) for r in range(r0, r1 // sth + 1) for c in range(c0, c1 // stw + 1)] if r1 >= 0 and c1 >= 0 else []
 
     batch_tiles = [sorted({t for i in b for t in tiles_of(i)}) for b in batches]
     last_use = {t: k for k, ts in enumerate(batch_tiles) for t in ts}
@@ -76,11 +78,11 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
                     tiles = {t: pending[t].result()[t] for t in tiles_of(i)}
                     x, y = (int(v) for v in xy[i] // f)
                     if size != grid.patch_size:
-                        out[j] = _resize(_assemble(tiles, x, y, size, th // f, tw // f), grid.patch_size)
+                        out[j] = _resize(_assemble(tiles, x, y, size, sth, stw), grid.patch_size)
                         continue
                     if x < 0 or y < 0 or x + size > scaled_w or y + size > scaled_h:
                         out[j] = WHITE  # leaves the slide: white beyond its edge
-                    paste_tiles(out[j], x, y, tiles, th // f, tw // f)
+                    paste_tiles(out[j], x, y, tiles, sth, stw)
 
             chunk = -(-len(batch) // (2 * workers))  # a few jobs per batch: futures cost more than pastes
             for job in [assemblers.submit(make, range(a, min(a + chunk, len(batch)))) for a in range(0, len(batch), chunk)]:
@@ -97,7 +99,7 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
 
 
 def codec_scale(slide, level: int, read_size: int, patch_size: int) -> int:
-    """The largest of 8, 4, 2 the tiles of ``grid.level`` can be decoded smaller by and still give
+    """The largest of 8, 4, 2 the tiles of ``level`` can be decoded smaller by and still give
     at least 98% of the patch size (a 444-px read for 224 px, mpp 0.2525, decodes at 222 px and is
     upsampled 1%); 1 where none can. Patch corners snap to the scaled pixel grid (< 1 output pixel).
     """
