@@ -41,23 +41,12 @@ class TiffTileLevel(TileLevel):
         self._rgb_jpeg = page.photometric == 2  # Aperio: RGB samples, no marker saying so in the stream
 
     def decode_tile(self, row: int, col: int) -> np.ndarray:
-        index = row * self._cols + col
-        count = self._counts[index]
-        if count == 0:  # sparse tile: never scanned, background
-            return np.full((*self.tile_shape, 3), WHITE, np.uint8)
-        data = os.pread(self._fd, count, self._offsets[index])
-        try:
-            if len(data) != count:
-                raise ValueError(f"file ends {count - len(data)} bytes early")
-            tile = self._decode(data, index, **self._kwargs)[0]
-            tile = np.asarray(tile).reshape(self.tile_shape[0], self.tile_shape[1], self._samples)
-        except Exception as exc:
-            y, x = row * self.tile_shape[0], col * self.tile_shape[1]
-            raise SlideError(
-                f"{self._path}: the stored tile at row {row}, column {col} of level {self._level} "
-                f"(level pixels x={x}, y={y}) could not be decoded ({exc}); the file is damaged there"
-            ) from exc
-        return to_rgb(tile)
+        th, tw = self.tile_shape
+
+        def decode(data: bytes, index: int) -> np.ndarray:
+            return to_rgb(np.asarray(self._decode(data, index, **self._kwargs)[0]).reshape(th, tw, self._samples))
+
+        return self._decode_stored(row, col, 1, decode)
 
     def busiest_tile(self) -> tuple[int, int]:
         # the most compressed bytes: detail, i.e. tissue, not blank glass
@@ -66,17 +55,27 @@ class TiffTileLevel(TileLevel):
     def decode_tile_scaled(self, row: int, col: int, factor: int) -> np.ndarray | None:
         if not self._jpeg or factor not in (2, 4, 8) or self.tile_shape[0] % factor or self.tile_shape[1] % factor:
             return None
+        th, tw = self.tile_shape[0] // factor, self.tile_shape[1] // factor
+        return self._decode_stored(row, col, factor, lambda data, _: decode_jpeg_scaled(data, self._page.jpegtables, self._rgb_jpeg, th, tw, factor))
+
+    def _decode_stored(self, row: int, col: int, factor: int, decode) -> np.ndarray:
+        """Read tile (row, col) from the file and ``decode(bytes, index)`` it at 1/``factor``;
+        white for a sparse (never scanned) tile; a damaged one raises a SlideError saying where."""
         index = row * self._cols + col
         count = self._counts[index]
-        th, tw = self.tile_shape[0] // factor, self.tile_shape[1] // factor
-        if count == 0:
-            return np.full((th, tw, 3), WHITE, np.uint8)
+        if count == 0:  # sparse tile: never scanned, background
+            return np.full((self.tile_shape[0] // factor, self.tile_shape[1] // factor, 3), WHITE, np.uint8)
         data = os.pread(self._fd, count, self._offsets[index])
         try:
-            return decode_jpeg_scaled(data, self._page.jpegtables, self._rgb_jpeg, th, tw, factor)
+            if len(data) != count:
+                raise ValueError(f"file ends {count - len(data)} bytes early")
+            return decode(data, index)
         except Exception as exc:
-            raise SlideError(f"{self._path}: the stored tile at row {row}, column {col} of level {self._level} could not be decoded ({exc}); the file is damaged there") from exc
-
+            y, x = row * self.tile_shape[0], col * self.tile_shape[1]
+            raise SlideError(
+                f"{self._path}: the stored tile at row {row}, column {col} of level {self._level} "
+                f"(level pixels x={x}, y={y}) could not be decoded ({exc}); the file is damaged there"
+            ) from exc
 
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, transform 0: the samples are RGB
 
