@@ -189,9 +189,7 @@ class PathAlign(nn.Module):
                 out["itg"] = itg_loss(logits, tok.input_ids, tok.attention_mask)
             else:  # softmax over the corpus vocabulary only (see restrict_itg_vocab)
                 logits = self.itg_head(hidden) @ self.text.word_embeddings[vocab].t() + self.itg_bias[vocab]  # (B, L, V')
-                remap = torch.full((self.itg_bias.shape[0],), 0, dtype=torch.long, device=self.device)
-                remap[vocab] = torch.arange(len(vocab), device=self.device)
-                out["itg"] = itg_loss(logits, remap[tok.input_ids], tok.attention_mask)
+                out["itg"] = itg_loss(logits, self.itg_remap[tok.input_ids], tok.attention_mask)
         if "lm" in wanted:
             if self.lm is None:
                 raise ValueError("the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)")
@@ -210,6 +208,8 @@ class PathAlign(nn.Module):
             tok = self.text.tokenize(texts[i : i + 256], self.cfg.qformer.max_text_tokens)
             ids |= set(tok.input_ids[tok.attention_mask.bool()].tolist())
         self.itg_vocab = torch.tensor(sorted(ids), device=self.device)
+        self.itg_remap = torch.zeros(self.itg_bias.shape[0], dtype=torch.long, device=self.device)  # word piece -> its row in the restricted softmax
+        self.itg_remap[self.itg_vocab] = torch.arange(len(ids), device=self.device)
         return len(ids)
 
     def _itm_loss(self, batch, states, text_mask, sim, same, generator) -> torch.Tensor:
