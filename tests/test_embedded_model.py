@@ -17,7 +17,7 @@ def test_shipped_weights_load_offline():
     enc = load_patch_encoder("embedded", device="cpu")
     x = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     f = enc.encode(x)
-    assert f.shape == (2, 384) and np.isfinite(f).all()
+    assert f.shape == (2, 404) and np.isfinite(f).all()  # 384 CNN + 20 stain features
     g, r = PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu")
     assert g.cfg.qformer.num_queries == 32 and g.lm is not None and r.cfg.qformer.num_queries == 1
     assert g.cfg.patch_encoder == r.cfg.patch_encoder == "embedded" and g.cfg.patch_encoder_hash == enc.weights_hash

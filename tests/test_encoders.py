@@ -62,10 +62,40 @@ def test_embedded_round_trip(tmp_path):
     assert enc.input_size == 112  # it reads patches at about 1 µm/px
     small = PATCHES[:, :112, :112]
     feats = enc.encode(small)
-    assert feats.shape == (3, 384) and feats.dtype == np.float32
+    assert feats.shape == (3, 404) and feats.dtype == np.float32
     x = (torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(enc.std).view(1, 3, 1, 1)
     with torch.inference_mode():
         np.testing.assert_allclose(feats, module(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _stained(h: float, e: float, side: int = 16) -> torch.Tensor:
+    """An RGB image in [0, 1] of exactly ``h`` haematoxylin and ``e`` eosin optical density."""
+    from napari_pathalign.models.embedded_encoder import RGB_FROM_HED
+
+    od = h * torch.tensor(RGB_FROM_HED[0]) + e * torch.tensor(RGB_FROM_HED[1])
+    return ((256 * torch.exp(-od) - 1) / 255).view(1, 3, 1, 1).expand(1, 3, side, side)
+
+
+def test_stain_statistics_measure_haematoxylin_and_eosin():
+    from napari_pathalign.models.embedded_encoder import StainStats
+
+    stats = StainStats()
+    purple, pink = stats.raw(_stained(0.8, 0.1)), stats.raw(_stained(0.08, 0.6))
+    np.testing.assert_allclose(purple[0, :3].numpy(), [0.8, 0.1, 0.0], atol=1e-4)  # H, E, DAB optical density
+    np.testing.assert_allclose(pink[0, :3].numpy(), [0.08, 0.6, 0.0], atol=1e-4)
+    h_area = slice(12, 16)  # fraction of pixels above each haematoxylin level: nuclear area
+    assert purple[0, h_area].tolist() == [1.0] * 4 and pink[0, h_area].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_stain_statistics_are_standardised_on_the_tiles_they_are_fitted_on():
+    from napari_pathalign.models.embedded_encoder import StainStats
+
+    stats = StainStats()
+    tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 3, 24, 24), dtype=np.uint8))
+    stats.fit(tiles, size=32)
+    z = stats(torch.nn.functional.interpolate(tiles.float() / 255, size=(32, 32), mode="bilinear", antialias=True, align_corners=False))
+    np.testing.assert_allclose(z.mean(0).numpy(), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0).numpy(), 1, atol=1e-3)
 
 
 def test_tiny_is_deterministic_and_resizes():

@@ -170,7 +170,7 @@ def _conch(weights: Path):
 
 
 register(EncoderSpec("test-tiny", 32, 32, *IMAGENET, 0.5, _tiny, needs_weights=False, description="random, for tests only"))
-register(EncoderSpec("embedded", 384, 112, *IMAGENET, 0.5, _embedded, needs_weights=False, description="ours, shipped in resources/ (reads a 224-px 0.5 µm/px patch at 112 px: about 1 µm/px, the scale it was trained at)", default_weights=EMBEDDED_WEIGHTS))
+register(EncoderSpec("embedded", 404, 112, *IMAGENET, 0.5, _embedded, needs_weights=False, description="ours, shipped in resources/ (reads a 224-px 0.5 µm/px patch at 112 px: about 1 µm/px, the scale it was trained at; 384 CNN + 20 stain features)", default_weights=EMBEDDED_WEIGHTS))
 register(EncoderSpec("phikon", 768, 224, *IMAGENET, 0.5, _phikon, description="Owkin Phikon ViT-B/16: a local owkin/phikon folder or weight file"))
 register(EncoderSpec("phikon-v2", 1024, 224, *IMAGENET, 0.5, _phikon_v2, description="Owkin Phikon-v2 ViT-L/16: a local owkin/phikon-v2 folder or weight file"))
 register(EncoderSpec("uni", 1024, 224, *IMAGENET, 0.5, _timm("uni", "vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5, dynamic_img_size=True), description="MahmoodLab UNI: pytorch_model.bin"))
