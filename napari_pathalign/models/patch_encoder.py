@@ -24,6 +24,13 @@ def pick_device(device: str = "auto"):
     return torch.device(device), dtype
 
 
+def resize_patches(x, size: int):
+    """(B, 3, s, s) float -> (B, 3, size, size): the antialiased bilinear resize every encoder input gets."""
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 class PatchEncoder:
     """A patch encoder ready to run: resizes, normalises and batches; owns no tokenisation or I/O."""
 
@@ -44,14 +51,13 @@ class PatchEncoder:
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Features (B, dim) float32 of uint8 patches (B, P, P, 3)."""
         import torch
-        import torch.nn.functional as F
 
         if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
             raise ValueError(f"patches must be uint8 (B, P, P, 3), got {patches.dtype} {patches.shape}")
         x = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
+            x = resize_patches(x, self.input_size)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         x = (x - mean) / std

@@ -2,9 +2,9 @@
 
 Two augmented views of each tile (64-px crops at about 1 µm/px) should embed close together and
 far from the other tiles of the batch (NT-Xent). No labels are used. Only the encoder's CNN learns;
-its fixed stain statistics are standardised on the same tiles afterwards. Augmentations run batched in torch (affine resampling for
-crop/scale/rotation/flip, stain-like colour jitter, blur), so a 2-core machine spends its time in
-the network, not in Python image code.
+its fixed stain statistics are standardised on the same tiles afterwards. Augmentations run
+batched in torch (affine resampling for crop/scale/rotation/flip, stain-like colour jitter, blur),
+so a 2-core machine spends its time in the network, not in Python image code.
 """
 
 from __future__ import annotations
