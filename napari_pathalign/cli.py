@@ -109,9 +109,11 @@ def _evaluate(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     width = max(len(k) for k in metrics)
+    ci = metrics.get("ci95", {})
     for k, v in metrics.items():
-        if k != "examples":
-            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        if k not in ("examples", "ci95"):
+            interval = f"  (95% CI {ci[k][0]:.3f}-{ci[k][1]:.3f}, bootstrap over slides)" if ci.get(k) else ""
+            print(f"{k:<{width}}  {v:.4f}{interval}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))
         print(f"wrote {args.out}")

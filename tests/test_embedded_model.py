@@ -36,5 +36,8 @@ def test_documented_metrics_on_a_small_fixed_set(tmp_path):
     metrics = evaluate(PathAlign.load("embedded", device="cpu"), tmp_path / "test", PathAlign.load("embedded-r", device="cpu"), progress=False)
     for key, expected in doc["metrics"].items():
         assert metrics[key] == pytest.approx(expected, abs=0.1), (key, metrics[key], expected)
+    for key, interval in metrics["ci95"].items():  # bootstrap intervals around the point values
+        assert interval is None or interval[0] <= metrics[key] <= interval[1], (key, interval, metrics[key])
+    assert metrics["ci95"]["retrieval_top1"] is not None and metrics["ci95"]["fact_recall"] is not None
     # and they are not the numbers of a model that learned nothing
     assert metrics["retrieval_top3"] >= 0.8 and metrics["vqa_tumour"] >= 0.75

@@ -57,3 +57,28 @@ def test_top_k_accuracy():
     assert top_k_accuracy(sim, pos, 1) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="same"):
         top_k_accuracy(sim, pos[:2], 1)
+
+
+def test_bootstrap_interval_matches_the_binomial_spread():
+    """A 40-slide accuracy of 0.65 is uncertain by about +-0.15; 400 slides narrow it ~3x."""
+    from napari_pathalign.eval.bootstrap import bootstrap_ci
+
+    mean = lambda x: float(x.mean())  # noqa: E731
+    small = bootstrap_ci(mean, {"x": np.array([1] * 26 + [0] * 14)})
+    big = bootstrap_ci(mean, {"x": np.array([1] * 260 + [0] * 140)})
+    half = 1.96 * np.sqrt(0.65 * 0.35 / 40)  # normal approximation: 0.148
+    assert small[0] < 0.65 < small[1] and small[1] - small[0] == pytest.approx(2 * half, rel=0.15)
+    assert (big[1] - big[0]) == pytest.approx((small[1] - small[0]) / np.sqrt(10), rel=0.2)
+    assert bootstrap_ci(mean, {"x": np.ones(40)}) == (1.0, 1.0)
+    assert small == bootstrap_ci(mean, {"x": np.array([1] * 26 + [0] * 14)})  # seeded
+
+
+def test_bootstrap_skips_undefined_resamples_and_checks_columns():
+    from napari_pathalign.eval.bootstrap import bootstrap_ci
+    from napari_pathalign.eval.evaluate import _auc
+
+    score, tumour = np.arange(10.0), np.arange(10) >= 9  # one positive, ranked first: ~35% of resamples lack it
+    assert bootstrap_ci(_auc, {"score": score, "tumour": tumour}) == (1.0, 1.0)  # those are skipped, not scored
+    assert bootstrap_ci(lambda score, tumour: None, {"score": score, "tumour": tumour}) is None
+    with pytest.raises(ValueError, match="one length"):
+        bootstrap_ci(_auc, {"score": score, "tumour": tumour[:5]})

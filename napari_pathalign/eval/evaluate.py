@@ -10,6 +10,9 @@ Metrics (all on the slides of one split folder: slides.csv + reports.jsonl + sli
 - drafts ("Final diagnosis:"): BLEU-4 (nltk, corpus), ROUGE-L F (rouge-score), and clinical-fact
   precision / recall of the draft's facts against the ground truth.
 - closed VQA: tumour present? which tissues? tumour extent bucket? accuracy of parsed answers.
+
+``ci95`` holds percentile-bootstrap intervals (slides resampled, 2,000 times) of the metrics with
+targets: on a few dozen slides, one slide moves top-1 by 1/S, and readers should see that.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
-from napari_pathalign.eval.retrieval import top_k_accuracy
+from napari_pathalign.eval.bootstrap import bootstrap_ci
+from napari_pathalign.eval.retrieval import top_k_hits
 from napari_pathalign.train.demo_reports import QUESTIONS, TISSUE, TUMOUR_CLASSES, PartTruth, bucket, truth_tissues
 
 TUMOUR_PROMPTS = ["metastatic carcinoma", "invasive adenocarcinoma", "tumour is present"]
@@ -60,20 +64,27 @@ def _signature(t: PartTruth) -> frozenset:
     return frozenset(truth_facts(t)) | {("source", t.source)}
 
 
-def retrieval_metrics(model, embeddings, truths, texts) -> dict:
+def retrieval_metrics(model, embeddings, truths, texts) -> tuple[dict, dict]:
+    """Top-1 / top-3 accuracy, and the per-slide hits."""
     sim = model.similarity(embeddings, model.encode_text(texts))  # (S, S): slide i vs text of slide j
     sig = [_signature(t) for t in truths]
     positives = np.array([[a == b for b in sig] for a in sig])
-    return {"retrieval_top1": top_k_accuracy(sim, positives, 1), "retrieval_top3": top_k_accuracy(sim, positives, 3)}
+    hits = {"top1": top_k_hits(sim, positives, 1), "top3": top_k_hits(sim, positives, 3)}
+    return {f"retrieval_{k}": float(v.mean()) for k, v in hits.items()}, hits
 
 
-def zero_shot_metrics(model, embeddings, truths) -> dict:
+def _auc(score: np.ndarray, tumour: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
+    return float(roc_auc_score(tumour, score)) if 0 < tumour.sum() < len(tumour) else None
+
+
+def zero_shot_metrics(model, embeddings, truths) -> tuple[dict, dict]:
+    """Tumour AUC and dominant-tissue accuracy, and the per-slide tumour scores."""
     pos = model.similarity(embeddings, model.encode_text(TUMOUR_PROMPTS)).mean(1)  # (S,)
     neg = model.similarity(embeddings, model.encode_text(NO_TUMOUR_PROMPTS)).mean(1)
-    y = np.array([t.tumour_fraction > 0 for t in truths])
-    out = {"zero_shot_tumour_auc": float(roc_auc_score(y, pos - neg)) if 0 < y.sum() < len(y) else None}
+    per_slide = {"score": pos - neg, "tumour": np.array([t.tumour_fraction > 0 for t in truths])}
+    out = {"zero_shot_tumour_auc": _auc(**per_slide)}
     prompts = {}  # source -> (classes, prompt embeddings), encoded once
     for source in {t.source for t in truths}:
         classes = [TUMOUR_CLASSES[source]] + [c for c in TISSUE if (c == "normal") == (source == "pcam")]
@@ -84,10 +95,11 @@ def zero_shot_metrics(model, embeddings, truths) -> dict:
         classes, text_emb = prompts[t.source]
         correct.append(classes[int(np.argmax(model.similarity(emb, text_emb)))] == max(t.fractions, key=t.fractions.get))
     out["zero_shot_dominant_accuracy"] = float(np.mean(correct))
-    return out
+    return out, per_slide
 
 
-def generation_metrics(model, embeddings, truths, texts, progress: bool = True) -> tuple[dict, list[str]]:
+def generation_metrics(model, embeddings, truths, texts, progress: bool = True) -> tuple[dict, list[str], dict]:
+    """BLEU-4, ROUGE-L, fact precision / recall; the drafts; per-slide fact counts."""
     from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
     from rouge_score import rouge_scorer
     from tqdm import tqdm
@@ -102,13 +114,20 @@ def generation_metrics(model, embeddings, truths, texts, progress: bool = True) 
     rouge = float(np.mean([scorer.score(r, d)["rougeL"].fmeasure for r, d in zip(texts, drafts)]))
     stated = [parse_facts(d) for d in drafts]
     true = [truth_facts(t) for t in truths]
-    hit = sum(len(s & t) for s, t in zip(stated, true))
-    precision = hit / max(1, sum(map(len, stated)))
-    recall = hit / max(1, sum(map(len, true)))
-    return {"bleu4": float(bleu), "rougeL": rouge, "fact_precision": precision, "fact_recall": recall}, drafts
+    counts = {"hit": np.array([len(s & t) for s, t in zip(stated, true)]), "stated": np.array(list(map(len, stated))), "true": np.array(list(map(len, true)))}
+    return {"bleu4": float(bleu), "rougeL": rouge, "fact_precision": _fact_precision(**counts), "fact_recall": _fact_recall(**counts)}, drafts, counts
 
 
-def vqa_metrics(model, embeddings, truths, progress: bool = True) -> tuple[dict, list[dict]]:
+def _fact_precision(hit, stated, true) -> float:
+    return float(hit.sum() / max(1, stated.sum()))
+
+
+def _fact_recall(hit, stated, true) -> float:
+    return float(hit.sum() / max(1, true.sum()))
+
+
+def vqa_metrics(model, embeddings, truths, progress: bool = True) -> tuple[dict, list[dict], np.ndarray]:
+    """Accuracy per closed question and over all three; the answers; per-slide correct fraction."""
     from tqdm import tqdm
 
     from napari_pathalign.models.decoder import GenerationConfig
@@ -124,7 +143,11 @@ def vqa_metrics(model, embeddings, truths, progress: bool = True) -> tuple[dict,
         scores["extent"].append(parse_extent_answer(got["extent"]) == (bucket(t.tumour_fraction) or "none"))
     out = {f"vqa_{k}": float(np.mean(v)) for k, v in scores.items()}
     out["vqa_closed"] = float(np.mean([x for v in scores.values() for x in v]))
-    return out, answers
+    return out, answers, np.mean(list(scores.values()), axis=0)
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x))
 
 
 def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None = None, progress: bool = True) -> dict:
@@ -142,14 +165,24 @@ def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None 
         raise ValueError(f"the {encoder.name!r} weights found ({encoder.weights_hash}) are not the ones this model was trained on ({model.cfg.patch_encoder_hash})")
     feats = slide_features(data, rows, encoder, features_dir or data / "features", grid, progress)
     metrics: dict = {"slides": len(rows), "tumour_slides": int(sum(t.tumour_fraction > 0 for t in truths))}
+    ci: dict = {}
     for name, m in (("", retrieval_model or model),) + ((("g_", model),) if retrieval_model is not None else ()):
         embeddings = [m.encode_slide(f) for f in feats]  # the last pass is the generation model's
-        metrics.update({name + k: v for k, v in retrieval_metrics(m, embeddings, truths, texts).items()})
-        metrics.update({name + k: v for k, v in zero_shot_metrics(m, embeddings, truths).items()})
+        retrieval, hits = retrieval_metrics(m, embeddings, truths, texts)
+        zero_shot, scores = zero_shot_metrics(m, embeddings, truths)
+        metrics.update({name + k: v for k, v in {**retrieval, **zero_shot}.items()})
+        if not name:
+            ci.update({f"retrieval_{k}": bootstrap_ci(_mean, {"x": v}) for k, v in hits.items()})
+            ci["zero_shot_tumour_auc"] = bootstrap_ci(_auc, scores)
     if model.lm is not None:
-        gen, drafts = generation_metrics(model, embeddings, truths, texts, progress)
-        vqa, answers = vqa_metrics(model, embeddings, truths, progress)
+        gen, drafts, counts = generation_metrics(model, embeddings, truths, texts, progress)
+        vqa, answers, correct = vqa_metrics(model, embeddings, truths, progress)
         metrics.update(gen)
         metrics.update(vqa)
+        ci["fact_precision"] = bootstrap_ci(_fact_precision, counts)
+        ci["fact_recall"] = bootstrap_ci(_fact_recall, counts)
+        ci["vqa_closed"] = bootstrap_ci(_mean, {"x": correct})
+    metrics["ci95"] = ci
+    if model.lm is not None:
         metrics["examples"] = [{"slide": r["slide"], "reference": x, "draft": d, "answers": a} for r, x, d, a in list(zip(rows, texts, drafts, answers))[:5]]
     return metrics
