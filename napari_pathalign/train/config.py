@@ -21,7 +21,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # PathAlignConfig fields (qformer, embed_dim, lm, losses, ...)
     stage: int = 1  # 1: Q-Former (ITC/ITM/ITG); 2: projection into the frozen LM ("lm" loss)
     init_from: str | None = None  # stage 2: the stage-1 checkpoint folder to start from
-    train_qformer: bool = False  # stage 2: also tune the Q-Former (else only the projection trains)
+    train_qformer: bool = False  # stage 2: also tune the Q-Former, as BLIP-2 does (else only the projection trains); the embedded recipe does, at lr 5e-4
     prompt: str = "Final diagnosis:"  # stage 2: text before the target when a row has no prompt
     epochs: int = 10  # passes over the training pairs
     batch_size: int = 16  # slides per step (ITC negatives come from the batch)
