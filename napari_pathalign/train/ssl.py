@@ -63,9 +63,9 @@ def augment(x: torch.Tensor, cfg: SSLConfig, g: torch.Generator) -> torch.Tensor
     x = x.float() / 255
     scale = torch.sqrt(torch.empty(b).uniform_(cfg.min_scale, cfg.max_scale, generator=g))  # crop side fraction
     shift = (1 - scale)[:, None] * (torch.rand(b, 2, generator=g) * 2 - 1)  # (B, 2) keeps the crop inside
-    k = torch.randint(4, (b,), generator=g).float() * (math.pi / 2)  # rotations by 90 degrees
+    angle = torch.randint(4, (b,), generator=g).float() * (math.pi / 2)  # rotations by 90 degrees
     flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(k), torch.sin(k)
+    cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cos * scale * flip, -sin * scale
     theta[:, 1, 0], theta[:, 1, 1] = sin * scale * flip, cos * scale
