@@ -1,0 +1,297 @@
+"""``SlideAnalysis``: everything the models say about one open slide, computed once, shared by docks.
+
+``iter_prepare()`` is a generator of ``Progress`` (a napari ``thread_worker`` shows it and can
+cancel between steps): it loads the models, embeds the patches (feature cache on disk), encodes the
+slide with the retrieval and the generation model, embeds each patch's neighbourhood for text
+heatmaps and keeps the generation model's cross-attention. After that every map is cheap:
+
+- ``attention_heatmap``: where the Q-Former's queries look (one layer/head/query, or reduced over
+  them), or the queries weighted by their similarity to a text (``text=``), which is the readable
+  one: the mean of all 32 queries mixes queries that encode different things.
+- ``text_heatmap``: similarity of each patch's neighbourhood embedding to a phrase (see
+  ``pipeline/regions.py`` for why neighbourhoods).
+- ``zero_shot``: class probabilities from prompt ensembles with the model's temperature, and a
+  per-patch probability map per class.
+- ``region(polygon)``: the same analysis over the patches inside a polygon (features reused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathalign.pipeline.features import GridConfig
+from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.pipeline.zero_shot import ZeroShot, check_classes, class_embeddings, load_class_sets, max_over_queries, softmax
+
+ROLES = ("retrieval", "generation")
+
+
+@dataclass
+class Progress:
+    """One step of ``iter_prepare``: what runs, and how far along it is."""
+
+    stage: str  # 'models', 'features', 'slide embedding', 'regions', 'attention', 'ready'
+    done: int  # units done in this stage
+    total: int  # units in this stage
+    message: str = ""  # for the status line
+
+    def __str__(self) -> str:
+        return self.message or f"{self.stage}: {self.done}/{self.total}"
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for feature files (platformdirs: ~/.cache/napari-pathalign/features on Linux)."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("napari-pathalign")) / "features"
+
+
+class SlideAnalysis:
+    """One slide through one patch encoder and two PathAlign models (retrieval, generation)."""
+
+    def __init__(self, slide, encoder="embedded", model="embedded", retrieval_model="embedded-r", grid: GridConfig | None = None, cache_dir: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = None, region_radius: int = 2):
+        """``encoder``: a registered name or a loaded ``PatchEncoder``; ``model``/``retrieval_model``: 'embedded',
+        'embedded-r', a checkpoint folder or a loaded ``PathAlign`` (``retrieval_model=None``: ``model`` does both).
+        ``grid``: None takes the grid the model was trained with (else ``GridConfig()``); ``cache_dir``: None is the
+        user's cache folder. ``region_radius``: lattice cells around a patch that form its neighbourhood."""
+        if getattr(slide, "mpp", None) is None:
+            source = getattr(slide, "mpp_source", "")
+            raise ValueError(f"{getattr(slide, 'path', 'the slide')} has no microns-per-pixel metadata ({source}); PathAlign places patches in µm, so it cannot analyse this slide. Re-export it with its resolution (e.g. 0.5 µm/px for 20x)")
+        self.slide = slide
+        self._encoder, self._encoder_weights = encoder, encoder_weights
+        self._model_specs = {"generation": model, "retrieval": retrieval_model if retrieval_model is not None else model}
+        self.grid = grid
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.device = device
+        self.region_radius = int(region_radius)
+        self.models: dict = {}
+        self.encoder = None
+        self.features = None  # SlideFeatures after iter_prepare
+        self._embeddings: dict = {}  # role -> SlideEmbedding
+        self._attention: np.ndarray | None = None  # (cross layers, heads, Q, N) of the generation model
+        self._regions: np.ndarray | None = None  # (N, Q, E) neighbourhood embeddings of the retrieval model
+        self._text_cache: dict = {}  # (role, text) -> (E,) normalised
+        self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
+        self.parent: SlideAnalysis | None = None
+
+    # ------------------------------------------------------------------ preparation
+    @property
+    def ready(self) -> bool:
+        return self.features is not None and bool(self._embeddings)
+
+    def _load(self, spec, models):
+        from napari_pathalign.models.pathalign import PathAlign
+
+        if not isinstance(spec, (str, Path)):
+            return spec
+        key = str(spec)
+        if key not in models:
+            models[key] = PathAlign.load(spec, device=self.device)
+        return models[key]
+
+    def _check_encoder(self) -> None:
+        for role, m in self.models.items():
+            if m.cfg.patch_encoder != self.encoder.name:
+                raise ValueError(f"the {role} model reads features of patch encoder {m.cfg.patch_encoder!r}, but {self.encoder.name!r} is selected; pick {m.cfg.patch_encoder!r} as the encoder (with the weights the model was trained on)")
+            if m.cfg.patch_encoder_hash and self.encoder.weights_hash != m.cfg.patch_encoder_hash:
+                raise ValueError(f"the {role} model was trained on {m.cfg.patch_encoder!r} weights {m.cfg.patch_encoder_hash}, but the selected weights hash to {self.encoder.weights_hash}; select the weights the model was trained on")
+
+    def _grid(self) -> GridConfig:
+        if self.grid is not None:
+            return self.grid
+        trained = getattr(self.models["generation"], "checkpoint_meta", {}).get("extra", {}).get("train_config", {})
+        return GridConfig(**trained.get("grid", {}))
+
+    def iter_prepare(self) -> Iterator[Progress]:
+        """Generator of ``Progress``; afterwards ``features``, ``embedding()`` and every heatmap are ready."""
+        from napari_pathalign.models.encoders import load_patch_encoder
+        from napari_pathalign.pipeline.features import iter_embed_slide
+        from napari_pathalign.pipeline.regions import iter_region_embeddings
+
+        yield Progress("models", 0, 3, "Loading the models ...")
+        loaded: dict = {}
+        self.models = {role: self._load(self._model_specs[role], loaded) for role in ("generation", "retrieval")}
+        yield Progress("models", 2, 3, "Loading the patch encoder ...")
+        self.encoder = self._encoder if not isinstance(self._encoder, str) else load_patch_encoder(self._encoder, self._encoder_weights, self.device)
+        self._check_encoder()
+        yield Progress("models", 3, 3, f"Models ready on {self.device_info}")
+        self.grid = self._grid()
+        gen = iter_embed_slide(self.slide, self.encoder, self.grid, self.cache_dir)
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                self.features = stop.value
+                break
+            yield Progress("features", done, total, f"Embedding patches: {done}/{total}")
+        if len(self.features.features) == 0:
+            self.features = None
+            raise ValueError(f"no tissue found on {self.slide.path.name}: no patch has at least {self.grid.min_tissue:.0%} tissue; nothing to analyse (lower min_tissue or check the slide)")
+        yield from self._encode()
+        n = len(self.features.features)
+        gen = iter_region_embeddings(self.models["retrieval"], self.features.features, self.features.xy_level0, self.features.mpp, self.features.size_level0, self.region_radius)
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                self._regions = stop.value
+                break
+            yield Progress("regions", done, total, f"Embedding patch neighbourhoods: {done}/{total}")
+        yield Progress("ready", n, n, f"Ready: {n} patches")
+
+    def _encode(self) -> Iterator[Progress]:
+        """Slide embeddings of both models and the generation model's cross-attention."""
+        f = self.features
+        for k, role in enumerate(ROLES):
+            yield Progress("slide embedding", k, 2, f"Encoding the slide ({role} model) ...")
+            m = self.models[role]
+            self._embeddings[role] = self._embeddings.get("generation") if role == "retrieval" and m is self.models.get("generation") and "generation" in self._embeddings else m.encode_slide(f)
+        yield Progress("attention", 0, 1, "Cross-attention of the queries ...")
+        self._attention = self.models["generation"].attention(f)  # (layers, heads, Q, N)
+
+    @property
+    def device_info(self) -> str:
+        """Where and in what precision the models run (shown in the dock)."""
+        m = self.models.get("generation")
+        dev = str(m.device) if m is not None else self.device
+        enc = self.encoder
+        enc_dtype = str(enc.dtype).replace("torch.", "") if enc is not None else "?"
+        return f"{dev} (encoder {enc_dtype}, Q-Former float32)"
+
+    def _need_ready(self) -> None:
+        if not self.ready:
+            raise RuntimeError("the analysis is not prepared yet: run iter_prepare() (the dock's Analyse) first")
+
+    # ------------------------------------------------------------------ results
+    def embedding(self, model: str = "retrieval"):
+        """The slide's ``SlideEmbedding`` from the 'retrieval' or 'generation' model."""
+        self._need_ready()
+        if model not in ROLES:
+            raise ValueError(f"model {model!r}; expected one of {ROLES}")
+        return self._embeddings[model]
+
+    def text_embedding(self, text: str, model: str = "retrieval") -> np.ndarray:
+        """(E,) normalised embedding of one text (cached)."""
+        text = _check_text(text)
+        key = (model, text)
+        if key not in self._text_cache:
+            self._text_cache[key] = self.models[model].encode_text([text])[0]
+        return self._text_cache[key]
+
+    def _heatmap(self, values, kind: str, label: str, **params) -> Heatmap:
+        f = self.features
+        return Heatmap(values, f.xy_level0, f.size_level0, f.mpp, kind, label, "raw", params)
+
+    @property
+    def attention_shape(self) -> tuple[int, int, int]:
+        """(cross-attention layers, heads, queries) of the generation model."""
+        self._need_ready()
+        return tuple(self._attention.shape[:3])
+
+    def attention_heatmap(self, layer: int | None = None, head: int | None = None, query: int | None = None, reduce: str = "mean", text: str | None = None) -> Heatmap:
+        """The generation model's cross-attention on the patches; None aggregates over that axis.
+
+        ``reduce``: 'mean' or 'max' over the axes left as None. ``text``: instead of one query or a
+        plain reduction, weight the queries by softmax(temperature x similarity to the text): the
+        queries that carry what the text says dominate the map ('attention-text-weighted').
+        """
+        self._need_ready()
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce {reduce!r}; expected 'mean' or 'max'")
+        a = self._attention  # (L, H, Q, N)
+        picks = []
+        for name, value, size in (("layer", layer, a.shape[0]), ("head", head, a.shape[1]), ("query", query, a.shape[2])):
+            if value is not None and not 0 <= int(value) < size:
+                raise ValueError(f"{name} {value!r} out of range; this model has {size} ({name} 0-{size - 1}, or None for all)")
+            picks.append(slice(None) if value is None else slice(int(value), int(value) + 1))
+        sel = a[picks[0], picks[1]]  # (l, h, Q, N)
+        params = {"layer": layer, "head": head, "query": query, "reduce": reduce}
+        if text is not None:
+            if query is not None:
+                raise ValueError("pass either query= (one query) or text= (queries weighted by a text), not both")
+            m = self.models["generation"]
+            sims = self.embedding("generation").embedding @ self.text_embedding(text, "generation")  # (Q,)
+            w = softmax(float(m.scale().detach()) * sims)  # (Q,)
+            per_query = sel.mean(axis=(0, 1)) if reduce == "mean" else sel.max(axis=(0, 1))  # (Q, N)
+            values = w @ per_query  # (N,)
+            return self._heatmap(values, "attention-text-weighted", f"attention, queries weighted by '{text}'", text=text, query_weights=w.round(4).tolist(), **params)
+        sel = sel[:, :, picks[2]]
+        values = sel.mean(axis=(0, 1, 2)) if reduce == "mean" else sel.max(axis=(0, 1, 2))  # (N,)
+        where = ", ".join(f"{k} {'all' if v is None else v}" for k, v in (("layer", layer), ("head", head), ("query", query)))
+        return self._heatmap(values, "attention", f"attention ({where}; {reduce})", **params)
+
+    def query_heatmaps(self) -> list[Heatmap]:
+        """One map per query (mean over layers and heads): the gallery of the attention explorer."""
+        return [self.attention_heatmap(query=q) for q in range(self.attention_shape[2])]
+
+    def text_heatmap(self, text: str) -> Heatmap:
+        """Cosine similarity of each patch's neighbourhood embedding (retrieval model) to ``text``."""
+        self._need_ready()
+        t = self.text_embedding(text, "retrieval")
+        values = max_over_queries(self._regions, t[None])[:, 0]  # (N,)
+        return self._heatmap(values, "text", f"similarity to '{text.strip()}'", text=text.strip(), model="retrieval", radius=self.region_radius)
+
+    def text_score(self, text: str, keep: np.ndarray | None = None, model: str = "retrieval") -> float:
+        """The slide's similarity to ``text``; with ``keep`` (patch indices) only those patches are encoded."""
+        self._need_ready()
+        t = self.text_embedding(text, model)
+        if keep is None:
+            emb = self.embedding(model)
+        else:
+            f = self.features
+            keep = np.asarray(keep)
+            emb = self.models[model].encode_slide(f.features[keep], f.xy_level0[keep], f.mpp)
+        return float(max_over_queries(emb.embedding, t[None])[0])
+
+    def zero_shot(self, classes: dict[str, list[str]] | None = None, model: str = "retrieval") -> ZeroShot:
+        """Class probabilities of the slide (softmax with the model's temperature) and a map per class."""
+        self._need_ready()
+        if classes is None:
+            sets, default = load_class_sets()
+            classes = sets[default]
+        classes = check_classes(classes)
+        m = self.models[model]
+        cls = class_embeddings(m, classes)  # (C, E)
+        temperature = float(m.scale().detach())
+        sims = max_over_queries(self.embedding(model).embedding, cls)  # (C,)
+        probs = softmax(temperature * sims)
+        names = list(classes)
+        retrieval = self.models["retrieval"]
+        local = softmax(float(retrieval.scale().detach()) * max_over_queries(self._regions, class_embeddings(retrieval, classes)), axis=1)  # (N, C)
+        maps = {c: self._heatmap(local[:, k], "zero-shot", f"P({c}) per region", cls=c, classes=names) for k, c in enumerate(names)}
+        return ZeroShot(dict(zip(names, map(float, probs))), dict(zip(names, map(float, sims))), maps, temperature, model)
+
+    # ------------------------------------------------------------------ regions
+    def region(self, polygon_xy_level0) -> SlideAnalysis:
+        """The analysis of the patches whose centres lie inside a polygon (V, 2) of level-0 (x, y)."""
+        from napari_pathalign.pipeline.regions import patches_in_polygon
+
+        self._need_ready()
+        f = self.features
+        index = patches_in_polygon(f.xy_level0, f.size_level0, polygon_xy_level0)
+        if len(index) == 0:
+            raise ValueError("no analysed patch lies inside the region; draw it over tissue (patch centres must fall inside)")
+        child = SlideAnalysis.__new__(SlideAnalysis)
+        child.__dict__.update(self.__dict__)
+        child.features = replace(f, features=f.features[index], xy_level0=f.xy_level0[index], cache_key="", extra={**f.extra, "region_of": f.cache_key})
+        child._regions = self._regions[index]
+        child._embeddings = {}
+        child._text_cache = dict(self._text_cache)
+        child.polygon_xy_level0 = np.asarray(polygon_xy_level0, np.float64)
+        child.parent = self
+        child.patch_index = index  # rows of the parent's patches
+        for _ in child._encode():
+            pass
+        return child
+
+
+def _check_text(text) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"the text is empty ({text!r}); type a phrase such as 'metastatic carcinoma'")
+    if len(text) > 2000:
+        raise ValueError(f"the text is {len(text)} characters; keep a phrase under 2,000 characters")
+    return text.strip()
