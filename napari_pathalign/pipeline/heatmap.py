@@ -25,7 +25,7 @@ class Raster:
     origin_rc: tuple[int, int]  # lattice (row, col) of raster pixel (0, 0)
 
 
-@dataclass
+@dataclass(eq=False)  # array fields: == would be ambiguous
 class Heatmap:
     """Per-patch values of one map (attention, text similarity, class probability, ...)."""
 
@@ -44,6 +44,10 @@ class Heatmap:
         self.xy_level0 = np.asarray(self.xy_level0, np.int64).reshape(-1, 2)
         if len(self.values) != len(self.xy_level0):
             raise ValueError(f"heatmap has {len(self.values)} values but {len(self.xy_level0)} patch positions; expected one value per patch")
+        if int(self.size_level0) < 1:
+            raise ValueError(f"size_level0 is the patch side in level-0 pixels, >= 1; got {self.size_level0!r}")
+        if self.raw is not None and len(self.raw) != len(self.values):
+            raise ValueError(f"raw has {len(self.raw)} values for {len(self.values)} patches")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}")
 
@@ -90,6 +94,9 @@ class Heatmap:
 
     def raster(self) -> Raster:
         """One pixel per lattice cell over the patches' bounding box; NaN where there is no patch.
+
+        Patches must sit on the lattice of pitch ``size_level0`` (as ``patch_grid`` lays them out);
+        foreign coordinates off the lattice are floored onto it.
 
         A patch covers level-0 pixels [x, x + S); napari puts level-0 pixel i's centre at i * mpp, so
         the patch's centre is at (x + S/2 - 1/2) * mpp. That is where its raster pixel goes.
