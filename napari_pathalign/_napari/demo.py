@@ -23,11 +23,43 @@ def build_viewer(show: bool = True) -> napari.Viewer:
         gap_um = 200.0
         demo.translate = (0.0, cmu1.extent.world[1][1] + gap_um)  # beside the real slide, in µm
     viewer.window.add_plugin_dock_widget(PLUGIN, "Slide information")
-    viewer.layers.selection.active = viewer.layers[0]
+    viewer.layers.selection.active = viewer.layers[-1]
     viewer.scale_bar.visible = True  # the slide is in µm: the bar shows it
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1600, 1000)
     viewer.reset_view()
     return viewer
+
+
+DEMO_PHRASE = "metastatic carcinoma"
+
+
+def open_workspace(viewer: napari.Viewer):
+    """Dock the workspace on the demo lymph node, Analyse it, then show where the tumour phrase matches."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "PathAlign workspace", tabify=False)
+    slide_layer = viewer.layers.selection.active
+    worker = widget.analyse()
+    if worker is not None:
+        worker.returned.connect(lambda _: (widget.tabs.setCurrentIndex(1), widget.text.show_requested.emit(DEMO_PHRASE)))
+    return widget, slide_layer
+
+
+def _wait(condition, seconds: float = 300.0) -> bool:
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _frame(viewer: napari.Viewer, layer) -> None:
+    """Fit the view to one slide layer (the demo lymph node with its heatmap)."""
+    viewer.fit_to_view(layers=[layer])
 
 
 def run_demo(screenshot: Path | None = None) -> Path | None:
@@ -36,13 +68,16 @@ def run_demo(screenshot: Path | None = None) -> Path | None:
     from qtpy.QtWidgets import QApplication
 
     viewer = build_viewer(show=True)
+    widget, slide_layer = open_workspace(viewer)
     if screenshot is None:
-        QTimer.singleShot(200, viewer.reset_view)  # fit again once the docks have taken their width
+        QTimer.singleShot(300, lambda: _frame(viewer, slide_layer))  # fit again once the docks have taken their width
         napari.run()
         return None
+    if not _wait(lambda: widget.heatmap_layer is not None or "failed" in widget.status.text().lower()):
+        print("warning: the workspace did not finish analysing in time; the screenshot shows it unfinished")
     for _ in range(10):  # let the window lay out its docks
         QApplication.processEvents()
-    viewer.reset_view()
+    _frame(viewer, slide_layer)
     for _ in range(20):  # let napari fetch the visible tiles and draw them
         QApplication.processEvents()
     screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,26 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x))
 
 
-def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None = None, progress: bool = True) -> dict:
+def _localisation(model, retrieval_model, encoder, grid, data: Path, rows: list[dict], features_dir: Path, progress: bool) -> tuple[dict, dict]:
+    """Heatmap localisation and faithfulness (eval/localisation.py) on the slides with class maps."""
+    from napari_pathalign.eval.class_maps import class_map_path, read_class_map
+    from napari_pathalign.eval.localisation import localisation_metrics
+    from napari_pathalign.io import open_slide
+    from napari_pathalign.pipeline.analysis import SlideAnalysis
+
+    rows = [r for r in rows if class_map_path(data / r["slide"]).is_file()]
+    if not rows:
+        return {}, {}  # demo data written before class maps existed: regenerate it with `pathalign demo-data`
+    analyses = []
+    for r in rows:
+        a = SlideAnalysis(open_slide(data / r["slide"]), encoder=encoder, model=model, retrieval_model=retrieval_model, grid=grid, cache_dir=features_dir)
+        for _ in a.iter_prepare():
+            pass
+        analyses.append(a)
+    return localisation_metrics(analyses, [read_class_map(data / r["slide"]) for r in rows], [r["source"] for r in rows], progress)
+
+
+def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None = None, progress: bool = True, localise: bool = True) -> dict:
     """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given)."""
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.pipeline.features import GridConfig
@@ -182,6 +201,10 @@ def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None 
         ci["fact_precision"] = bootstrap_ci(_fact_precision, counts)
         ci["fact_recall"] = bootstrap_ci(_fact_recall, counts)
         ci["vqa_closed"] = bootstrap_ci(_mean, {"x": correct})
+    if model.lm is not None and localise:
+        loc, loc_ci = _localisation(model, retrieval_model, encoder, grid, data, rows, features_dir or data / "features", progress)
+        metrics.update(loc)
+        ci.update(loc_ci)
     metrics["ci95"] = ci
     if model.lm is not None:
         metrics["examples"] = [{"slide": r["slide"], "reference": x, "draft": d, "answers": a} for r, x, d, a in list(zip(rows, texts, drafts, answers))[:5]]

@@ -8,8 +8,8 @@ heatmaps and keeps the generation model's cross-attention. After that every map 
 - ``attention_heatmap``: where the Q-Former's queries look (one layer/head/query, or reduced over
   them), or the queries weighted by their similarity to a text (``text=``), which is the readable
   one: the mean of all 32 queries mixes queries that encode different things.
-- ``text_heatmap``: similarity of each patch's neighbourhood embedding to a phrase (see
-  ``pipeline/regions.py`` for why neighbourhoods).
+- ``text_heatmap``: how much better a phrase fits each patch's neighbourhood than other tissue
+  phrases do (see ``pipeline/regions.py`` for why neighbourhoods, and ``text_heatmap``).
 - ``zero_shot``: class probabilities from prompt ensembles with the model's temperature, and a
   per-patch probability map per class.
 - ``region(polygon)``: the same analysis over the patches inside a polygon (features reused).
@@ -28,6 +28,7 @@ from napari_pathalign.pipeline.heatmap import Heatmap
 from napari_pathalign.pipeline.zero_shot import ZeroShot, check_classes, class_embeddings, load_class_sets, max_over_queries, softmax
 
 ROLES = ("retrieval", "generation")
+CONTRASTS = ("centred", "softmax", "raw")  # text_heatmap's modes
 
 
 @dataclass
@@ -53,7 +54,7 @@ def default_cache_dir() -> Path:
 class SlideAnalysis:
     """One slide through one patch encoder and two PathAlign models (retrieval, generation)."""
 
-    def __init__(self, slide, encoder="embedded", model="embedded", retrieval_model="embedded-r", grid: GridConfig | None = None, cache_dir: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = None, region_radius: int = 2):
+    def __init__(self, slide, encoder="embedded", model="embedded", retrieval_model="embedded-r", grid: GridConfig | None = None, cache_dir: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = None, region_radius: int = 1):
         """``encoder``: a registered name or a loaded ``PatchEncoder``; ``model``/``retrieval_model``: 'embedded',
         'embedded-r', a checkpoint folder or a loaded ``PathAlign`` (``retrieval_model=None``: ``model`` does both).
         ``grid``: None takes the grid the model was trained with (else ``GridConfig()``); ``cache_dir``: None is the
@@ -73,7 +74,7 @@ class SlideAnalysis:
         self.features = None  # SlideFeatures after iter_prepare
         self._embeddings: dict = {}  # role -> SlideEmbedding
         self._attention: np.ndarray | None = None  # (cross layers, heads, Q, N) of the generation model
-        self._regions: np.ndarray | None = None  # (N, Q, E) neighbourhood embeddings of the retrieval model
+        self._regions: np.ndarray | None = None  # (N, Q, E) float16 neighbourhood embeddings of the generation model
         self._text_cache: dict = {}  # (role, text) -> (E,) normalised
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
         self.parent: SlideAnalysis | None = None
@@ -133,12 +134,12 @@ class SlideAnalysis:
             raise ValueError(f"no tissue found on {self.slide.path.name}: no patch has at least {self.grid.min_tissue:.0%} tissue; nothing to analyse (lower min_tissue or check the slide)")
         yield from self._encode()
         n = len(self.features.features)
-        gen = iter_region_embeddings(self.models["retrieval"], self.features.features, self.features.xy_level0, self.features.mpp, self.features.size_level0, self.region_radius)
+        gen = iter_region_embeddings(self.models["generation"], self.features.features, self.features.xy_level0, self.features.mpp, self.features.size_level0, self.region_radius)
         while True:
             try:
                 done, total = next(gen)
             except StopIteration as stop:
-                self._regions = stop.value
+                self._regions = stop.value.astype(np.float16)  # 10,240 patches x 32 queries: 168 MB, not 335
                 break
             yield Progress("regions", done, total, f"Embedding patch neighbourhoods: {done}/{total}")
         yield Progress("ready", n, n, f"Ready: {n} patches")
@@ -228,12 +229,49 @@ class SlideAnalysis:
         """One map per query (mean over layers and heads): the gallery of the attention explorer."""
         return [self.attention_heatmap(query=q) for q in range(self.attention_shape[2])]
 
-    def text_heatmap(self, text: str) -> Heatmap:
-        """Cosine similarity of each patch's neighbourhood embedding (retrieval model) to ``text``."""
+    def _region_similarity(self, texts: np.ndarray) -> np.ndarray:
+        """(N, T) cosine similarity of each patch's neighbourhood to normalised texts (T, E), max over queries."""
+        out = np.empty((len(self._regions), len(texts)), np.float32)
+        for start in range(0, len(out), 2048):  # float16 storage, float32 maths, bounded memory
+            out[start : start + 2048] = max_over_queries(self._regions[start : start + 2048].astype(np.float32), texts)
+        return out
+
+    def text_heatmap(self, text: str, contrast: str = "centred") -> Heatmap:
+        """Where on the slide ``text`` matches: one value per patch from its neighbourhood's embedding.
+
+        ``contrast``:
+        - 'centred' (default): cosine similarity to the text minus the mean similarity to a
+          background vocabulary of tissue phrases (the shipped class prompts, less the text's own
+          class). A patch's similarity to every text moves together; this removes that shared part.
+        - 'softmax': probability of the text against the vocabulary at the model's temperature
+          (sharper for tumour, worse for tissues whose synonyms sit in the vocabulary).
+        - 'raw': the cosine similarity itself.
+        The README gives the localisation figures of all three on held-out slides.
+        """
         self._need_ready()
-        t = self.text_embedding(text, "retrieval")
-        values = max_over_queries(self._regions, t[None])[:, 0]  # (N,)
-        return self._heatmap(values, "text", f"similarity to '{text.strip()}'", text=text.strip(), model="retrieval", radius=self.region_radius)
+        text = _check_text(text)
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrast {contrast!r}; expected one of {CONTRASTS}")
+        t = self.text_embedding(text, "generation")[None]  # (1, E)
+        common = dict(text=text, model="generation", radius=self.region_radius, contrast=contrast)
+        if contrast == "raw":
+            return self._heatmap(self._region_similarity(t)[:, 0], "text", f"similarity to '{text}'", **common)
+        vocab = background_vocabulary(text)
+        sims = self._region_similarity(np.concatenate([t, self._vocab_embeddings(vocab)]))  # (N, 1 + V)
+        if contrast == "centred":
+            values = sims[:, 0] - sims[:, 1:].mean(1)
+            label = f"similarity to '{text}' minus tissue-phrase mean"
+        else:
+            values = softmax(float(self.models["generation"].scale().detach()) * sims, axis=1)[:, 0]
+            label = f"P('{text}' vs {len(vocab)} tissue phrases)"
+        return self._heatmap(values, "text", label, vocabulary=vocab, **common)
+
+    def _vocab_embeddings(self, vocab: list[str]) -> np.ndarray:
+        missing = [v for v in vocab if ("generation", v) not in self._text_cache]
+        if missing:
+            for v, e in zip(missing, self.models["generation"].encode_text(missing)):
+                self._text_cache[("generation", v)] = e
+        return np.stack([self._text_cache[("generation", v)] for v in vocab])
 
     def text_score(self, text: str, keep: np.ndarray | None = None, model: str = "retrieval") -> float:
         """The slide's similarity to ``text``; with ``keep`` (patch indices) only those patches are encoded."""
@@ -260,8 +298,8 @@ class SlideAnalysis:
         sims = max_over_queries(self.embedding(model).embedding, cls)  # (C,)
         probs = softmax(temperature * sims)
         names = list(classes)
-        retrieval = self.models["retrieval"]
-        local = softmax(float(retrieval.scale().detach()) * max_over_queries(self._regions, class_embeddings(retrieval, classes)), axis=1)  # (N, C)
+        gen = self.models["generation"]
+        local = softmax(float(gen.scale().detach()) * self._region_similarity(class_embeddings(gen, classes)), axis=1)  # (N, C)
         maps = {c: self._heatmap(local[:, k], "zero-shot", f"P({c}) per region", cls=c, classes=names) for k, c in enumerate(names)}
         return ZeroShot(dict(zip(names, map(float, probs))), dict(zip(names, map(float, sims))), maps, temperature, model)
 
@@ -287,6 +325,23 @@ class SlideAnalysis:
         for _ in child._encode():
             pass
         return child
+
+
+def background_vocabulary(text: str) -> list[str]:
+    """Tissue phrases a text competes with in a contrastive heatmap: every prompt of the shipped class
+    sets, except the classes that hold the text itself (its synonyms must not compete with it)."""
+    sets, _ = load_class_sets()
+    low = text.strip().lower()
+    vocab = set()
+    for classes in sets.values():
+        for name, prompts in classes.items():
+            if low not in {p.lower() for p in prompts} and low != name.lower():
+                vocab.update(prompts)
+    for classes in sets.values():  # a phrase that is a class's prompt in one set excludes it in all
+        for name, prompts in classes.items():
+            if low in {p.lower() for p in prompts} or low == name.lower():
+                vocab.difference_update(prompts)
+    return sorted(vocab)
 
 
 def _check_text(text) -> str:

@@ -12,6 +12,18 @@ Each slide is a grid of tile cells laid out like tissue on glass: an irregular t
 white, contiguous regions per tissue class, tumour foci of varied size, some slides with no
 tumour. Slides are grouped into cases of 1-3 parts; each case gets one report (lettered parts when
 there are several). Everything is deterministic for a seed.
+
+Ground truth per split: ``slides.csv`` (class fractions per slide), ``reports.jsonl`` (one report
+per case) and, beside each slide, its class map ``slides/<name>.classes.json`` for scoring where a
+heatmap lights up (read it with ``napari_pathalign.eval.class_maps.read_class_map``)::
+
+    {"cell_size_level0": 96, "mpp": 0.972, "source": "pcam", "classes": ["normal", "tumour"],
+     "grid": [[-1, -1, 0, ...], ...]}
+
+``grid`` has one row per cell row; each value indexes ``classes`` (-1: glass). Cell (r, c) covers
+level-0 pixels ``[c * size, (c + 1) * size) x [r * size, (r + 1) * size)``. ``classes`` lists every
+class of the tile source in a fixed order (PCam: normal, tumour; Kather: ``KATHER_CLASSES``), so
+indices mean the same on all slides of one source.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.eval.class_maps import GLASS, class_map_path
 from napari_pathalign.train.demo_reports import PartTruth, bucket, write_report
 
 PCAM_MPP = 0.972  # PatchCamelyon: 96 px tiles from 10x scans
@@ -159,6 +172,19 @@ def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> n
     return glass
 
 
+def write_class_map(slide_path: Path, cells: np.ndarray, classes: list[str], cell_size_level0: int, mpp: float, source: str) -> Path:
+    """Write the slide's cell classes beside it as ``<stem>.classes.json`` (format: module docstring)."""
+    index = {c: i for i, c in enumerate(classes)}
+    grid = [[index[c] if c else GLASS for c in row] for row in cells.tolist()]
+    doc = {"cell_size_level0": int(cell_size_level0), "mpp": mpp, "source": source, "classes": list(classes), "grid": grid}
+    path = class_map_path(slide_path)
+    # one cell row per line: small, and a person can see the layout in the file
+    body = ",\n".join("  " + json.dumps(row) for row in grid)
+    head = json.dumps({k: v for k, v in doc.items() if k != "grid"})[:-1]
+    path.write_text(f'{head}, "grid": [\n{body}\n]}}\n')
+    return path
+
+
 def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid: tuple[int, int] = (16, 22), no_tumour_fraction: float = 0.3, progress: bool = True, splits: tuple[str, ...] = ("train", "test"), test_slides: int | None = None) -> dict:
     """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
 
@@ -197,7 +223,11 @@ def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid
                 tumour_class = "tumour" if src.kind == "pcam" else "TUMOR"
                 truth = PartTruth(src.kind, fractions, fractions.get(tumour_class, 0.0))
                 name = f"{split}-{src.kind}-{case:03d}{label}"
-                path = write_pyramid_tiff(folder / "slides" / f"{name}.tif", render(cells, src, rng), src.mpp)
+                rgb = render(cells, src, rng)
+                path = write_pyramid_tiff(folder / "slides" / f"{name}.tif", rgb, src.mpp)
+                # the cell size from the rendered image, not from a tile read here: the random
+                # stream (and so every slide of a seed) stays as it was before class maps
+                write_class_map(path, cells, list(src.tiles), rgb.shape[0] // cells.shape[0], src.mpp, src.kind)
                 parts.append((label, truth, path))
                 truth_rows.append({
                     "slide": f"slides/{path.name}", "case": f"{split}-{case:03d}", "part": label if n_parts > 1 else "",

@@ -1,0 +1,57 @@
+"""One ``SlideAnalysis`` per slide layer, and each model loaded once, shared by every dock of a viewer.
+
+Kept per viewer (a weak map from the viewer), so closing a viewer frees its analyses and models,
+and two docks asking about the same layer get the same object: nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+
+class AnalysisRegistry:
+    """Analyses by slide layer (keyed by the layer's Slide object) and loaded models by name."""
+
+    def __init__(self):
+        self._analyses: dict[int, object] = {}  # id(slide) -> SlideAnalysis
+        self._slides: dict[int, object] = {}  # id(slide) -> slide (keeps the id valid)
+        self.models: dict[tuple, object] = {}  # (spec, device) -> PathAlign
+        self.encoders: dict[tuple, object] = {}  # (name, weights, device) -> PatchEncoder
+
+    def get(self, slide):
+        return self._analyses.get(id(slide)) if slide is not None else None
+
+    def put(self, slide, analysis) -> None:
+        self._analyses[id(slide)] = analysis
+        self._slides[id(slide)] = slide
+
+    def drop(self, slide) -> None:
+        self._analyses.pop(id(slide), None)
+        self._slides.pop(id(slide), None)
+
+    def model(self, spec: str, device: str):
+        """A loaded PathAlign for a name or folder (loaded on first use; call from a worker)."""
+        from napari_pathalign.models.pathalign import PathAlign
+
+        key = (str(spec), device)
+        if key not in self.models:
+            self.models[key] = PathAlign.load(spec, device=device)
+        return self.models[key]
+
+    def encoder(self, name: str, weights: str | None, device: str):
+        from napari_pathalign.models.encoders import load_patch_encoder
+
+        key = (name, weights, device)
+        if key not in self.encoders:
+            self.encoders[key] = load_patch_encoder(name, weights, device)
+        return self.encoders[key]
+
+
+_REGISTRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def registry_of(viewer) -> AnalysisRegistry:
+    """The registry shared by all PathAlign docks of ``viewer``."""
+    if viewer not in _REGISTRIES:
+        _REGISTRIES[viewer] = AnalysisRegistry()
+    return _REGISTRIES[viewer]

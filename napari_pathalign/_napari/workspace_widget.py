@@ -1,0 +1,405 @@
+"""Dock "PathAlign workspace": analyse the selected slide, then explore attention, text -> region and
+zero-shot maps as layers over the slide, read values, and export them.
+
+Thin by design: models run in ``SlideAnalysis`` (shared per layer through the viewer's registry) in
+``thread_worker``s; this file turns its ``Heatmap``s into layers and text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSlider,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY, colorbar_rgb, contrast_limits, heatmap_layer_data, level0_of_world, thumbnail_rgb
+from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.workspace_panels import AttentionPanel, TextPanel, ZeroShotPanel, pixmap_of
+
+MODELS = ["embedded", "embedded-r"]
+COLORMAPS = ["inferno", "viridis", "magma", "turbo", "plasma", "red"]
+
+
+@thread_worker
+def _prepare(registry, slide, model, retrieval, encoder, weights, device):
+    from napari_pathalign.pipeline.analysis import Progress, SlideAnalysis
+
+    yield Progress("models", 0, 3, "Loading the models ...")
+    g = registry.model(model, device)
+    r = registry.model(retrieval, device) if retrieval else None
+    enc = registry.encoder(encoder, weights, device)
+    analysis = SlideAnalysis(slide, encoder=enc, model=g, retrieval_model=r, device=device)
+    yield from analysis.iter_prepare()
+    return analysis
+
+
+@thread_worker
+def _compute(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+class WorkspaceWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer):
+        from napari_pathalign.models.encoders import available_encoders
+        from napari_pathalign.pipeline.zero_shot import load_class_sets
+
+        super().__init__()
+        self.viewer = napari_viewer
+        self.registry = registry_of(napari_viewer)
+        self.worker = None
+        self.job_layer = None  # the slide layer the running Analyse belongs to
+        self.heatmap_layer = None  # the layer showing the current heatmap
+        self.confirm_overwrite = self._ask_overwrite  # tests replace it
+        # -- models and Analyse
+        self.slide_label = QLabel("Select a slide layer.")
+        self.slide_label.setWordWrap(True)
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.addItems(MODELS)
+        self.retrieval = QComboBox()
+        self.retrieval.setEditable(True)
+        self.retrieval.addItems(["embedded-r", "(same as the generation model)"] + MODELS[:1])
+        self.encoder = QComboBox()
+        self.encoder.addItems([n for n in available_encoders() if n != "test-tiny"])
+        self.encoder.setCurrentText("embedded")
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("encoder weights (empty: the shipped ones)")
+        browse = QPushButton("Model folder ...")
+        browse.clicked.connect(self._browse_model)
+        self.analyse_button = QPushButton("Analyse")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("generation model", self.model)
+        form.addRow("retrieval model", self.retrieval)
+        form.addRow("patch encoder", self.encoder)
+        form.addRow("encoder weights", self.weights)
+        buttons = QHBoxLayout()
+        for b in (browse, self.analyse_button, self.cancel_button):
+            buttons.addWidget(b)
+        # -- panels
+        sets, default = load_class_sets()
+        self.attention = AttentionPanel()
+        self.text = TextPanel()
+        self.zero_shot = ZeroShotPanel(sets, default)
+        self.tabs = QTabWidget()
+        for panel, title in ((self.attention, "Attention"), (self.text, "Text → region"), (self.zero_shot, "Zero-shot")):
+            scroll = QScrollArea()  # the dock fits a laptop screen; long panels scroll
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
+        self.tabs.setMinimumHeight(260)
+        self.tabs.setEnabled(False)
+        # -- display of the current heatmap
+        self.normalisation = QComboBox()
+        self.normalisation.addItems(["raw", "percentile", "rank"])
+        self.colormap = QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(55)
+        self.smoothed = QCheckBox("smoothed (cosmetic: blurs between patches)")
+        self.colorbar = QLabel()
+        self.range_label = QLabel("")
+        self.readout = QLabel("Click the slide to read a patch's value.")
+        self.readout.setWordWrap(True)
+        display = QFormLayout()
+        display.addRow("normalisation", self.normalisation)
+        display.addRow("colormap", self.colormap)
+        display.addRow("opacity", self.opacity)
+        display.addRow(self.smoothed)
+        display.addRow(self.colorbar)
+        display.addRow(self.range_label)
+        exports = QHBoxLayout()
+        self.export_buttons = {}
+        for suffix, text in ((".geojson", "GeoJSON (QuPath)"), (".h5", "h5"), (".png", "PNG")):
+            b = QPushButton(text)
+            b.clicked.connect(lambda _=False, s=suffix: self._export_dialog(s))
+            b.setEnabled(False)
+            exports.addWidget(b)
+            self.export_buttons[suffix] = b
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.slide_label)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.tabs)
+        layout.addLayout(display)
+        layout.addWidget(self.readout)
+        layout.addWidget(QLabel("Export the current map:"))
+        layout.addLayout(exports)
+        layout.addStretch()
+        # -- wiring
+        self.analyse_button.clicked.connect(self.analyse)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.attention.show_requested.connect(lambda kw: self._show(self.analysis.attention_heatmap, **kw))
+        self.text.show_requested.connect(self.show_text)
+        self.zero_shot.run_requested.connect(self.run_zero_shot)
+        self.zero_shot.class_clicked.connect(self.show_class)
+        self.normalisation.currentTextChanged.connect(self._restyle)
+        self.colormap.currentTextChanged.connect(self._restyle)
+        self.smoothed.toggled.connect(self._restyle)
+        self.opacity.valueChanged.connect(self._set_opacity)
+        self.viewer.layers.selection.events.active.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.current = None  # the raw Heatmap shown
+        self.last_zero_shot = None
+        self._refresh()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def slide_layer(self):
+        layer = self.viewer.layers.selection.active
+        if slide_of(layer) is not None:
+            return layer
+        meta = getattr(layer, "metadata", {}) or {}
+        name = meta.get("slide_layer")
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def analysis(self):
+        layer = self.slide_layer
+        return self.registry.get(slide_of(layer)) if layer is not None else None
+
+    def _refresh(self, *_):
+        layer = self.slide_layer
+        if layer is None:
+            self.slide_label.setText("Select a slide layer opened by PathAlign.")
+            self.tabs.setEnabled(False)
+            return
+        a = self.analysis
+        slide = slide_of(layer)
+        mpp = f"{slide.mpp:.3g} µm/px" if slide.mpp else "no µm/px: cannot be analysed"
+        self.slide_label.setText(f"<b>{layer.name}</b> ({mpp})")
+        self.tabs.setEnabled(a is not None and a.ready)
+        if a is not None and a.ready:
+            self.attention.set_shape(*a.attention_shape)
+
+    def _busy(self, busy: bool) -> None:
+        self.analyse_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
+        if error:
+            show_error(f"PathAlign: {text}")
+
+    # ------------------------------------------------------------------ Analyse
+    def _browse_model(self, *_):
+        folder = QFileDialog.getExistingDirectory(self, "PathAlign checkpoint folder")
+        if folder:
+            self.model.setCurrentText(folder)
+
+    def analyse(self, *_):
+        layer = self.slide_layer
+        slide = slide_of(layer)
+        if slide is None:
+            self._say("Select a slide layer opened by PathAlign first.", error=True)
+            return None
+        if slide.mpp is None:
+            self._say(f"{layer.name} has no microns-per-pixel metadata ({slide.mpp_source}); PathAlign places patches in µm and cannot analyse it. Re-export the slide with its resolution.", error=True)
+            return None
+        retrieval = self.retrieval.currentText()
+        retrieval = None if retrieval.startswith("(same") else retrieval
+        weights = self.weights.text().strip() or None
+        worker = _prepare(self.registry, slide, self.model.currentText(), retrieval, self.encoder.currentText(), weights, "auto", _ignore_errors=True)
+        self.job_layer = layer
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda a, layer=layer: self._on_ready(layer, a))
+        worker.errored.connect(lambda exc: self._say(f"Analyse failed: {exc}", error=True))
+        worker.aborted.connect(lambda layer=layer: self._on_aborted(layer))
+        worker.finished.connect(lambda: (self._busy(False), setattr(self, "job_layer", None)))
+        self._busy(True)
+        self.progress.setValue(0)
+        worker.start()
+        self.worker = worker
+        return worker
+
+    def cancel(self, *_):
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_aborted(self, layer):
+        if layer not in self.viewer.layers:
+            self._say(f"{layer.name} was closed: its analysis was cancelled.")
+        else:
+            self._say("Cancelled: nothing was kept (the feature cache is written only when a slide is complete).")
+
+    def _on_progress(self, p):
+        self.progress.setMaximum(max(p.total, 1))
+        self.progress.setValue(p.done)
+        self.status.setText(f"{self.job_layer.name if self.job_layer is not None else ''}: {p}")
+        self.status.setStyleSheet("")
+
+    def _on_ready(self, layer, analysis):
+        if layer not in self.viewer.layers:
+            self._say("The slide layer was closed while it was being analysed; the result was dropped.")
+            return
+        self.registry.put(slide_of(layer), analysis)
+        n = len(analysis.features.features)
+        self._say(f"{layer.name}: {n} patches analysed on {analysis.device_info}.")
+        self.progress.setValue(self.progress.maximum())
+        self.attention.set_gallery([thumbnail_rgb(h) for h in analysis.query_heatmaps()])
+        self._refresh()
+
+    def _layer_removed(self, event):
+        layer = event.value
+        if layer is self.job_layer and self.worker is not None:
+            self.worker.quit()  # _on_aborted (or _on_ready) says what happened
+        if slide_of(layer) is not None:
+            self.registry.drop(slide_of(layer))
+            for other in [x for x in self.viewer.layers if (x.metadata or {}).get("slide_layer") == layer.name]:
+                self.viewer.layers.remove(other)
+        if layer is self.heatmap_layer:
+            self.heatmap_layer = None
+        self._refresh()
+
+    # ------------------------------------------------------------------ maps
+    def _show(self, fn, *args, **kwargs):
+        """Compute a heatmap in the GUI thread (cheap: numpy over cached results) and show it."""
+        if self.analysis is None or not self.analysis.ready:
+            self._say("Press Analyse first.", error=True)
+            return None
+        try:
+            heatmap = fn(*args, **kwargs)
+        except ValueError as exc:
+            self._say(str(exc), error=True)
+            return None
+        return self.show_heatmap(heatmap)
+
+    def show_text(self, text: str):
+        a = self.analysis
+        if a is None or not a.ready:
+            self._say("Press Analyse first.", error=True)
+            return None
+        if not text.strip():
+            self._say("Type a phrase first, e.g. 'metastatic carcinoma'.", error=True)
+            return None
+        worker = _compute(a.text_heatmap, text, _ignore_errors=True)  # encodes the text: keep it off the GUI thread
+        worker.returned.connect(self.show_heatmap)
+        worker.errored.connect(lambda exc: self._say(str(exc), error=True))
+        worker.start()
+        return worker
+
+    def run_zero_shot(self, classes: dict):
+        a = self.analysis
+        if a is None or not a.ready:
+            self._say("Press Analyse first.", error=True)
+            return None
+        worker = _compute(a.zero_shot, classes, _ignore_errors=True)
+        worker.returned.connect(self._zero_shot_done)
+        worker.errored.connect(lambda exc: self._say(f"Zero-shot: {exc}", error=True))
+        worker.start()
+        return worker
+
+    def _zero_shot_done(self, result):
+        self.last_zero_shot = result
+        self.zero_shot.show_result(result)
+        self._say(f"Zero-shot: most likely '{result.best}' ({result.probabilities[result.best]:.0%}).")
+
+    def show_class(self, cls: str):
+        if self.last_zero_shot is not None and cls in self.last_zero_shot.heatmaps:
+            return self.show_heatmap(self.last_zero_shot.heatmaps[cls])
+        return None
+
+    def show_heatmap(self, heatmap):
+        """Replace the current heatmap layer with ``heatmap`` in the chosen display settings."""
+        layer = self.slide_layer
+        if layer is None:
+            return None
+        self.current = heatmap
+        shown = heatmap.normalised(self.normalisation.currentText())
+        data, kwargs, _ = heatmap_layer_data(shown, layer, self.smoothed.isChecked(), self.colormap.currentText(), self.opacity.value() / 100)
+        if self.heatmap_layer is not None and self.heatmap_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.heatmap_layer)
+        self.heatmap_layer = self.viewer.add_image(data, **kwargs)
+        self.viewer.layers.selection.active = layer
+        lo, hi = contrast_limits(shown.values)
+        self.colorbar.setPixmap(pixmap_of(colorbar_rgb(self.colormap.currentText(), lo, hi)))
+        self.range_label.setText(f"{lo:.4g}  ←  {shown.title}  →  {hi:.4g}")
+        for b in self.export_buttons.values():
+            b.setEnabled(True)
+        return self.heatmap_layer
+
+    def _restyle(self, *_):
+        if self.current is not None:
+            self.show_heatmap(self.current)
+
+    def _set_opacity(self, value: int):
+        if self.heatmap_layer is not None and self.heatmap_layer in self.viewer.layers:
+            self.heatmap_layer.opacity = value / 100
+
+    def _on_click(self, viewer, event):
+        layer = self.slide_layer
+        if self.current is None or layer is None:
+            return
+        x, y = level0_of_world(layer, event.position)
+        shown = self.current.normalised(self.normalisation.currentText())
+        hit = shown.value_at((x, y))
+        if hit is None:
+            self.readout.setText(f"level-0 ({x:.0f}, {y:.0f}): no analysed patch here")
+        else:
+            i, v = hit
+            px, py = shown.xy_level0[i]
+            self.readout.setText(f"patch at level-0 ({px}, {py}): {v:.4g} ({shown.normalisation}; raw {shown.raw_values[i]:.4g})")
+        self.viewer.status = self.readout.text()
+
+    # ------------------------------------------------------------------ export
+    def _ask_overwrite(self, path: Path) -> bool:
+        answer = QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
+        return answer == QMessageBox.Yes
+
+    def export(self, path: str | Path) -> Path | None:
+        """Write the current map (as displayed: normalisation included); asks before replacing a file."""
+        from napari_pathalign.io.heatmap_files import write_heatmap
+
+        if self.current is None:
+            self._say("Show a heatmap first.", error=True)
+            return None
+        path = Path(path)
+        shown = self.current.normalised(self.normalisation.currentText())
+        overwrite = False
+        if path.exists():
+            if not self.confirm_overwrite(path):
+                self._say(f"Not exported: {path} exists and was kept.")
+                return None
+            overwrite = True
+        try:
+            out = write_heatmap(shown, path, overwrite=overwrite)
+        except (ValueError, OSError) as exc:
+            self._say(f"Export failed: {exc}", error=True)
+            return None
+        show_info(f"Wrote {out}")
+        self._say(f"Wrote {out}")
+        return out
+
+    def _export_dialog(self, suffix: str):
+        name, _ = QFileDialog.getSaveFileName(self, "Export heatmap", f"heatmap{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite)
+        if name:
+            self.export(name if name.endswith(suffix) else name + suffix)

@@ -1,0 +1,205 @@
+"""SlideAnalysis on the real demo lymph node with the shipped embedded models (no Qt)."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_pathalign.io import open_slide  # noqa: E402
+from napari_pathalign.pipeline.analysis import SlideAnalysis, background_vocabulary  # noqa: E402
+
+DEMO = files("napari_pathalign.resources") / "demo-lymph-node.tif"
+
+
+@pytest.fixture(scope="module")
+def models():
+    from napari_pathalign.models.encoders import load_patch_encoder
+    from napari_pathalign.models.pathalign import PathAlign
+
+    return PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu"), load_patch_encoder("embedded", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def analysis(models, tmp_path_factory):
+    g, r, enc = models
+    a = SlideAnalysis(open_slide(str(DEMO)), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path_factory.mktemp("features"))
+    stages = [p.stage for p in a.iter_prepare()]
+    a.stages = stages
+    return a
+
+
+def test_prepare_reports_progress_and_computes_everything_once(analysis):
+    stages = analysis.stages
+    assert stages[0] == "models" and stages[-1] == "ready"
+    assert {"features", "slide embedding", "attention", "regions"} <= set(stages)
+    n = len(analysis.features.features)
+    assert n > 50 and analysis.features.features.shape[1] == 404
+    assert analysis.embedding("retrieval").embedding.shape == (1, 256)
+    assert analysis.embedding("generation").embedding.shape == (32, 256)
+    assert analysis.attention_shape == (2, 4, 32)  # 2 cross-attention layers, 4 heads, 32 queries
+    with pytest.raises(ValueError, match="expected one of"):
+        analysis.embedding("other")
+
+
+def test_attention_selection_and_reduction(analysis):
+    a = analysis._attention  # (L, H, Q, N)
+    one = analysis.attention_heatmap(layer=1, head=2, query=5)
+    np.testing.assert_allclose(one.values, a[1, 2, 5], rtol=1e-6)
+    mean = analysis.attention_heatmap()
+    np.testing.assert_allclose(mean.values, a.mean(axis=(0, 1, 2)), rtol=1e-5)
+    mx = analysis.attention_heatmap(query=3, reduce="max")
+    np.testing.assert_allclose(mx.values, a[:, :, 3].max(axis=(0, 1)), rtol=1e-6)
+    assert "query 3" in mx.label and mx.kind == "attention"
+    weighted = analysis.attention_heatmap(text="metastatic carcinoma")
+    assert weighted.kind == "attention-text-weighted" and "weighted" in weighted.label
+    w = np.array(weighted.params["query_weights"])
+    assert w.shape == (32,) and abs(w.sum() - 1) < 1e-3
+    for bad in (dict(layer=2), dict(head=-1), dict(query=32), dict(reduce="median"), dict(query=1, text="x")):
+        with pytest.raises(ValueError):
+            analysis.attention_heatmap(**bad)
+    assert len(analysis.query_heatmaps()) == 32
+
+
+def test_text_heatmap_modes_and_bad_text(analysis):
+    n = len(analysis.features.features)
+    for mode in ("centred", "softmax", "raw"):
+        h = analysis.text_heatmap("metastatic carcinoma", contrast=mode)
+        assert h.values.shape == (n,) and np.isfinite(h.values).all() and h.params["contrast"] == mode
+    soft = analysis.text_heatmap("adipose tissue", contrast="softmax")
+    assert (soft.values > 0).all() and (soft.values < 1).all()
+    assert analysis.text_heatmap("lymphocytes").values.std() > 0  # a map, not a constant
+    for bad in ("", "   ", None):
+        with pytest.raises(ValueError, match="empty"):
+            analysis.text_heatmap(bad)
+    with pytest.raises(ValueError, match="contrast"):
+        analysis.text_heatmap("x", contrast="loud")
+
+
+def test_background_vocabulary_leaves_out_the_texts_own_class():
+    vocab = background_vocabulary("metastatic carcinoma")
+    assert "metastatic carcinoma is present" not in vocab and "adipose tissue" in vocab
+    assert "metastatic carcinoma" not in vocab
+
+
+def test_tumour_text_heatmap_finds_the_tumour_focus(analysis):
+    """The demo node's ground-truth class map (shipped beside it) says which patches lie on tumour."""
+    from napari_pathalign.eval.class_maps import patch_class_fractions, read_class_map
+    from napari_pathalign.eval.localisation import slide_auc
+
+    cmap = read_class_map(str(DEMO))
+    f = analysis.features
+    on_tumour = patch_class_fractions(cmap, f.xy_level0, f.size_level0)[:, cmap.classes.index("tumour")] > 0.5
+    assert 5 < on_tumour.sum() < len(on_tumour) - 5
+    assert slide_auc(analysis.text_heatmap("metastatic carcinoma").values, on_tumour) > 0.8
+    assert slide_auc(analysis.text_heatmap("lymphoid tissue").values, ~on_tumour) > 0.6
+
+
+def test_zero_shot_probabilities_and_class_maps(analysis):
+    z = analysis.zero_shot()
+    assert set(z.probabilities) == {"tumour", "no tumour"}
+    assert abs(sum(z.probabilities.values()) - 1) < 1e-6 and z.temperature > 1
+    assert z.best == "tumour"  # the demo node holds a 22.6% tumour focus
+    stacked = np.stack([z.heatmaps[c].values for c in z.probabilities])  # (C, N)
+    np.testing.assert_allclose(stacked.sum(0), 1, atol=1e-5)
+    custom = analysis.zero_shot({"fat": ["adipose tissue", "mature fat"], "nodes": "lymphoid tissue", "tumour": ["metastatic carcinoma"]}, model="generation")
+    assert len(custom.probabilities) == 3 and custom.model == "generation"
+    for bad in ({"only": ["one class"]}, {"a": [], "b": ["x"]}, {"a": ["x"], "": ["y"]}, ["not", "a", "dict"]):
+        with pytest.raises(ValueError):
+            analysis.zero_shot(bad)
+
+
+def test_region_restricts_to_the_polygon_and_reuses_features(analysis):
+    f = analysis.features
+    s = f.size_level0
+    x0, y0 = f.xy_level0.min(0)
+    poly = np.array([[x0, y0], [x0 + 4 * s, y0], [x0 + 4 * s, y0 + 20 * s], [x0, y0 + 20 * s]], float)
+    region = analysis.region(poly)
+    inside = (f.xy_level0[:, 0] + s / 2 < x0 + 4 * s) & (f.xy_level0[:, 1] + s / 2 < y0 + 20 * s)
+    assert len(region.features.features) == inside.sum() > 0
+    np.testing.assert_array_equal(region.features.features, f.features[inside])  # reused, not recomputed
+    assert region.parent is analysis and region.ready
+    assert not np.allclose(region.embedding("retrieval").embedding, analysis.embedding("retrieval").embedding)
+    assert len(region.text_heatmap("metastatic carcinoma")) == inside.sum()
+    assert abs(sum(region.zero_shot().probabilities.values()) - 1) < 1e-6
+    with pytest.raises(ValueError, match="no analysed patch"):
+        analysis.region([[0, 0], [5, 0], [5, 5]])
+    with pytest.raises(ValueError, match="at least 3"):
+        analysis.region([[0, 0], [5, 5]])
+
+
+def test_raster_lies_on_the_slide_in_micrometres(analysis):
+    h = analysis.text_heatmap("metastatic carcinoma")
+    r = h.raster()
+    mpp = analysis.slide.mpp
+    assert r.units == "µm" and np.isclose(r.scale[0], h.size_level0 * mpp)
+    rc = h.lattice_rc() - r.origin_rc
+    for i in (0, len(h) // 2, len(h) - 1):
+        centre_world = np.array(r.translate) + rc[i] * np.array(r.scale)  # (row, col) µm
+        x, y = h.xy_level0[i]
+        expect = np.array([y + h.size_level0 / 2 - 0.5, x + h.size_level0 / 2 - 0.5]) * mpp
+        np.testing.assert_allclose(centre_world, expect, atol=1e-6)
+        assert r.image[rc[i][0], rc[i][1]] == h.values[i]
+    assert np.isnan(r.image).any()  # glass around the tissue stays empty
+
+
+def test_slide_without_mpp_is_refused(wsi_dir):
+    with pytest.raises(ValueError, match="microns-per-pixel"):
+        SlideAnalysis(open_slide(str(wsi_dir / "tcga-cr-7395-01a-01-ts1.svs")))
+
+
+def test_encoder_mismatch_and_bad_checkpoints_are_clear_errors(models, tmp_path):
+    from napari_pathalign.models.checkpoint import CheckpointError
+    from napari_pathalign.models.encoders import load_patch_encoder
+
+    g, r, _ = models
+    a = SlideAnalysis(open_slide(str(DEMO)), encoder=load_patch_encoder("test-tiny", device="cpu"), model=g, retrieval_model=r, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="pick 'embedded' as the encoder"):
+        list(a.iter_prepare())
+    assert a.features is None  # refused before any patch was embedded
+    (tmp_path / "notmodel").mkdir()
+    with pytest.raises(CheckpointError, match="not a PathAlign checkpoint"):
+        list(SlideAnalysis(open_slide(str(DEMO)), model=tmp_path / "notmodel", cache_dir=tmp_path).iter_prepare())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    src = files("napari_pathalign.resources") / "pathalign_embedded_r"
+    (broken / "config.json").write_text((src / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        list(SlideAnalysis(open_slide(str(DEMO)), model=broken, cache_dir=tmp_path).iter_prepare())
+
+
+def test_a_slide_without_tissue_says_so(models, tmp_path):
+    from napari_pathalign.io.write import write_pyramid_tiff
+
+    g, r, enc = models
+    blank = write_pyramid_tiff(tmp_path / "blank.tif", np.full((1024, 1024, 3), 245, np.uint8), 0.5)
+    a = SlideAnalysis(open_slide(str(blank)), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="no tissue found"):
+        list(a.iter_prepare())
+    with pytest.raises(RuntimeError, match="not prepared"):
+        a.text_heatmap("x")
+
+
+def test_cli_heatmap_and_zero_shot(tmp_path, capsys):
+    from napari_pathalign.cli import main
+
+    out = tmp_path / "tumour.geojson"
+    args = [str(DEMO), "--cache-dir", str(tmp_path / "c"), "--device", "cpu"]
+    assert main(["heatmap", *args, "--text", "metastatic carcinoma", "--out", str(out)]) == 0
+    features = json.loads(out.read_text())["features"]
+    assert len(features) > 50 and features[0]["geometry"]["type"] == "Polygon"
+    assert main(["heatmap", *args, "--text", "x", "--out", str(out)]) == 2  # exists: refused, file kept
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["heatmap", *args, "--attention", "--layer", "0", "--query", "3", "--out", str(tmp_path / "a.h5")]) == 0
+    assert main(["heatmap", *args, "--attention", "--layer", "9", "--out", str(tmp_path / "b.h5")]) == 2
+    assert "out of range" in capsys.readouterr().err and not (tmp_path / "b.h5").exists()
+    capsys.readouterr()
+    assert main(["zero-shot", *args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-6 and result["best"] in result["probabilities"]
+    assert main(["zero-shot", *args, "--set", "nope"]) == 2
