@@ -124,7 +124,7 @@ class TextPanel(QWidget):
             b.setFlat(True)
             b.clicked.connect(lambda _=False, p=phrase: (self.text.setText(p), self._emit()))
             quick.addWidget(b)
-        note = QLabel("Per patch: how much better the phrase fits its neighbourhood (3 x 3 patches) than other tissue phrases do (probability, generation model's Q-Former).")
+        note = QLabel("Per patch: similarity of its neighbourhood (3 x 3 patches, generation model's Q-Former) to the phrase, minus its mean similarity to other tissue phrases.")
         note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.text)
