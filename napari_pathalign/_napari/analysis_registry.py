@@ -6,6 +6,7 @@ and two docks asking about the same layer get the same object: nothing is comput
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 
@@ -17,6 +18,7 @@ class AnalysisRegistry:
         self._slides: dict[int, object] = {}  # id(slide) -> slide (keeps the id valid)
         self.models: dict[tuple, object] = {}  # (spec, device) -> PathAlign
         self.encoders: dict[tuple, object] = {}  # (name, weights, device) -> PatchEncoder
+        self._loading = threading.Lock()  # the warm-up and an Analyse may ask for the same model at once
 
     def get(self, slide):
         return self._analyses.get(id(slide)) if slide is not None else None
@@ -34,17 +36,19 @@ class AnalysisRegistry:
         from napari_pathalign.models.pathalign import PathAlign
 
         key = (str(spec), device)
-        if key not in self.models:
-            self.models[key] = PathAlign.load(spec, device=device)
-        return self.models[key]
+        with self._loading:
+            if key not in self.models:
+                self.models[key] = PathAlign.load(spec, device=device)
+            return self.models[key]
 
     def encoder(self, name: str, weights: str | None, device: str):
         from napari_pathalign.models.encoders import load_patch_encoder
 
         key = (name, weights, device)
-        if key not in self.encoders:
-            self.encoders[key] = load_patch_encoder(name, weights, device)
-        return self.encoders[key]
+        with self._loading:
+            if key not in self.encoders:
+                self.encoders[key] = load_patch_encoder(name, weights, device)
+            return self.encoders[key]
 
 
 _REGISTRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
