@@ -43,6 +43,58 @@ def open_workspace(viewer: napari.Viewer):
     return widget, slide_layer
 
 
+def shared_tiles() -> Path | None:
+    """../shared/data/tiles beside the project (the demo library is built from it on first run)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        tiles = root.parent / "shared" / "data" / "tiles"
+        if tiles.is_dir():
+            return tiles
+    return None
+
+
+def demo_library_folder() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-pathalign")) / "demo-library"
+
+
+def open_similar_cases(viewer: napari.Viewer, slide_layer):
+    """Dock "Similar cases", build the demo library on first run (a worker), then search by the slide."""
+    from napari.qt.threading import thread_worker
+
+    from napari_pathalign.pipeline.features import slide_fingerprint
+
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Similar cases", tabify=False)
+    tiles = shared_tiles()
+    folder = demo_library_folder()
+    if tiles is None and not (folder / "library").is_dir():
+        widget._say("The demo library is built from ../shared/data/tiles, which is not beside the project; open a library instead.")
+        return widget
+    exclude = frozenset({slide_fingerprint(slide_layer.metadata["slide"].path)})
+
+    @thread_worker
+    def build():
+        from napari_pathalign.pipeline.demo_library import iter_demo_library
+
+        model = widget.registry.model("embedded-r", "auto")
+        encoder = widget.registry.encoder("embedded", None, "auto")
+        yield from iter_demo_library(tiles, folder, model, encoder, exclude)
+
+    def search():
+        if widget.open_library(folder / "library") is not None:
+            widget.educator.setChecked(False)
+            viewer.layers.selection.active = slide_layer
+            widget.search()
+
+    worker = build(_ignore_errors=True)
+    worker.yielded.connect(widget._say)
+    worker.errored.connect(lambda exc: widget._say(f"Demo library: {exc}", error=True))
+    worker.returned.connect(lambda _: search())
+    worker.start()
+    widget.demo_worker = worker
+    return widget
+
+
 def _wait(condition, seconds: float = 300.0) -> bool:
     import time
 
@@ -69,12 +121,15 @@ def run_demo(screenshot: Path | None = None) -> Path | None:
 
     viewer = build_viewer(show=True)
     widget, slide_layer = open_workspace(viewer)
+    search = open_similar_cases(viewer, slide_layer)
     if screenshot is None:
         QTimer.singleShot(300, lambda: _frame(viewer, slide_layer))  # fit again once the docks have taken their width
         napari.run()
         return None
     if not _wait(lambda: widget.heatmap_layer is not None or "failed" in widget.status.text().lower()):
         print("warning: the workspace did not finish analysing in time; the screenshot shows it unfinished")
+    if not _wait(lambda: bool(search.hits) or "rror" in search.status.text() or "not beside" in search.status.text(), 600):
+        print("warning: the similar-cases search did not finish in time")
     for _ in range(10):  # let the window lay out its docks
         QApplication.processEvents()
     _frame(viewer, slide_layer)

@@ -147,8 +147,9 @@ def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None
     from napari_pathalign.models.patch_encoder import pick_device
     from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig
 
+    name = str(path)
     if str(path) in EMBEDDED:
-        name, path = str(path), embedded_dir(str(path))
+        path = embedded_dir(name)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"the {name} PathAlign weights are not in this installation ({path}); run scripts/train_embedded_model.py or pass a checkpoint folder")
     path = Path(path)
@@ -171,4 +172,6 @@ def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None
     dev, _ = pick_device(device)
     model.to(dev).eval()
     model.checkpoint_meta = meta
+    model.source_name = name  # 'embedded', 'embedded-r' or the folder as given (libraries record it)
+    model.source_path = path
     return model
