@@ -101,8 +101,10 @@ def _remove(args) -> int:
     try:
         with _open(args) as lib:
             before = len(lib)
-            keys = [int(k) if k.isdigit() else k for k in args.slides]
-            keys = [str(Path(k).resolve()) if isinstance(k, str) and Path(k).exists() else k for k in keys]
+            from napari_pathalign.pipeline.features import slide_fingerprint
+
+            # a slide file (or DICOM folder) by its content fingerprint; else a row id or a fingerprint
+            keys = [slide_fingerprint(Path(k)) if Path(k).exists() else int(k) if k.isdigit() else k for k in args.slides]
             lib.remove(keys)
             print(f"removed {before - len(lib)}; {len(lib)} slides left")
     except _errors() as exc:

@@ -22,7 +22,6 @@ def build_viewer(show: bool = True) -> napari.Viewer:
         cmu1 = viewer.layers[0]
         gap_um = 200.0
         demo.translate = (0.0, cmu1.extent.world[1][1] + gap_um)  # beside the real slide, in µm
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Slide information")
     viewer.layers.selection.active = viewer.layers[-1]
     viewer.scale_bar.visible = True  # the slide is in µm: the bar shows it
     viewer.window.resize(1600, 1000)
@@ -62,15 +61,16 @@ def open_similar_cases(viewer: napari.Viewer, slide_layer):
     """Dock "Similar cases", build the demo library on first run (a worker), then search by the slide."""
     from napari.qt.threading import thread_worker
 
-    from napari_pathalign.pipeline.features import slide_fingerprint
+    from napari_pathalign._napari.search_widget import SearchWidget
 
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Similar cases", tabify=False)
+    widget = SearchWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Similar cases", area="left")  # the right side holds the workspace
     tiles = shared_tiles()
     folder = demo_library_folder()
     if tiles is None and not (folder / "library").is_dir():
         widget._say("The demo library is built from ../shared/data/tiles, which is not beside the project; open a library instead.")
         return widget
-    exclude = frozenset({slide_fingerprint(slide_layer.metadata["slide"].path)})
+    exclude = (slide_layer.metadata["slide"].path,)
 
     @thread_worker
     def build():

@@ -191,7 +191,7 @@ class SearchWidget(QWidget):
             self.library.close()
         self.library = library
         info = library.info()
-        self.library_label.setText(f"<b>{Path(info.path).name}</b>: {info.count} slides, {info.reports} reports; {info.model} ({info.index_type})")
+        self.library_label.setText(f"<b>{Path(info.path).name}</b>: {info.count} slides, {info.reports_count} reports; {info.model} ({info.index_type})")
         self._say(library.repaired or "")
         return library
 
@@ -206,7 +206,11 @@ class SearchWidget(QWidget):
         """The selected shape, else the current view, as a level-0 (x, y) polygon of ``layer``'s slide."""
         shapes = [lyr for lyr in self.viewer.layers if isinstance(lyr, napari.layers.Shapes) and lyr.selected_data]
         if shapes:
-            world = shapes[-1].data_to_world(shapes[-1].data[sorted(shapes[-1].selected_data)[0]])  # (V, 2) row, col
+            verts = np.asarray(shapes[-1].data[sorted(shapes[-1].selected_data)[0]])[:, -2:]  # (V, 2) layer data
+            if len(verts) < 3:  # a box given by two corners
+                (r0, c0), (r1, c1) = verts.min(0), verts.max(0)
+                verts = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])
+            world = np.array([shapes[-1].data_to_world(v) for v in verts])
         else:
             h, w = self.viewer.canvas.size if hasattr(self.viewer, "canvas") else (600, 800)
             cy, cx = self.viewer.camera.center[-2:]
@@ -229,6 +233,8 @@ class SearchWidget(QWidget):
             return None
         polygon = self._query_polygon(layer) if mode.startswith("selected") else None
         filters = {k: w.text().strip() for k, w in (("label", self.filter_label), ("site", self.filter_site), ("report_contains", self.filter_report)) if w.text().strip()}
+        self.hits = []
+        self._render()  # a failed search must not leave the previous hits looking like its answer
         worker = _search(self.registry, self.library, mode, slide_of(layer) if layer else None, polygon, self.text.text(), self.k.value(), filters, _ignore_errors=True)
         self.query_layer = layer
         return self._start(worker, self._show_hits)
@@ -318,6 +324,6 @@ class SearchWidget(QWidget):
             x, y, w, h = hit.region_xywh
             corners = np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], float) - 0.5  # level-0 (row, col)
             world = np.array([layer.data_to_world(c) for c in corners])
-            self.viewer.add_shapes([world], shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=max(w, h) * (slide.mpp or 1) / 40, name=f"hit {hit.rank}: matched region")
+            self.viewer.add_shapes([world], shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=max(w, h) * (slide.mpp or 1) / 40, units=tuple(layer.units), name=f"hit {hit.rank}: matched region")
         self.viewer.layers.selection.active = layer
         return layer

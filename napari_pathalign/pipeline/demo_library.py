@@ -16,15 +16,18 @@ SEED = 0  # the embedded model's recipe seed: its test split
 TEST_SLIDES = 40
 
 
-def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_fingerprints: frozenset = frozenset()) -> Iterator[str]:
+def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: tuple = ()) -> Iterator[str]:
     """Generator of progress messages; afterwards ``folder`` holds ``slides/`` (demo data) and ``library/``.
 
     Labels are the tumour call ("tumour" / "no tumour"), sites the organ ("lymph node" / "colon"),
-    reports each slide's own part of its case report.
+    reports each slide's own part of its case report. Slides with the same bytes as one of
+    ``exclude_files`` (the slide on screen) are left out: their own hit would teach nothing.
     """
+    import filecmp
+
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.features import GridConfig, slide_fingerprint
+    from napari_pathalign.pipeline.features import GridConfig
     from napari_pathalign.pipeline.library_build import model_identity, slide_record
     from napari_pathalign.train.demo_data import make_demo_data
 
@@ -47,8 +50,8 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_fingerp
     with lib, lib.batch():
         for i, (r, t, text) in enumerate(zip(rows, truths, texts)):
             path = data / r["slide"]
-            if slide_fingerprint(path) in exclude_fingerprints:
-                continue  # the slide on screen: its own hit would teach nothing
+            if any(filecmp.cmp(path, f, shallow=False) for f in exclude_files):
+                continue
             yield f"Adding demo slide {i + 1}/{len(rows)} to the library ..."
             meta = {"report": text, "label": "tumour" if t.tumour_fraction > 0 else "no tumour", "site": {"pcam": "lymph node", "kather": "colon"}[t.source], "dominant": r["dominant"]}
             record, _ = slide_record(path, model, encoder, GridConfig(), data / "features", meta)
