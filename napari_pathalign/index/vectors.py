@@ -16,15 +16,15 @@ import numpy as np
 
 # Up to this many vectors "auto" searches exactly (IndexFlatIP): exact, no training, and fast
 # enough at this size. Above it, IVF. benchmarks/ measures where the crossover really lies.
-EXACT_MAX = 50_000
+EXACT_MAX = 20_000  # benchmarks/bench_search.py: exact FlatIP single-query p50 reaches 1 ms near 27k vectors (dim 256, 1 thread)
 IVF_NLIST_PER_SQRT_N = 4  # nlist ~ 4 * sqrt(N): the usual rule of thumb for IVF
 IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
-IVF_NPROBE_FRACTION = 1 / 16  # lists probed per query, as a fraction of nlist (high recall)...
+IVF_NPROBE_FRACTION = 1 / 64  # lists probed per query, as a fraction of nlist (1M: nlist 4000, nprobe 62: p50 ~1.5 ms, recall@10 0.998)...
 IVF_NPROBE_MIN = 32  # ...but never fewer than this
 IVF_RETRAIN_FACTOR = 2.0  # retrain when the ideal nlist drifts this far from the trained one
 HNSW_M = 32  # graph neighbours per node
 HNSW_EF_SEARCH = 128  # candidate list at search time (recall vs speed)
-HNSW_EF_CONSTRUCTION = 40  # candidate list at build time (faiss's default)
+HNSW_EF_CONSTRUCTION = 80  # candidate list at build time (bench_search.py: recall 0.995 at 1M with efSearch 128)
 KINDS = ("flat", "ivf", "hnsw")
 
 
