@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.set_defaults(run=_evaluate)
     from napari_pathalign.cli_analysis import add_analysis_commands
     from napari_pathalign.cli_index import add_index_commands
+    from napari_pathalign.cli_report import add_report_commands
 
     add_analysis_commands(sub)
     add_index_commands(sub)
+    add_report_commands(sub)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)

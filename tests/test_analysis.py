@@ -203,3 +203,70 @@ def test_cli_heatmap_and_zero_shot(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-6 and result["best"] in result["probabilities"]
     assert main(["zero-shot", *args, "--set", "nope"]) == 2
+
+
+def test_draft_streams_and_every_sentence_has_support_and_evidence(analysis):
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    gen = analysis.iter_draft()
+    parts = []
+    while True:
+        try:
+            parts.append(next(gen))
+        except StopIteration as stop:
+            draft = stop.value
+            break
+    assert len(parts) > 5 and all(b.startswith(a[: len(a) - 1]) for a, b in zip(parts, parts[1:]))  # it grows
+    assert draft.text and draft.text == parts[-1] and "lymph node" in draft.text.lower()
+    assert len(draft.sentences) >= 2
+    for s in draft.sentences:
+        assert 0 <= s.support <= 1 and len(s.evidence.top_patches) == 6 and s.evidence.heatmap.kind == "text"
+    p = draft.provenance
+    assert p.model == "embedded" and p.retrieval_model == "embedded-r" and len(p.slide_fingerprint) == 16 and p.prompt == "Final diagnosis:"
+    d = draft.to_dict()
+    assert d["sentences"][0]["evidence_xy_level0"] and d["provenance"]["decoding"]["num_beams"] == 1
+    beam = list(analysis.iter_draft(GenerationConfig(num_beams=3)))
+    assert len(beam) == 1 and beam[0]  # beam search cannot stream: one piece
+    stopped = analysis.iter_draft()
+    next(stopped)
+    stopped.close()  # Stop: the decoding thread ends, nothing hangs
+
+
+def test_answers_history_region_and_statements_at(analysis):
+    gen = analysis.iter_answer("Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")])
+    answer = None
+    while answer is None:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            answer = stop.value
+    assert answer.question == "Is tumour present?" and answer.text and not answer.history_used and "not trained with conversation history" in answer.note
+    for bad in ("", "   ", "x" * 5000):
+        with pytest.raises(ValueError):
+            next(analysis.iter_answer(bad))
+    f = analysis.features
+    region = analysis.region(np.array([[0, 0], [f.xy_level0[:, 0].max(), 0], [f.xy_level0[:, 0].max(), 600], [0, 600]], float))
+    regional = list(region.iter_answer("Is tumour present?"))
+    assert regional and region.statements is not analysis.statements
+    here = analysis.statements_at(f.xy_level0[0] + 3)
+    assert here.patch == 0 and here.statements and abs(sum(here.class_probabilities.values()) - 1) < 1e-5
+    values = [v for _, v in here.statements]
+    assert values == sorted(values, reverse=True) and all(0 <= v <= 1 for v in values)
+    assert analysis.statements_at((-50, -50)) is None
+
+
+def test_retrieval_model_cannot_draft(models, tmp_path):
+    g, r, enc = models
+    a = SlideAnalysis(open_slide(str(DEMO)), encoder=enc, model=r, retrieval_model=r, cache_dir=tmp_path)
+    list(a.iter_prepare())
+    with pytest.raises(ValueError, match="no language model"):
+        list(a.iter_draft())
+
+
+def test_case_report_reads_back_as_parts():
+    from napari_pathalign.pipeline.drafting import case_report
+    from napari_pathalign.train.reports import split_report
+
+    text = case_report([("A", "Lymph node, sentinel, excision: Metastatic carcinoma."), ("B", "Lymph node, axillary, excision: No tumour identified.")])
+    parts = split_report(text).parts
+    assert set(parts) == {"A", "B"} and "Metastatic" in parts["A"] and "No tumour" in parts["B"]

@@ -80,8 +80,12 @@ class FrozenLM(nn.Module):
         return self.model(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels).loss
 
     @torch.no_grad()
-    def generate(self, soft: torch.Tensor, prompt: str, cfg: GenerationConfig = GenerationConfig()) -> list[str]:
-        """Drafts for a batch of soft prompts (B, Q, dim) after the same text prompt."""
+    def generate(self, soft: torch.Tensor, prompt: str, cfg: GenerationConfig = GenerationConfig(), streamer=None, stopping_criteria=None) -> list[str]:
+        """Drafts for a batch of soft prompts (B, Q, dim) after the same text prompt.
+
+        ``streamer`` (a transformers streamer) receives tokens as they are decoded (batch of one);
+        ``stopping_criteria`` can end decoding early (Stop in the dock).
+        """
         device = soft.device
         b = soft.shape[0]
         ids = torch.tensor([self._tokens([prompt], False)[0]] * b, device=device, dtype=torch.long)  # (B, P)
@@ -93,5 +97,9 @@ class FrozenLM(nn.Module):
             kwargs.update(do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature)
         else:
             kwargs.update(do_sample=False)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if stopping_criteria is not None:
+            kwargs["stopping_criteria"] = stopping_criteria
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)  # (B, new) for decoder-only
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]

@@ -76,6 +76,7 @@ class SlideAnalysis:
         self._attention: np.ndarray | None = None  # (cross layers, heads, Q, N) of the generation model
         self._regions: np.ndarray | None = None  # (N, Q, E) float16 neighbourhood embeddings of the generation model
         self._text_cache: dict = {}  # (role, text) -> (E,) normalised
+        self.statements: list = []  # sentences of the drafts and answers made on this analysis (statements_at)
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
         self.parent: SlideAnalysis | None = None
 
@@ -303,6 +304,55 @@ class SlideAnalysis:
         maps = {c: self._heatmap(local[:, k], "zero-shot", f"P({c}) per region", cls=c, classes=names) for k, c in enumerate(names)}
         return ZeroShot(dict(zip(names, map(float, probs))), dict(zip(names, map(float, sims))), maps, temperature, model)
 
+    # ------------------------------------------------------------------ drafts and answers
+    def iter_draft(self, config=None, prompt: str = "Final diagnosis:"):
+        """Generator of the draft so far (text, token by token); returns a ``Draft`` with support and evidence."""
+        from napari_pathalign.models.decoder import GenerationConfig
+        from napari_pathalign.pipeline.drafting import iter_generate
+
+        self._need_ready()
+        if not isinstance(prompt, str):
+            raise ValueError(f"the prompt must be text, got {prompt!r}")
+        return (yield from iter_generate(self, prompt, config or GenerationConfig()))
+
+    def iter_answer(self, question: str, history: list | None = None, config=None):
+        """Generator of the answer so far; returns an ``Answer`` (a Draft with ``question``) with evidence.
+
+        ``history``: earlier (question, answer) pairs. The model sees them only when its checkpoint
+        says it was trained with them; otherwise it answers from the slide and this question alone,
+        and the answer's ``note`` says so.
+        """
+        from napari_pathalign.models.decoder import GenerationConfig
+        from napari_pathalign.pipeline.drafting import check_question, iter_generate, trained_with_history
+
+        self._need_ready()
+        question = check_question(question)
+        history = list(history or [])
+        uses = bool(history) and trained_with_history(self.models["generation"])
+        prompt = " ".join(f"{q} {a}" for q, a in history) + " " + question if uses else question
+        note = "" if uses or not history else "answered from the slide and this question alone: this model was not trained with conversation history"
+        return (yield from iter_generate(self, prompt.strip(), config or GenerationConfig(max_new_tokens=32), question=question, history_used=uses, note=note))
+
+    def statements_at(self, xy_level0):
+        """What the drafts and answers say about one place: their sentences ranked by how much this
+        patch supports each (its percentile in the sentence's evidence map), and the patch's zero-shot
+        class probabilities. None off the analysed patches."""
+        from napari_pathalign.pipeline.drafting import PatchStatements
+
+        self._need_ready()
+        f = self.features
+        hit = Heatmap(np.zeros(len(f.xy_level0)), f.xy_level0, f.size_level0, f.mpp, "index", "patches").value_at(xy_level0)
+        if hit is None:
+            return None
+        i = hit[0]
+        ranked = []
+        for s in self.statements:
+            v = s.evidence.heatmap.raw_values
+            ranked.append((s, float((v < v[i]).mean())))
+        ranked.sort(key=lambda sv: -sv[1])
+        z = self.zero_shot()
+        return PatchStatements(i, f.xy_level0[i].copy(), ranked, {c: float(h.values[i]) for c, h in z.heatmaps.items()})
+
     # ------------------------------------------------------------------ regions
     def region(self, polygon_xy_level0) -> SlideAnalysis:
         """The analysis of the patches whose centres lie inside a polygon (V, 2) of level-0 (x, y)."""
@@ -320,6 +370,7 @@ class SlideAnalysis:
         child._embeddings = {}
         child._text_cache = dict(self._text_cache)
         child.polygon_xy_level0 = np.asarray(polygon_xy_level0, np.float64)
+        child.statements = []
         child.parent = self
         child.patch_index = index  # rows of the parent's patches
         for _ in child._encode():

@@ -1,0 +1,111 @@
+"""``pathalign draft`` and ``pathalign ask``: a report draft or an answer, with support and evidence."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _run(gen, stream: bool):
+    """Drive a draft/answer generator, printing the text as it grows; its return value."""
+    shown = ""
+    while True:
+        try:
+            text = next(gen)
+        except StopIteration as stop:
+            if stream:
+                print(file=sys.stderr)
+            return stop.value
+        if stream and text.startswith(shown):
+            print(text[len(shown) :], end="", flush=True, file=sys.stderr)
+        shown = text
+
+
+def _analysis(args):
+    from napari_pathalign.cli_analysis import _prepare
+
+    return _prepare(args)
+
+
+def _print_statements(draft) -> None:
+    for s in draft.sentences:
+        flag = "  LOW SUPPORT: check it" if s.flagged else ""
+        print(f"  [{s.support:4.0%}] {s.text}{flag}")
+    if draft.note:
+        print(f"note: {draft.note}")
+
+
+def _draft(args) -> int:
+    from napari_pathalign.cli_analysis import _errors
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    try:
+        out = Path(args.out) if args.out else None
+        if out is not None and out.suffix.lower() not in (".md", ".json"):
+            raise ValueError(f"--out {out}: expected a .md or .json file")
+        if out is not None and out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        analysis = _analysis(args)
+        cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.beams, top_p=args.top_p)
+        draft = _run(analysis.iter_draft(cfg, args.prompt), stream=True)
+        if out is not None:
+            from napari_pathalign.io.report_files import write_report_json, write_report_markdown
+
+            d = draft.to_dict()
+            writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
+            writer(d["text"], d["provenance"], d["sentences"], out, overwrite=args.overwrite)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(draft.text)
+    _print_statements(draft)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
+def _ask(args) -> int:
+    from napari_pathalign.cli_analysis import _errors
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    try:
+        analysis = _analysis(args)
+        if args.region:
+            from napari_pathalign.pipeline.regions import rectangle
+
+            x, y, w, h = (float(v) for v in args.region.split(","))
+            analysis = analysis.region(rectangle(x, y, w, h))
+        answer = _run(analysis.iter_answer(args.question, config=GenerationConfig(max_new_tokens=args.max_new_tokens)), stream=not args.json)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        d = answer.to_dict()
+        support = min((s["support"] for s in d["sentences"]), default=None)
+        print(json.dumps({"question": answer.question, "answer": answer.text, "support": support, "evidence": [{"sentence": s["text"], "support": s["support"], "xy_level0": s["evidence_xy_level0"], "patch_size_level0": s["evidence_patch_size_level0"]} for s in d["sentences"]], "note": answer.note, "provenance": d["provenance"]}, indent=2))
+        return 0
+    print(answer.text)
+    _print_statements(answer)
+    return 0
+
+
+def add_report_commands(sub) -> None:
+    from napari_pathalign.cli_analysis import _common
+
+    d = sub.add_parser("draft", help="draft a report for a slide (streamed), each sentence with its support and evidence")
+    _common(d)
+    d.add_argument("--prompt", default="Final diagnosis:")
+    d.add_argument("--beams", type=int, default=1, help="beam search width (1: greedy, streamed)")
+    d.add_argument("--top-p", type=float, help="nucleus sampling instead of greedy")
+    d.add_argument("--max-new-tokens", type=int, default=96)
+    d.add_argument("--out", help="write the draft as .md or .json (text, provenance, sentences with support and evidence)")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(run=_draft)
+    a = sub.add_parser("ask", help="ask a question about a slide (or a region of it)")
+    _common(a)
+    a.add_argument("question")
+    a.add_argument("--region", help="x,y,w,h in level-0 pixels: ask about this box only")
+    a.add_argument("--max-new-tokens", type=int, default=32)
+    a.add_argument("--json", action="store_true", help="print one JSON object: answer, support, evidence")
+    a.set_defaults(run=_ask)

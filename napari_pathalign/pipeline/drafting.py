@@ -1,0 +1,251 @@
+"""Drafts and answers with evidence: every sentence carries a support score and a heatmap.
+
+- **Streaming**: the generation model's LM decodes in a thread through transformers'
+  ``TextIteratorStreamer``; the generator yields the text so far, and closing it (Stop, Cancel)
+  stops the decoding at the next token. Beam search cannot stream: its text arrives at once.
+- **Support** of a sentence: how well the slide matches it compared with standard report
+  sentences. The retrieval model's slide-sentence cosine similarity is ranked among its
+  similarities to ``reference_sentences()`` (every finding of the demo report vocabulary, both
+  organs); support = that percentile in [0, 1]. "0.9" reads: the slide matches this sentence better
+  than 90 % of the report sentences the model knows. Raw similarities are not comparable between
+  sentences of different lengths; ranks are.
+- **Evidence**: the sentence's text heatmap (``SlideAnalysis.text_heatmap``) and its top patches.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_pathalign.pipeline.heatmap import Heatmap
+
+MAX_QUESTION_CHARS = 1000  # longer questions are refused: the LM was trained on one-line questions
+TOP_PATCHES = 6  # evidence patches kept per sentence
+LOW_SUPPORT = 0.5  # sentences below this are flagged for review
+
+
+@dataclass
+class Evidence:
+    """Where on the slide a statement is supported."""
+
+    heatmap: Heatmap  # the statement's text heatmap over the patches
+    top_patches: np.ndarray  # (k,) patch indices, best first
+    top_xy_level0: np.ndarray  # (k, 2) their level-0 (x, y) corners
+
+
+@dataclass
+class Statement:
+    """One sentence of a draft or answer."""
+
+    text: str  # the sentence
+    support: float  # percentile of the slide-sentence similarity among reference sentences, in [0, 1]
+    similarity: float  # raw cosine similarity (retrieval model), for researchers
+    evidence: Evidence  # heatmap and top patches
+
+    @property
+    def flagged(self) -> bool:
+        return self.support < LOW_SUPPORT
+
+
+@dataclass
+class Provenance:
+    """What produced a draft or answer, so it can be traced and reproduced."""
+
+    model: str  # generation model name or folder
+    model_hash: str  # its weights hash
+    retrieval_model: str  # the model that scores support
+    retrieval_hash: str
+    encoder: str  # patch encoder name
+    encoder_hash: str  # its weights hash
+    slide: str  # slide path
+    slide_fingerprint: str  # slide content hash
+    prompt: str  # text the LM continued
+    decoding: dict  # GenerationConfig as a dict
+    time: str  # ISO UTC
+    region: list | None = None  # level-0 polygon when asked of a region
+
+
+@dataclass
+class Draft:
+    """A drafted report (or an answer: ``question`` set)."""
+
+    text: str  # the model's text
+    sentences: list[Statement]  # with support and evidence
+    provenance: Provenance
+    question: str | None = None  # for answers
+    history_used: bool = False  # whether the model saw the earlier turns
+    note: str = ""  # what the reader should know (history ignored, out of distribution, ...)
+    in_distribution: object | None = None  # InDistribution when the model ships a feature distribution
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict: text, provenance, sentences with support and evidence coordinates."""
+        from dataclasses import asdict
+
+        ind = self.in_distribution
+        return {
+            "text": self.text,
+            "question": self.question,
+            "history_used": self.history_used,
+            "note": self.note,
+            "provenance": asdict(self.provenance),
+            "in_distribution": None if ind is None else {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in vars(ind).items() if not k.startswith("_")},
+            "sentences": [
+                {"text": s.text, "support": round(s.support, 4), "similarity": round(s.similarity, 4), "flagged": s.flagged, "evidence_xy_level0": s.evidence.top_xy_level0.tolist(), "evidence_patch_size_level0": s.evidence.heatmap.size_level0}
+                for s in self.sentences
+            ],
+        }
+
+
+Answer = Draft  # an answer is a draft with a question
+
+
+@dataclass
+class PatchStatements:
+    """Evidence the other way: what the drafts say about one patch."""
+
+    patch: int  # patch index
+    xy_level0: np.ndarray  # (2,) its corner
+    statements: list  # [(Statement, percentile of this patch in its evidence map)], best supported first
+    class_probabilities: dict  # zero-shot class -> probability at this patch
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences at '.', '!' or '?' followed by a space or line end, and at line breaks."""
+    parts = re.split(r"(?<=[.!?])\s+|\n+", text.strip())
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def reference_sentences() -> list[str]:
+    """The findings the demo reports state, as sentences: the support score's yardstick."""
+    from napari_pathalign.train.demo_reports import EXTENT, NEGATIVE, POSITIVE, TISSUE
+
+    out = [p.capitalize() + "." for src in (POSITIVE, NEGATIVE) for phrases in src.values() for p in phrases]
+    out += [f"Tumour forms {e}." for phrases in EXTENT.values() for e in phrases]
+    out += [f"Background shows {t}." for phrases in TISSUE.values() for t in phrases]
+    return out
+
+
+def check_question(question) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty; ask e.g. 'Is tumour present?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(question):,} characters; ask one question of at most {MAX_QUESTION_CHARS:,} characters (the model was trained on one-line questions)")
+    return question.strip()
+
+
+def stream_generate(model, slide_embedding, prompt: str, config) -> Iterator[str]:
+    """Generator of the text so far; returns the final text. Closing it stops decoding."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    if model.lm is None:
+        raise ValueError("this model has no language model (a retrieval model, PathAlign-R); pick a generation model (PathAlign-G, e.g. 'embedded') to draft or answer")
+    if config.num_beams > 1:  # transformers cannot stream beam search
+        text = model.generate(slide_embedding, prompt, config)
+        yield text
+        return text
+    lm = model.lm
+    stop = threading.Event()
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return stop.is_set()
+
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=False, skip_special_tokens=True, timeout=120)
+    soft = model.lm_proj(torch.from_numpy(slide_embedding.queries).to(model.device)[None])  # (1, Q, dim)
+    errors: list = []
+
+    def run():
+        try:
+            with torch.no_grad():
+                lm.generate(soft, prompt, config, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stop()]))
+        except Exception as exc:  # reported in the consumer's thread
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    text = ""
+    try:
+        for chunk in streamer:
+            text += chunk
+            yield text.strip()
+    finally:
+        stop.set()
+        thread.join()
+    if errors:
+        raise errors[0]
+    return text.strip()
+
+
+def build_statements(analysis, text: str, context: str = "") -> list[Statement]:
+    """Sentences of ``text`` with support (retrieval model) and evidence heatmaps.
+
+    ``context`` (an answer's question) is read with each sentence: "Yes." alone says nothing,
+    "Is tumour present? Yes." does.
+    """
+    sentences = split_sentences(text)
+    if not sentences:
+        return []
+    r = analysis.models["retrieval"]
+    emb = analysis.embedding("retrieval").embedding  # (Q, E)
+    refs = reference_sentences()
+    ref_sims = (emb @ r.encode_text(refs).T).max(0)  # (R,)
+    read = [f"{context} {s}".strip() for s in sentences]
+    sims = (emb @ r.encode_text(read).T).max(0)  # (S,)
+    out = []
+    for sentence, full, sim in zip(sentences, read, sims):
+        heatmap = analysis.text_heatmap(full)
+        top = heatmap.top_patches(TOP_PATCHES)
+        out.append(Statement(sentence, float((ref_sims < sim).mean()), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top])))
+    return out
+
+
+def provenance(analysis, prompt: str, config) -> Provenance:
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from napari_pathalign.pipeline.features import slide_fingerprint
+    from napari_pathalign.pipeline.library_build import model_identity
+
+    g = model_identity(analysis.models["generation"], analysis.encoder)
+    r = model_identity(analysis.models["retrieval"], analysis.encoder)
+    return Provenance(
+        g["model"], g["model_hash"], r["model"], r["model_hash"], g["encoder"], g["encoder_hash"], str(analysis.slide.path),
+        slide_fingerprint(analysis.slide.path), prompt, asdict(config), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        None if analysis.polygon_xy_level0 is None else np.asarray(analysis.polygon_xy_level0).tolist(),
+    )
+
+
+def iter_generate(analysis, prompt: str, config, question: str | None = None, history_used: bool = False, note: str = "") -> Iterator[str]:
+    """Stream the generation model's text after ``prompt``; return a ``Draft`` with evidence."""
+    start = time.perf_counter()
+    text = yield from stream_generate(analysis.models["generation"], analysis.embedding("generation"), prompt, config)
+    draft = Draft(text, build_statements(analysis, text, question or ""), provenance(analysis, prompt, config), question, history_used, note)
+    draft.extra["seconds"] = round(time.perf_counter() - start, 3)
+    distribution = getattr(analysis, "in_distribution", None)
+    draft.in_distribution = distribution() if callable(distribution) else None
+    if draft.in_distribution is not None and getattr(draft.in_distribution, "warn", False):
+        draft.note = (draft.note + " " if draft.note else "") + draft.in_distribution.explanation
+    analysis.statements.extend(draft.sentences)
+    return draft
+
+
+def trained_with_history(model) -> bool:
+    """Whether a checkpoint says its VQA training saw earlier turns (config extra 'vqa_history')."""
+    return bool((getattr(model, "checkpoint_meta", {}) or {}).get("extra", {}).get("vqa_history", False))
+
+
+def case_report(parts: list[tuple[str, str]]) -> str:
+    """One report for a case of several slides: lettered parts, as ``train/reports.py`` reads them back."""
+    if not parts:
+        raise ValueError("a case report needs at least one part (label, text)")
+    if len(parts) == 1:
+        return "FINAL DIAGNOSIS:\n" + parts[0][1].strip()
+    return "FINAL DIAGNOSIS:\n" + "\n".join(f"{label}. {text.strip()}" for label, text in parts)
