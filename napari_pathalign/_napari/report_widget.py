@@ -1,0 +1,303 @@
+"""Dock "Report": draft a report for the selected slide (streamed, Stop), edit it, see each sentence's
+support and evidence, accept / save versions / export. Edits autosave within 2 s; reopening the
+slide restores the last text and says so; nothing is overwritten without asking.
+
+Thin: ``SlideAnalysis.iter_draft`` in a worker, ``ReportStore`` for versions, writers in ``io``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+
+from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.evidence_view import EvidenceView
+from napari_pathalign._napari.slide_info import slide_of
+
+AUTOSAVE_MS = 1500  # an edit is on disk within 2 s
+DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p 0.9 (sampled)": {"top_p": 0.9}}
+
+
+@thread_worker
+def _draft(registry, slide, analysis, config, prompt):
+    """Prepare the slide's analysis when needed, then stream the draft."""
+    from napari_pathalign.pipeline.analysis import SlideAnalysis
+
+    if analysis is None or not analysis.ready:
+        analysis = SlideAnalysis(slide, encoder=registry.encoder("embedded", None, "auto"), model=registry.model("embedded", "auto"), retrieval_model=registry.model("embedded-r", "auto"))
+        for p in analysis.iter_prepare():
+            yield ("progress", str(p))
+        registry.put(slide, analysis)
+    gen = analysis.iter_draft(config, prompt)
+    while True:
+        try:
+            yield ("text", next(gen))
+        except StopIteration as stop:
+            return stop.value
+
+
+def slide_key(slide) -> tuple[str, str]:
+    from napari_pathalign.pipeline.features import slide_fingerprint
+
+    return slide_fingerprint(slide.path), str(slide.path)
+
+
+class ReportWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer, store=None):
+        from napari_pathalign.pipeline.report_store import ReportStore
+
+        super().__init__()
+        self.viewer = napari_viewer
+        self.registry = registry_of(napari_viewer)
+        self.store = store if store is not None else ReportStore()
+        self.registry.report_widget = self  # the chat dock copies answers here
+        self.draft = None  # the model's last Draft (its text is never lost under edits)
+        self.layer = None  # the slide layer this report belongs to
+        self.worker = None
+        self.dirty = False  # edited since the last saved version
+        self.confirm = self._ask  # tests replace it
+        self.slide_label = QLabel("Select a slide layer.")
+        self.slide_label.setWordWrap(True)
+        self.decoding = QComboBox()
+        self.decoding.addItems(list(DECODING))
+        self.draft_button, self.stop_button = QPushButton("Draft"), QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.editor = QPlainTextEdit()
+        self.editor.setPlaceholderText("Press Draft, or type the report.")
+        self.editor.setMinimumHeight(140)
+        self.sentences = QListWidget()
+        self.sentences.setWordWrap(True)
+        self.sentences.setMinimumHeight(110)
+        self.evidence = EvidenceView(napari_viewer)
+        self.accept_button, self.save_button = QPushButton("Accept"), QPushButton("Save version")
+        self.export_box = QComboBox()
+        self.export_box.addItems(["Markdown (.md)", "JSON (.json)", "PDF (.pdf)"])
+        self.export_button = QPushButton("Export ...")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        for w in (self.decoding, self.draft_button, self.stop_button):
+            top.addWidget(w)
+        bottom = QHBoxLayout()
+        for w in (self.accept_button, self.save_button, self.export_box, self.export_button):
+            bottom.addWidget(w)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.slide_label)
+        layout.addLayout(top)
+        layout.addWidget(self.editor, 3)
+        layout.addWidget(QLabel("Sentences (support: how well the slide matches each; flagged ones need checking):"))
+        layout.addWidget(self.sentences, 2)
+        layout.addWidget(self.evidence)
+        layout.addLayout(bottom)
+        layout.addWidget(self.status)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setSingleShot(True)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.editor.textChanged.connect(self._edited)
+        self.draft_button.clicked.connect(self.start_draft)
+        self.stop_button.clicked.connect(self.stop)
+        self.accept_button.clicked.connect(lambda: self.save_version("accepted"))
+        self.save_button.clicked.connect(lambda: self.save_version("edit"))
+        self.export_button.clicked.connect(self._export_dialog)
+        self.sentences.itemClicked.connect(lambda item: self.show_evidence(self.sentences.row(item)))
+        self.viewer.layers.selection.events.active.connect(self._layer_changed)
+        self._streaming = False
+        self._layer_changed()
+
+    # ------------------------------------------------------------------ slide and store
+    def _say(self, text: str, error: bool = False):
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
+        if error:
+            show_error(f"Report: {text}")
+
+    def _ask(self, question: str) -> bool:
+        return QMessageBox.question(self, "Report", question) == QMessageBox.Yes
+
+    def _layer_changed(self, *_):
+        layer = self.viewer.layers.selection.active
+        if slide_of(layer) is None or layer is self.layer or self._streaming:
+            return
+        if self.dirty and self.layer is not None:
+            self.autosave()  # the other slide's edits are kept before switching
+        self.layer = layer
+        self.draft = None
+        self.sentences.clear()
+        self.slide_label.setText(f"<b>{layer.name}</b>")
+        self.restore()
+
+    def restore(self):
+        """The slide's last text (autosave or version) into the editor, saying what was restored."""
+        from napari_pathalign.pipeline.report_store import ReportStoreError
+
+        fp, _ = slide_key(slide_of(self.layer))
+        try:
+            report = self.store.load(fp)
+        except ReportStoreError as exc:
+            self._say(str(exc), error=True)
+            report = None
+        text = self.store.latest_text(fp) if report is not None else None
+        self._set_text(text or "")
+        self.dirty = False
+        message = getattr(report, "restored_message", "") if report is not None else (getattr(self.store, "last_message", "") or "")
+        self._say(message or "No saved report for this slide yet.")
+
+    def _set_text(self, text: str):
+        self.editor.blockSignals(True)
+        self.editor.setPlainText(text)
+        self.editor.blockSignals(False)
+
+    def _edited(self):
+        if self._streaming:
+            return
+        self.dirty = True
+        self.autosave_timer.start()
+
+    def autosave(self):
+        from napari_pathalign.pipeline.report_store import ReportStoreError
+
+        if self.layer is None or not self.dirty:
+            return
+        fp, path = slide_key(slide_of(self.layer))
+        try:
+            self.store.autosave(fp, path, self.editor.toPlainText())
+        except ReportStoreError as exc:
+            self._say(f"Could not autosave ({exc}); the text stays in the editor.", error=True)
+
+    def save_version(self, kind: str = "edit"):
+        from napari_pathalign.pipeline.report_store import ReportStoreError
+
+        if self.layer is None:
+            self._say("Select a slide layer first.", error=True)
+            return False
+        fp, path = slide_key(slide_of(self.layer))
+        try:
+            self.store.add_version(fp, path, kind, self.editor.toPlainText(), "user")
+        except ReportStoreError as exc:
+            self._say(f"Not saved: {exc}. The text stays in the editor.", error=True)
+            return False
+        self.dirty = False
+        self._say("Accepted and saved." if kind == "accepted" else "Version saved.")
+        return True
+
+    def has_unsaved_changes(self) -> bool:
+        return self.dirty
+
+    def closeEvent(self, event):  # noqa: N802 (Qt)
+        if self.dirty and not self.confirm("The report has unsaved edits (they are autosaved). Save them as a version before closing?"):
+            self.autosave()
+        elif self.dirty:
+            self.save_version("edit")
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ drafting
+    def start_draft(self, *_):
+        from napari_pathalign.models.decoder import GenerationConfig
+
+        layer = self.layer
+        if layer is None:
+            self._say("Select a slide layer opened by PathAlign first.", error=True)
+            return None
+        if self.editor.toPlainText().strip() and self.dirty and not self.confirm("Drafting replaces the text in the editor (your edits stay in the store as an autosave). Draft anyway?"):
+            return None
+        if self.dirty:
+            self.autosave()
+        slide = slide_of(layer)
+        config = GenerationConfig(**DECODING[self.decoding.currentText()])
+        worker = _draft(self.registry, slide, self.registry.get(slide), config, "Final diagnosis:", _ignore_errors=True)
+        worker.yielded.connect(self._on_yield)
+        worker.returned.connect(lambda d, layer=layer: self._on_draft(layer, d))
+        worker.errored.connect(lambda exc: self._say(f"Draft failed: {exc}", error=True))
+        worker.aborted.connect(lambda: self._say("Stopped: the partial draft is in the editor and not saved as a version."))
+        worker.finished.connect(self._finished)
+        self._streaming = True
+        self.draft_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.editor.setReadOnly(True)
+        worker.start()
+        self.worker = worker
+        return worker
+
+    def stop(self, *_):
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_yield(self, item):
+        kind, value = item
+        if kind == "text":
+            self._set_text(value)
+        else:
+            self.status.setText(value)
+
+    def _finished(self):
+        self._streaming = False
+        self.editor.setReadOnly(False)
+        self.draft_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    def _on_draft(self, layer, draft):
+        from napari_pathalign.pipeline.report_store import ReportStoreError
+
+        self.draft = draft
+        if layer is not self.layer:
+            return
+        self._set_text(draft.text)
+        self.sentences.clear()
+        for s in draft.sentences:
+            item = QListWidgetItem(f"{'⚠ ' if s.flagged else ''}[{s.support:.0%}] {s.text}")
+            item.setToolTip("low support: the slide matches this sentence worse than most report sentences" if s.flagged else "")
+            self.sentences.addItem(item)
+        fp, path = slide_key(slide_of(layer))
+        try:
+            self.store.add_version(fp, path, "draft", draft.text, "model", draft=draft.to_dict())
+            saved = "saved as the model's draft"
+        except ReportStoreError as exc:
+            saved = f"NOT saved ({exc})"
+        flagged = sum(s.flagged for s in draft.sentences)
+        self._say(f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip())
+        self.dirty = False
+
+    def show_evidence(self, row: int):
+        if self.draft is None or not 0 <= row < len(self.draft.sentences) or self.layer is None:
+            return
+        self.evidence.show(self.draft.sentences[row], self.layer)
+
+    # ------------------------------------------------------------------ export
+    def export(self, path: str | Path) -> Path | None:
+        """Markdown, JSON or PDF from the suffix; asks before replacing a file."""
+        path = Path(path)
+        overwrite = False
+        if path.exists():
+            if not self.confirm(f"{path} exists. Replace it?"):
+                self._say(f"Not exported: {path} was kept.")
+                return None
+            overwrite = True
+        text = self.editor.toPlainText()
+        d = self.draft.to_dict() if self.draft is not None else {"provenance": {}, "sentences": []}
+        try:
+            if path.suffix.lower() == ".pdf":
+                from napari_pathalign._napari.pdf_export import write_pdf
+
+                write_pdf(text, d["provenance"], d["sentences"], path, overwrite=overwrite)
+            else:
+                from napari_pathalign.io.report_files import write_report_json, write_report_markdown
+
+                writer = write_report_json if path.suffix.lower() == ".json" else write_report_markdown
+                writer(text, d["provenance"], d["sentences"], path, overwrite=overwrite)
+        except (ValueError, OSError) as exc:
+            self._say(f"Export failed: {exc}", error=True)
+            return None
+        self._say(f"Exported {path}")
+        return path
+
+    def _export_dialog(self, *_):
+        suffix = [".md", ".json", ".pdf"][self.export_box.currentIndex()]
+        name, _ = QFileDialog.getSaveFileName(self, "Export report", f"report{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite)
+        if name:
+            self.export(name if name.endswith(suffix) else name + suffix)

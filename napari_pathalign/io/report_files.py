@@ -1,0 +1,163 @@
+"""Report files: a drafted or edited report exported as Markdown (to read) or JSON (to process).
+
+Both hold the report text, the sentences with their support scores and evidence coordinates, and
+the provenance, all passed in as plain dicts (``Draft.to_dict()`` gives them). Writes are atomic and
+replace an existing file only when asked: an export interrupted by a crash or a full disk never
+leaves a half-written report that a colleague or a script would trust.
+
+``atomic_write_text`` and ``plain_json`` are shared with the report store, which keeps the
+pathologist's working copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+EXPORT_SCHEMA = 1  # "schema" of the JSON export
+
+
+def plain_json(value, what: str = "value"):
+    """``value`` as plain JSON data: numpy scalars and arrays become lists and numbers, NaN and inf become None.
+
+    JSON has no NaN (Python would write the invalid token ``NaN``), and a non-finite support score must
+    not make a report unsaveable, so it is stored as null. Anything else that is not JSON raises ValueError.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): plain_json(v, f"{what}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "tolist"):  # numpy array or scalar, without importing numpy here
+        return plain_json(value.tolist(), what)
+    raise ValueError(f"{what} is a {type(value).__name__} ({value!r:.80}); expected plain JSON data (dict, list, str, number, bool, None)")
+
+
+def atomic_write_text(path, text: str, mode: int = 0o644, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder, fsync and rename.
+
+    A reader (or the next start after a crash) sees the old file or the new one, never a mix. With
+    ``overwrite=False`` an existing file raises FileExistsError, also one that appears while writing.
+    OSError (read-only folder, full disk) propagates after the temporary file is removed.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it 0o600
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists; a hard link makes the check and the move one step."""
+    try:
+        os.link(tmp, path)  # FileExistsError if path exists, atomically
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name") from None
+    except OSError:  # no hard links on this filesystem (FAT, some network shares): check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); folders cannot be opened for fsync on Windows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_export(path, suffix: str, report_text, provenance, sentences, overwrite: bool) -> tuple[Path, dict, list]:
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"cannot write this report to {path.name!r}: the suffix is {path.suffix!r}; expected {suffix!r}")
+    if not isinstance(report_text, str):
+        raise ValueError(f"report_text must be a str, got {type(report_text).__name__}")
+    if not isinstance(provenance, dict):
+        raise ValueError(f"provenance must be a dict (Draft.to_dict()['provenance']), got {type(provenance).__name__}")
+    if not isinstance(sentences, (list, tuple)) or not all(isinstance(s, dict) for s in sentences):
+        raise ValueError("sentences must be a list of dicts (Draft.to_dict()['sentences']), each with 'text' and 'support'")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, plain_json(provenance, "provenance"), plain_json(list(sentences), "sentences")
+
+
+def write_report_json(report_text: str, provenance: dict, sentences: list[dict], path, overwrite: bool = False) -> Path:
+    """Write the report, its sentences (support, evidence coordinates) and provenance as .json, atomically."""
+    path, provenance, sentences = _check_export(path, ".json", report_text, provenance, sentences, overwrite)
+    doc = {"schema_version": EXPORT_SCHEMA, "text": report_text, "sentences": sentences, "provenance": provenance}
+    return atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False) + "\n", overwrite=overwrite)
+
+
+def write_report_markdown(report_text: str, provenance: dict, sentences: list[dict], path, overwrite: bool = False) -> Path:
+    """Write the report as .md: the text, a table of its sentences with support scores, then the provenance."""
+    path, provenance, sentences = _check_export(path, ".md", report_text, provenance, sentences, overwrite)
+    lines = ["# Report", "", report_text.strip() or "_(empty)_", ""]
+    if sentences:
+        lines += ["## Sentences and their support", "",
+                  "Support: how well the slide matches the sentence compared with standard report sentences (0 to 1).", "",
+                  "| # | sentence | support | evidence (level-0 x, y) |", "|---:|---|---:|---|"]
+        for i, s in enumerate(sentences, 1):
+            lines.append(f"| {i} | {_cell(s.get('text', ''))} | {_support(s)} | {_cell(_evidence(s))} |")
+        lines.append("")
+    if provenance:
+        lines += ["## Provenance", ""]
+        lines += [f"- **{_one_line(k)}**: {_one_line(_provenance_value(v))}" for k, v in provenance.items()]
+        lines.append("")
+    return atomic_write_text(path, "\n".join(lines), overwrite=overwrite)
+
+
+def _one_line(value) -> str:
+    return " ".join(str(value).split())
+
+
+def _cell(value) -> str:
+    """Text safe inside a Markdown table cell: one line, pipes escaped."""
+    return _one_line(value).replace("|", "\\|")
+
+
+def _support(sentence: dict) -> str:
+    support = sentence.get("support")
+    if support is None:
+        return "–"
+    flag = " ⚠" if sentence.get("flagged") else ""  # below the drafting module's LOW_SUPPORT
+    return f"{float(support):.2f}{flag}"
+
+
+def _evidence(sentence: dict) -> str:
+    xy = sentence.get("evidence_xy_level0") or []
+    number = (int, float)
+    return "; ".join(f"({p[0]:g}, {p[1]:g})" for p in xy if isinstance(p, (list, tuple)) and len(p) >= 2 and isinstance(p[0], number) and isinstance(p[1], number)) or "–"
+
+
+def _provenance_value(value) -> str:
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, ensure_ascii=False) + "`"
+    return "–" if value is None or value == "" else str(value)

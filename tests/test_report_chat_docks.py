@@ -1,0 +1,186 @@
+"""Report and Chat docks in a real viewer (Xvfb) on the real demo lymph node: drafting streams, edits
+autosave and come back, versions and exports, evidence, chat turns; a kill -9 after an edit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.resources import files
+
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_pathalign._napari.preferences import PLUGIN  # noqa: E402
+
+DEMO = str(files("napari_pathalign.resources") / "demo-lymph-node.tif")
+
+
+@pytest.fixture
+def docks(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_pathalign._napari.chat_widget import ChatWidget
+    from napari_pathalign._napari.report_widget import ReportWidget
+    from napari_pathalign.pipeline.report_store import ReportStore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    errors = []
+    monkeypatch.setattr("napari_pathalign._napari.report_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_pathalign._napari.chat_widget.show_error", errors.append)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(DEMO, plugin=PLUGIN)[0]
+    store = ReportStore(tmp_path / "reports")
+    report, chat = ReportWidget(viewer, store), ChatWidget(viewer, store)
+    viewer.window.add_dock_widget(report, name="Report")
+    viewer.window.add_dock_widget(chat, name="Chat", tabify=True)
+    viewer.layers.selection.active = layer
+    report._layer_changed()
+    chat._layer_changed()
+    report.confirm = chat.confirm = lambda question: True
+    return viewer, layer, report, chat, store, errors
+
+
+def _finish(qtbot, worker, timeout=120000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    qtbot.wait(50)
+
+
+def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, output_dir):
+    from napari_pathalign._napari.report_widget import ReportWidget, slide_key
+
+    viewer, layer, report, chat, store, errors = docks
+    seen = []
+    worker = report.start_draft()
+    worker.yielded.connect(lambda item: seen.append(item))
+    _finish(qtbot, worker)
+    assert sum(kind == "text" for kind, _ in seen) > 5  # streamed token by token into the editor
+    text = report.editor.toPlainText()
+    assert "Lymph node" in text and report.sentences.count() == len(report.draft.sentences) >= 2
+    fp, _ = slide_key(layer.metadata["slide"])
+    assert store.model_draft(fp).text == text  # the model's draft is kept
+    report.show_evidence(0)
+    assert report.evidence.layer in viewer.layers and len(report.evidence.buttons) == 6
+    before = tuple(viewer.camera.center)
+    report.evidence.buttons[0].click()
+    assert tuple(viewer.camera.center) != before
+    # an edit (unicode included) is on disk within 2 s, and comes back in a new dock
+    report.editor.setPlainText(text + "\nComment: Ki-67 ≈ 5 % — réviser ✓")
+    qtbot.wait(2100)
+    assert store.latest_text(fp).endswith("réviser ✓")
+    assert store.model_draft(fp).text == text  # edits never replace the model's draft
+    again = ReportWidget(viewer, store)
+    again._layer_changed()
+    assert again.editor.toPlainText().endswith("réviser ✓") and "restored" in again.status.text().lower()
+    assert report.save_version("accepted") and store.load(fp).versions[-1].kind == "accepted"
+    # exports, never overwriting without asking
+    md, js, pdf = tmp_path / "r.md", tmp_path / "r.json", tmp_path / "r.pdf"
+    assert report.export(md) == md and "réviser" in md.read_text()
+    assert report.export(js) == js and json.loads(js.read_text())["sentences"]
+    assert report.export(pdf) == pdf and pdf.read_bytes().startswith(b"%PDF")
+    report.confirm = lambda question: False
+    md.write_text("keep me")
+    assert report.export(md) is None and md.read_text() == "keep me"
+    from PIL import Image
+
+    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)[..., :3]).save(output_dir / "report-dock.png")
+
+
+def test_stop_mid_draft_keeps_partial_text_unsaved(docks, qtbot):
+    viewer, layer, report, chat, store, errors = docks
+    worker = report.start_draft()
+    worker.yielded.connect(lambda item: report.stop() if item[0] == "text" else None)
+    _finish(qtbot, worker)
+    assert "Stopped" in report.status.text() and report.draft_button.isEnabled()
+
+
+def test_unwritable_store_keeps_the_text_and_says_where(docks, qtbot, tmp_path):
+    from napari_pathalign.pipeline.report_store import ReportStore
+
+    viewer, layer, report, chat, store, errors = docks
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    report.store = ReportStore(folder)
+    os.chmod(folder, 0o500)
+    try:
+        probe = folder / "probe"
+        try:
+            probe.write_text("x")  # root ignores permissions: then this test cannot say anything
+            probe.unlink()
+            pytest.skip("running as a user that can write into a read-only folder")
+        except PermissionError:
+            pass
+        report.editor.setPlainText("my careful edit")
+        qtbot.wait(2100)
+        assert "Could not autosave" in report.status.text() and report.editor.toPlainText() == "my careful edit"
+        assert not report.save_version() and "Not saved" in report.status.text()
+    finally:
+        os.chmod(folder, 0o700)
+
+
+def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
+    from napari_pathalign._napari.report_widget import slide_key
+
+    viewer, layer, report, chat, store, errors = docks
+    worker = chat.ask("Is tumour present?")
+    _finish(qtbot, worker)
+    answer = chat.answers[-1]
+    assert answer is not None and answer.text and chat.conversation.count() == 2
+    chat.show_evidence(1)
+    assert chat.evidence.layer in viewer.layers
+    chat.conversation.setCurrentRow(1)
+    assert chat.copy_to_report() is report and answer.text in report.editor.toPlainText()
+    turns = store.load(slide_key(layer.metadata["slide"])[0]).chat
+    assert turns[-1].question == "Is tumour present?" and turns[-1].answer == answer.text
+    for bad, message in (("", "empty"), ("x" * 5000, "characters")):
+        assert chat.ask(bad) is None and message in chat.status.text()
+    chat.scope.setCurrentText("selected shape")
+    assert chat.ask("Is tumour present?") is None and "no shape is selected" in chat.status.text()
+    chat.scope.setCurrentText("current view")
+    worker = chat.ask("Is tumour present?")
+    _finish(qtbot, worker)
+    assert "[current view]" in chat.conversation.item(2).text() and chat.answers[-1].provenance.region is not None
+
+
+CHILD = r"""
+import sys, time
+from napari_pathalign.pipeline.report_store import ReportStore
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_pathalign._napari.report_widget import ReportWidget
+viewer = napari.Viewer(show=False)
+viewer.open(sys.argv[1], plugin="napari-pathalign")
+w = ReportWidget(viewer, ReportStore(sys.argv[2]))
+w._layer_changed()
+w.editor.setPlainText(sys.argv[3])
+end = time.monotonic() + 2.5
+while time.monotonic() < end:
+    QApplication.processEvents()
+    time.sleep(0.02)
+print("typed", flush=True)
+while True:
+    QApplication.processEvents()
+    time.sleep(0.02)
+"""
+
+
+def test_kill_9_after_an_edit_keeps_the_edit(tmp_path):
+    """napari killed 2.5 s after an edit: on restart the edit is there."""
+    from napari_pathalign.pipeline.features import slide_fingerprint
+    from napari_pathalign.pipeline.report_store import ReportStore
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), NAPARI_CONFIG=str(tmp_path / "napari.yaml"))
+    text = "Edit typed just before the crash: metastatic carcinoma, 2 foci."
+    child = subprocess.Popen([sys.executable, "-c", CHILD, DEMO, str(tmp_path / "reports"), text], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "typed" not in (child.stdout.readline() or ""):
+            pass
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    assert ReportStore(tmp_path / "reports").latest_text(slide_fingerprint(DEMO)) == text
