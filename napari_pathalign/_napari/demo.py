@@ -34,12 +34,40 @@ DEMO_PHRASE = "metastatic carcinoma"
 
 def open_workspace(viewer: napari.Viewer):
     """Dock the workspace on the demo lymph node, Analyse it, then show where the tumour phrase matches."""
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "PathAlign workspace", tabify=False)
+    from napari_pathalign._napari.workspace_widget import WorkspaceWidget
+
+    widget = WorkspaceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="PathAlign workspace", area="left")
     slide_layer = viewer.layers.selection.active
     worker = widget.analyse()
     if worker is not None:
         worker.returned.connect(lambda _: (widget.tabs.setCurrentIndex(1), widget.text.show_requested.emit(DEMO_PHRASE)))
     return widget, slide_layer
+
+
+DEMO_QUESTION = "Is tumour present?"
+
+
+def open_report_and_chat(viewer: napari.Viewer, workspace):
+    """Report and Chat docks on the right; once the analysis is ready: a draft, then one question."""
+    from napari_pathalign._napari.chat_widget import ChatWidget
+    from napari_pathalign._napari.report_widget import ReportWidget
+
+    report, chat = ReportWidget(viewer), ChatWidget(viewer)
+    viewer.window.add_dock_widget(report, name="Report", area="right")
+    viewer.window.add_dock_widget(chat, name="Chat", area="right")
+    report._layer_changed()
+    chat._layer_changed()
+    report.confirm = lambda question: True  # the demo replaces an earlier demo draft without asking
+
+    def start(_):
+        worker = report.start_draft()
+        if worker is not None:
+            worker.finished.connect(lambda: chat.ask(DEMO_QUESTION))
+
+    if workspace.worker is not None:
+        workspace.worker.returned.connect(start)
+    return report, chat
 
 
 def shared_tiles() -> Path | None:
@@ -64,7 +92,7 @@ def open_similar_cases(viewer: napari.Viewer, slide_layer):
     from napari_pathalign._napari.search_widget import SearchWidget
 
     widget = SearchWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Similar cases", area="left")  # the right side holds the workspace
+    viewer.window.add_dock_widget(widget, name="Similar cases", area="left", tabify=True)  # a tab beside the workspace
     tiles = shared_tiles()
     folder = demo_library_folder()
     if tiles is None and not (folder / "library").is_dir():
@@ -109,6 +137,14 @@ def _wait(condition, seconds: float = 300.0) -> bool:
     return False
 
 
+def _raise_dock(viewer: napari.Viewer, widget) -> None:
+    dock = widget.parent()
+    while dock is not None and not hasattr(dock, "raise_"):
+        dock = dock.parent()
+    if dock is not None:
+        dock.raise_()
+
+
 def _frame(viewer: napari.Viewer, layer) -> None:
     """Fit the view to one slide layer (the demo lymph node with its heatmap)."""
     viewer.fit_to_view(layers=[layer])
@@ -122,6 +158,7 @@ def run_demo(screenshot: Path | None = None) -> Path | None:
     viewer = build_viewer(show=True)
     widget, slide_layer = open_workspace(viewer)
     search = open_similar_cases(viewer, slide_layer)
+    report, chat = open_report_and_chat(viewer, widget)
     if screenshot is None:
         QTimer.singleShot(300, lambda: _frame(viewer, slide_layer))  # fit again once the docks have taken their width
         napari.run()
@@ -130,6 +167,9 @@ def run_demo(screenshot: Path | None = None) -> Path | None:
         print("warning: the workspace did not finish analysing in time; the screenshot shows it unfinished")
     if not _wait(lambda: bool(search.hits) or "rror" in search.status.text() or "not beside" in search.status.text(), 600):
         print("warning: the similar-cases search did not finish in time")
+    if not _wait(lambda: any(a is not None for a in chat.answers) or "ould not" in chat.status.text(), 300):
+        print("warning: the draft and the demo question did not finish in time")
+    _raise_dock(viewer, widget)  # the workspace tab in front: the screenshot shows its heatmap controls
     for _ in range(10):  # let the window lay out its docks
         QApplication.processEvents()
     _frame(viewer, slide_layer)
