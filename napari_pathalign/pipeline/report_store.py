@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -254,9 +254,9 @@ class ReportStore:
             moved = report.slide != slide  # the same content at a new path: remember where it is now
             report.slide = slide
             if change(report) or moved:
-                doc = {k: v for k, v in asdict(report).items() if k != "restored_message"}
+                doc = _to_doc(report)
                 try:
-                    atomic_write_text(file, json.dumps(doc, indent=1, allow_nan=False) + "\n", mode=FILE_MODE)
+                    atomic_write_text(file, json.dumps(doc, allow_nan=False) + "\n", mode=FILE_MODE)  # no indent: the C encoder, ~10x faster
                 except OSError as e:
                     raise self._error(f"could not save the report of {slide.name}", e) from e
         return report
@@ -349,6 +349,18 @@ class ReportStore:
 
     def _error(self, what: str, e: OSError) -> ReportStoreError:
         return ReportStoreError(f"{what} in {self.folder}: {e}. The text is still open; make the folder writable or free disk space and save again, or copy the text elsewhere")
+
+
+def _to_doc(report: SlideReport) -> dict:
+    """The file's JSON. Shallow on purpose: drafts and answer_meta are plain JSON already, and
+    ``dataclasses.asdict`` deep-copies them, which made an autosave of a long chat take 0.5 s."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "slide": vars(report.slide),
+        "versions": [vars(v) for v in report.versions],
+        "chat": [vars(t) for t in report.chat],
+        "autosave": None if report.autosave is None else vars(report.autosave),
+    }
 
 
 def _parse(doc, fingerprint: str) -> SlideReport:
