@@ -146,6 +146,10 @@ class ReportWidget(QWidget):
         self._set_text(text or "")
         self.dirty = False
         message = getattr(report, "restored_message", "") if report is not None else (getattr(self.store, "last_message", "") or "")
+        if report is None and not message:
+            older = [f for f in self.store.find_by_path(slide_of(self.layer).path) if f != fp]
+            if older:
+                message = f"This slide's file has changed since its report was written (the report is kept under fingerprint {older[0]}, not shown for the new content)."
         self._say(message or "No saved report for this slide yet.")
 
     def _set_text(self, text: str):
