@@ -10,6 +10,8 @@ Metrics (all on the slides of one split folder: slides.csv + reports.jsonl + sli
 - drafts ("Final diagnosis:"): BLEU-4 (nltk, corpus), ROUGE-L F (rouge-score), and clinical-fact
   precision / recall of the draft's facts against the ground truth.
 - closed VQA: tumour present? which tissues? tumour extent bucket? accuracy of parsed answers.
+- on the slides with class maps: heatmap localisation (``eval/localisation.py``), and support
+  calibration, evidence faithfulness, follow-up and region questions (``eval/statements.py``).
 
 ``ci95`` holds percentile-bootstrap intervals (slides resampled, 2,000 times) of the metrics with
 targets: on a few dozen slides, one slide moves top-1 by 1/S, and readers should see that.
@@ -150,23 +152,21 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x))
 
 
-def _localisation(model, retrieval_model, encoder, grid, data: Path, rows: list[dict], features_dir: Path, progress: bool) -> tuple[dict, dict]:
-    """Heatmap localisation and faithfulness (eval/localisation.py) on the slides with class maps."""
+def _prepare(model, retrieval_model, encoder, grid, data: Path, rows: list[dict], features_dir: Path) -> tuple[list[int], list, list]:
+    """The slides with class maps: their row indices, a prepared SlideAnalysis and the class map of each
+    (the heatmap and the statement metrics share them)."""
     from napari_pathalign.eval.class_maps import class_map_path, read_class_map
-    from napari_pathalign.eval.localisation import localisation_metrics
     from napari_pathalign.io import open_slide
     from napari_pathalign.pipeline.analysis import SlideAnalysis
 
-    rows = [r for r in rows if class_map_path(data / r["slide"]).is_file()]
-    if not rows:
-        return {}, {}  # demo data written before class maps existed: regenerate it with `pathalign demo-data`
+    keep = [i for i, r in enumerate(rows) if class_map_path(data / r["slide"]).is_file()]  # none: demo data from before class maps; regenerate it with `pathalign demo-data`
     analyses = []
-    for r in rows:
-        a = SlideAnalysis(open_slide(data / r["slide"]), encoder=encoder, model=model, retrieval_model=retrieval_model, grid=grid, cache_dir=features_dir)
+    for i in keep:
+        a = SlideAnalysis(open_slide(data / rows[i]["slide"]), encoder=encoder, model=model, retrieval_model=retrieval_model, grid=grid, cache_dir=features_dir)
         for _ in a.iter_prepare():
             pass
         analyses.append(a)
-    return localisation_metrics(analyses, [read_class_map(data / r["slide"]) for r in rows], [r["source"] for r in rows], progress)
+    return keep, analyses, [read_class_map(data / rows[i]["slide"]) for i in keep]
 
 
 def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None = None, progress: bool = True, localise: bool = True) -> dict:
@@ -202,9 +202,14 @@ def evaluate(model, data: Path, retrieval_model=None, features_dir: Path | None 
         ci["fact_recall"] = bootstrap_ci(_fact_recall, counts)
         ci["vqa_closed"] = bootstrap_ci(_mean, {"x": correct})
     if model.lm is not None and localise:
-        loc, loc_ci = _localisation(model, retrieval_model, encoder, grid, data, rows, features_dir or data / "features", progress)
-        metrics.update(loc)
-        ci.update(loc_ci)
+        from napari_pathalign.eval.localisation import localisation_metrics
+        from napari_pathalign.eval.statements import statement_metrics
+
+        keep, analyses, maps = _prepare(model, retrieval_model, encoder, grid, data, rows, features_dir or data / "features")
+        if analyses:
+            for m, c in (localisation_metrics(analyses, maps, [rows[i]["source"] for i in keep], progress), statement_metrics(analyses, maps, [truths[i] for i in keep], progress)):
+                metrics.update(m)
+                ci.update(c)
     metrics["ci95"] = ci
     if model.lm is not None:
         metrics["examples"] = [{"slide": r["slide"], "reference": x, "draft": d, "answers": a} for r, x, d, a in list(zip(rows, texts, drafts, answers))[:5]]

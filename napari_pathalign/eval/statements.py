@@ -1,0 +1,283 @@
+"""Can a reader trust a draft sentence by sentence? Support, evidence, follow-ups and regions on demo slides.
+
+All four run on prepared ``SlideAnalysis`` objects of held-out demo slides (ground truth from
+slides.csv, cell classes from the class maps), with greedy decoding:
+
+- **Support calibration**: each draft sentence that states a clinical fact (``eval/facts.py``) is
+  TRUE when every fact it states is in the slide's ground truth, FALSE otherwise; sentences without
+  a fact (specimen lines) are skipped. Reported: the AUC of ``support`` separating true from false
+  sentences, and the share of true sentences among the unflagged (support >= ``LOW_SUPPORT``) and
+  the flagged ones. A reader who checks only the flagged sentences relies on that split.
+- **Evidence faithfulness**: deleting a sentence's top 10% evidence patches must lower the
+  retrieval model's slide-sentence similarity more than deleting a random 10% (the deletion test of
+  ``eval/localisation.py``). Raw similarity, not support: support is a rank among reference
+  sentences and barely moves when every similarity drops a little.
+- **Follow-up questions**: 'Is tumour present?' asked after 'Which tissues are present?' with the
+  first turn as history, against the same question asked alone.
+- **Region questions**: 'Is tumour present?' asked of a square on the slide's largest tumour area
+  and of a square on tumour-free tissue, each about a quarter of the tissue's bounding box.
+
+Confidence intervals resample slides, not sentences: the sentences of one draft stand or fall together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_pathalign.eval.bootstrap import bootstrap_ci
+from napari_pathalign.eval.class_maps import GLASS, ClassMap, patch_class_fractions
+from napari_pathalign.eval.facts import parse_facts, parse_yes_no, truth_facts
+from napari_pathalign.eval.localisation import deletion_test
+from napari_pathalign.train.demo_reports import QUESTIONS, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth
+
+REGION_FRACTION = 0.25  # region side as a share of the tissue's bounding-box side
+MIN_REGION_PATCHES = 4  # fewer patches than this say too little to ask about
+
+
+def sentence_facts(text: str, source: str) -> set[tuple[str, str]]:
+    """The facts one sentence states. An extent sentence ("Tumour forms a small focus.") names no
+    tumour, so the parser, which reads extents only after a tumour call, would see nothing: it is read
+    with the tumour named, and so states tumour present and its extent bucket."""
+    facts = parse_facts(text)
+    if not any(k == "tumour" for k, _ in facts):
+        implied = parse_facts(f"{TUMOUR_NAME[source]}. {text}")
+        if any(k == "extent" for k, _ in implied):
+            return implied
+    return facts
+
+
+def sentence_label(text: str, truth: PartTruth) -> bool | None:
+    """True when every fact the sentence states is true of the slide, False when one is not, None
+    when it states none."""
+    facts = sentence_facts(text, truth.source)
+    return None if not facts else facts <= truth_facts(truth)
+
+
+@dataclass
+class SlideStatements:
+    """The fact-bearing sentences of one slide's draft, with their support and deletion test."""
+
+    support: np.ndarray  # (S,) support of each sentence in [0, 1]
+    true: np.ndarray  # (S,) bool, all its facts true of the slide
+    drop_top: np.ndarray  # (S,) similarity drop after deleting its top 10% evidence patches (NaN: no test)
+    drop_random: np.ndarray  # (S,) the same for a random 10%, mean of 5 draws
+    skipped: int  # sentences without a fact
+
+
+@dataclass
+class RegionPair:
+    """Two squares on one slide: on its largest tumour area and on tumour-free tissue."""
+
+    tumour_xy_level0: np.ndarray  # (4, 2) level-0 (x, y) polygon
+    normal_xy_level0: np.ndarray  # (4, 2)
+    tumour_patches: np.ndarray  # (k,) indices of the patches whose centres lie inside
+    normal_patches: np.ndarray  # (m,)
+
+
+def _run(gen):
+    """Drain a streaming generator; its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _auc(support: np.ndarray, true: np.ndarray) -> float | None:
+    """ROC AUC as the Mann-Whitney statistic (ties count half, as sklearn's): 2,000 bootstrap draws
+    in a second rather than in sklearn's ten."""
+    from scipy.stats import rankdata
+
+    n_true = int(true.sum())
+    n_false = len(true) - n_true
+    if not n_true or not n_false:
+        return None
+    ranks = rankdata(support)  # (S,) average ranks
+    return float((ranks[true].sum() - n_true * (n_true + 1) / 2) / (n_true * n_false))
+
+
+def _pool(slides: list[SlideStatements], index) -> SlideStatements:
+    """The sentences of the slides at ``index`` (a slide drawn twice counts twice)."""
+    picked = [slides[i] for i in index]
+    cat = lambda name, dtype: np.concatenate([getattr(s, name) for s in picked]).astype(dtype) if picked else np.zeros(0, dtype)  # noqa: E731
+    return SlideStatements(cat("support", float), cat("true", bool), cat("drop_top", float), cat("drop_random", float), sum(s.skipped for s in picked))
+
+
+def _precision(true: np.ndarray) -> float | None:
+    return float(true.mean()) if len(true) else None
+
+
+def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatements:
+    """Draft the slide (greedy), label each sentence and run its deletion test."""
+    draft = _run(analysis.iter_draft())
+    support, true, top, rand, skipped = [], [], [], [], 0
+    for k, s in enumerate(draft.sentences):
+        label = sentence_label(s.text, truth)
+        if label is None:
+            skipped += 1
+            continue
+        support.append(s.support)
+        true.append(label)
+        d = deletion_test(analysis, s.evidence.heatmap, s.text, "retrieval", seed=seed * 1000 + k)
+        top.append(np.nan if d is None else d.drop_top)
+        rand.append(np.nan if d is None else d.drop_random)
+    return SlideStatements(np.array(support, float), np.array(true, bool), np.array(top, float), np.array(rand, float), skipped)
+
+
+def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
+    """Support AUC (true vs false sentences), precision of unflagged vs flagged sentences, and evidence faithfulness."""
+    from napari_pathalign.pipeline.drafting import LOW_SUPPORT
+
+    every = _pool(slides, range(len(slides)))
+    unflagged = every.support >= LOW_SUPPORT
+    tested = np.isfinite(every.drop_top)
+    faithful = every.drop_top[tested] > every.drop_random[tested]
+    metrics = {
+        "support_auc": _auc(every.support, every.true),
+        "support_true_sentences": int(every.true.sum()),
+        "support_false_sentences": int((~every.true).sum()),
+        "support_skipped_sentences": int(every.skipped),
+        "support_precision_unflagged": _precision(every.true[unflagged]),
+        "support_unflagged_sentences": int(unflagged.sum()),
+        "support_precision_flagged": _precision(every.true[~unflagged]),
+        "support_flagged_sentences": int((~unflagged).sum()),
+        "evidence_faithful_share": float(faithful.mean()) if tested.any() else None,
+        "evidence_drop_top": float(every.drop_top[tested].mean()) if tested.any() else None,
+        "evidence_drop_random": float(every.drop_random[tested].mean()) if tested.any() else None,
+        "evidence_sentences": int(tested.sum()),
+    }
+
+    def auc(slide):
+        p = _pool(slides, slide)
+        return _auc(p.support, p.true)
+
+    def share(slide):
+        p = _pool(slides, slide)
+        ok = np.isfinite(p.drop_top)
+        return float((p.drop_top[ok] > p.drop_random[ok]).mean()) if ok.any() else None
+
+    ci = {}
+    if slides and metrics["support_auc"] is not None:
+        ci["support_auc"] = bootstrap_ci(auc, {"slide": np.arange(len(slides))})
+    if slides and tested.any():
+        ci["evidence_faithful_share"] = bootstrap_ci(share, {"slide": np.arange(len(slides))})
+    return metrics, ci
+
+
+def follow_up_metrics(analyses: list, truths: list[PartTruth], progress: bool = True) -> tuple[dict, dict]:
+    """'Is tumour present?' after 'Which tissues are present?' (history) vs asked alone."""
+    from tqdm import tqdm
+
+    first, question = QUESTIONS["tissues"][0], QUESTIONS["tumour"][0]
+    multi, single, used = [], [], []
+    for a, t in tqdm(list(zip(analyses, truths)), desc="follow-up questions", unit="slide", disable=not progress):
+        expected = "yes" if t.tumour_fraction > 0 else "no"
+        a1 = _run(a.iter_answer(first))
+        a2 = _run(a.iter_answer(question, history=[(first, a1.text)]))
+        alone = _run(a.iter_answer(question))
+        multi.append(parse_yes_no(a2.text) == expected)
+        single.append(parse_yes_no(alone.text) == expected)
+        used.append(a2.history_used)
+    if not analyses:
+        return {}, {}
+    metrics = {
+        "vqa_followup_tumour": float(np.mean(multi)),
+        "vqa_single_turn_tumour": float(np.mean(single)),
+        "vqa_followup_history_used": float(np.mean(used)),
+        "vqa_followup_slides": len(analyses),
+    }
+    return metrics, {"vqa_followup_tumour": bootstrap_ci(lambda x: float(np.mean(x)), {"x": np.array(multi, float)})}
+
+
+def _square(r0: int, c0: int, k: int, cell: int) -> np.ndarray:
+    """The (4, 2) level-0 polygon of the k x k cells from (row r0, col c0)."""
+    x, y, s = c0 * cell, r0 * cell, k * cell
+    return np.array([[x, y], [x + s, y], [x + s, y + s], [x, y + s]], np.float64)
+
+
+def region_pair(class_map: ClassMap, tumour_class: str, xy_level0: np.ndarray, size_level0: int, min_patches: int = MIN_REGION_PATCHES) -> RegionPair | None:
+    """A square on the largest tumour area and one on tumour-free tissue, or None when the slide has none.
+
+    Squares lie on the class map's cells, ``REGION_FRACTION`` of the tissue's bounding-box side
+    (the longer one). The tumour square is the one holding the most tumour cells; the normal square
+    the one holding the most tissue among those whose patches (centres inside, as
+    ``SlideAnalysis.region`` takes them) touch no tumour cell: a patch reaches past the square, and
+    the model sees the whole patch. Each needs ``min_patches`` patches.
+    """
+    from napari_pathalign.pipeline.regions import patches_in_polygon
+
+    if tumour_class not in class_map.classes:
+        return None
+    grid, cell = class_map.grid, class_map.cell_size_level0
+    tumour = grid == class_map.classes.index(tumour_class)  # (rows, cols)
+    tissue = grid != GLASS
+    if not tumour.any():
+        return None
+    rows, cols = np.nonzero(tissue)
+    k = max(1, int(round(REGION_FRACTION * max(np.ptp(rows) + 1, np.ptp(cols) + 1))))
+    if k > min(grid.shape):
+        return None
+
+    def window_sums(mask):  # (rows - k + 1, cols - k + 1): cells of mask in the k x k square at each top-left cell
+        c = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+    n_tumour, n_tissue = window_sums(tumour), window_sums(tissue)
+    t_col = class_map.classes.index(tumour_class)
+
+    def first(order, ok):
+        for flat in order:
+            r0, c0 = np.unravel_index(flat, n_tumour.shape)
+            poly = _square(int(r0), int(c0), k, cell)
+            inside = patches_in_polygon(xy_level0, size_level0, poly)
+            if len(inside) >= min_patches and ok(r0, c0, inside):
+                return poly, inside
+        return None
+
+    tumour_pick = first(np.argsort(-n_tumour, axis=None, kind="stable"), lambda r0, c0, inside: n_tumour[r0, c0] > 0)
+    clean = lambda r0, c0, inside: n_tumour[r0, c0] == 0 and n_tissue[r0, c0] > 0 and not patch_class_fractions(class_map, xy_level0[inside], size_level0)[:, t_col].any()  # noqa: E731
+    normal_pick = first(np.argsort(-n_tissue, axis=None, kind="stable"), clean)
+    if tumour_pick is None or normal_pick is None:
+        return None
+    return RegionPair(tumour_pick[0], normal_pick[0], tumour_pick[1], normal_pick[1])
+
+
+def region_metrics(analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True) -> tuple[dict, dict]:
+    """'Is tumour present?' of a tumour square (expect yes) and a tumour-free square (expect no) per tumour slide."""
+    from tqdm import tqdm
+
+    question = QUESTIONS["tumour"][0]
+    tumour_ok, normal_ok = [], []
+    for a, cmap, t in tqdm(list(zip(analyses, class_maps, truths)), desc="region questions", unit="slide", disable=not progress):
+        if t.tumour_fraction <= 0:
+            continue
+        f = a.features
+        pair = region_pair(cmap, TUMOUR_CLASSES[t.source], f.xy_level0, f.size_level0)
+        if pair is None:
+            continue
+        tumour_ok.append(parse_yes_no(_run(a.region(pair.tumour_xy_level0).iter_answer(question)).text) == "yes")
+        normal_ok.append(parse_yes_no(_run(a.region(pair.normal_xy_level0).iter_answer(question)).text) == "no")
+    if not tumour_ok:
+        return {}, {}
+    per_slide = (np.array(tumour_ok, float) + np.array(normal_ok, float)) / 2
+    metrics = {
+        "region_accuracy": float(per_slide.mean()),
+        "region_tumour_accuracy": float(np.mean(tumour_ok)),
+        "region_normal_accuracy": float(np.mean(normal_ok)),
+        "region_slides": len(tumour_ok),
+    }
+    return metrics, {"region_accuracy": bootstrap_ci(lambda x: float(np.mean(x)), {"x": per_slide})}
+
+
+def statement_metrics(analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True) -> tuple[dict, dict]:
+    """Support calibration, evidence faithfulness, follow-up and region questions on prepared analyses."""
+    from tqdm import tqdm
+
+    slides = [draft_statements(a, t, seed=i) for i, (a, t) in enumerate(tqdm(list(zip(analyses, truths)), desc="draft sentences", unit="slide", disable=not progress))]
+    metrics, ci = support_metrics(slides)
+    for m, c in (follow_up_metrics(analyses, truths, progress), region_metrics(analyses, class_maps, truths, progress)):
+        metrics.update(m)
+        ci.update(c)
+    return metrics, ci
