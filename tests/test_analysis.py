@@ -270,3 +270,20 @@ def test_case_report_reads_back_as_parts():
     text = case_report([("A", "Lymph node, sentinel, excision: Metastatic carcinoma."), ("B", "Lymph node, axillary, excision: No tumour identified.")])
     parts = split_report(text).parts
     assert set(parts) == {"A", "B"} and "Metastatic" in parts["A"] and "No tumour" in parts["B"]
+
+
+def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_path):
+    """The real CMU-1 (skin) gets a warning with its draft; the held-out demo lymph node does not."""
+    g, r, enc = models
+    skin = SlideAnalysis(open_slide(str(files("napari_pathalign.resources") / "CMU-1-Small-Region.svs")), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path)
+    list(skin.iter_prepare())
+    gen = skin.iter_draft()
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            draft = stop.value
+            break
+    assert draft.in_distribution is not None and draft.in_distribution.warn
+    assert "unlike the model's training tissue" in draft.note and draft.to_dict()["in_distribution"]["warn"]
+    assert not analysis.in_distribution().warn

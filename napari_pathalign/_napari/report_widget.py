@@ -264,7 +264,8 @@ class ReportWidget(QWidget):
         except ReportStoreError as exc:
             saved = f"NOT saved ({exc})"
         flagged = sum(s.flagged for s in draft.sentences)
-        self._say(f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip())
+        warn = bool(getattr(draft.in_distribution, "warn", False))
+        self._say(f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip(), error=warn)
         self.dirty = False
 
     def show_evidence(self, row: int):

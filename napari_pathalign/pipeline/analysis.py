@@ -77,6 +77,7 @@ class SlideAnalysis:
         self._regions: np.ndarray | None = None  # (N, Q, E) float16 neighbourhood embeddings of the generation model
         self._text_cache: dict = {}  # (role, text) -> (E,) normalised
         self.statements: list = []  # sentences of the drafts and answers made on this analysis (statements_at)
+        self._in_distribution = None  # cached InDistribution of the slide's patch features
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
         self.parent: SlideAnalysis | None = None
 
@@ -304,6 +305,20 @@ class SlideAnalysis:
         maps = {c: self._heatmap(local[:, k], "zero-shot", f"P({c}) per region", cls=c, classes=names) for k, c in enumerate(names)}
         return ZeroShot(dict(zip(names, map(float, probs))), dict(zip(names, map(float, sims))), maps, temperature, model)
 
+    def in_distribution(self):
+        """How far the slide's patch features lie from the model's training data (``InDistribution``),
+        or None when no feature distribution ships for the selected encoder's weights."""
+        from napari_pathalign.models.distribution import load_embedded_distribution
+
+        self._need_ready()
+        if self._in_distribution is None and self.encoder is not None and self.encoder.name == "embedded":
+            try:
+                dist = load_embedded_distribution()
+                self._in_distribution = dist.slide_score(self.features)
+            except (ValueError, FileNotFoundError):  # retrained weights without a refitted distribution
+                return None
+        return self._in_distribution
+
     # ------------------------------------------------------------------ drafts and answers
     def iter_draft(self, config=None, prompt: str = "Final diagnosis:"):
         """Generator of the draft so far (text, token by token); returns a ``Draft`` with support and evidence."""
@@ -371,6 +386,7 @@ class SlideAnalysis:
         child._text_cache = dict(self._text_cache)
         child.polygon_xy_level0 = np.asarray(polygon_xy_level0, np.float64)
         child.statements = []
+        child._in_distribution = None
         child.parent = self
         child.patch_index = index  # rows of the parent's patches
         for _ in child._encode():
