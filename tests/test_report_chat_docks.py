@@ -67,6 +67,10 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     before = tuple(viewer.camera.center)
     report.evidence.buttons[0].click()
     assert tuple(viewer.camera.center) != before
+    # evidence the other way: a click on a patch lists what the draft says about it
+    xy = report.draft.sentences[0].evidence.top_xy_level0[0] + 5
+    report._on_click(viewer, type("E", (), {"position": layer.data_to_world((xy[1], xy[0]))})())
+    assert "the statements it supports most" in report.here.text() and report.draft.sentences[0].text[:20] in report.here.text()
     # an edit (unicode included) is on disk within 2 s, and comes back in a new dock
     report.editor.setPlainText(text + "\nComment: Ki-67 ≈ 5 % — réviser ✓")
     qtbot.wait(2100)

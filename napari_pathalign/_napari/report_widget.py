@@ -107,6 +107,10 @@ class ReportWidget(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         self.sentences.itemClicked.connect(lambda item: self.show_evidence(self.sentences.row(item)))
         self.viewer.layers.selection.events.active.connect(self._layer_changed)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.here = QLabel("")  # evidence the other way: what the draft says about the clicked place
+        self.here.setWordWrap(True)
+        layout.insertWidget(layout.indexOf(self.evidence) + 1, self.here)
         self._streaming = False
         self._layer_changed()
 
@@ -272,6 +276,22 @@ class ReportWidget(QWidget):
         if self.draft is None or not 0 <= row < len(self.draft.sentences) or self.layer is None:
             return
         self.evidence.show(self.draft.sentences[row], self.layer)
+
+    def _on_click(self, viewer, event):
+        """List what the draft and answers say about the clicked patch, best supported first."""
+        from napari_pathalign._napari.heatmap_layers import level0_of_world
+
+        layer = self.layer
+        analysis = self.registry.get(slide_of(layer)) if layer is not None else None
+        if analysis is None or not analysis.ready or not analysis.statements:
+            return
+        found = analysis.statements_at(level0_of_world(layer, event.position))
+        if found is None:
+            self.here.setText("")
+            return
+        lines = [f"{v:.0%} · {s.text}" for s, v in found.statements[:3]]
+        classes = ", ".join(f"{c} {p:.0%}" for c, p in found.class_probabilities.items())
+        self.here.setText(f"<b>At patch ({found.xy_level0[0]}, {found.xy_level0[1]})</b> ({classes}); the statements it supports most:<br>" + "<br>".join(lines))
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path) -> Path | None:
