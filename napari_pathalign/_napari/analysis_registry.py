@@ -41,6 +41,17 @@ class AnalysisRegistry:
                 self.models[key] = PathAlign.load(spec, device=device)
             return self.models[key]
 
+    def iter_ready(self, slide, device: str = "auto"):
+        """Generator of progress; returns the slide's prepared analysis (the default models), made once."""
+        from napari_pathalign.pipeline.analysis import SlideAnalysis
+
+        analysis = self.get(slide)
+        if analysis is None or not analysis.ready:
+            analysis = SlideAnalysis(slide, encoder=self.encoder("embedded", None, device), model=self.model("embedded", device), retrieval_model=self.model("embedded-r", device))
+            yield from analysis.iter_prepare()
+            self.put(slide, analysis)
+        return analysis
+
     def encoder(self, name: str, weights: str | None, device: str):
         from napari_pathalign.models.encoders import load_patch_encoder
 

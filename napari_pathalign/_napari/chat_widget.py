@@ -20,14 +20,14 @@ SCOPES = ["whole slide", "current view", "selected shape"]
 
 
 @thread_worker
-def _answer(registry, slide, analysis, polygon, question, history):
-    from napari_pathalign.pipeline.analysis import SlideAnalysis
-
-    if analysis is None or not analysis.ready:
-        analysis = SlideAnalysis(slide, encoder=registry.encoder("embedded", None, "auto"), model=registry.model("embedded", "auto"), retrieval_model=registry.model("embedded-r", "auto"))
-        for p in analysis.iter_prepare():
-            yield ("progress", str(p))
-        registry.put(slide, analysis)
+def _answer(registry, slide, polygon, question, history):
+    gen = registry.iter_ready(slide)
+    while True:
+        try:
+            yield ("progress", str(next(gen)))
+        except StopIteration as stop:
+            analysis = stop.value
+            break
     target = analysis.region(polygon) if polygon is not None else analysis
     gen = target.iter_draft(prompt=question) if question.endswith(":") else target.iter_answer(question, history)
     while True:
@@ -148,7 +148,7 @@ class ChatWidget(QWidget):
             return None
         history = [(q, a.text) for q, a in self._pairs()]
         slide = slide_of(self.layer)
-        worker = _answer(self.registry, slide, self.registry.get(slide), polygon, question, history, _ignore_errors=True)
+        worker = _answer(self.registry, slide, polygon, question, history, _ignore_errors=True)
         where = "" if polygon is None else f" [{self.scope.currentText()}]"
         self._add_row(f"Q{where}: {question}", None)
         pending = self._add_row("A: ...", None)

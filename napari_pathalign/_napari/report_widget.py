@@ -24,15 +24,15 @@ DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p
 
 
 @thread_worker
-def _draft(registry, slide, analysis, config, prompt):
+def _draft(registry, slide, config, prompt):
     """Prepare the slide's analysis when needed, then stream the draft."""
-    from napari_pathalign.pipeline.analysis import SlideAnalysis
-
-    if analysis is None or not analysis.ready:
-        analysis = SlideAnalysis(slide, encoder=registry.encoder("embedded", None, "auto"), model=registry.model("embedded", "auto"), retrieval_model=registry.model("embedded-r", "auto"))
-        for p in analysis.iter_prepare():
-            yield ("progress", str(p))
-        registry.put(slide, analysis)
+    gen = registry.iter_ready(slide)
+    while True:
+        try:
+            yield ("progress", str(next(gen)))
+        except StopIteration as stop:
+            analysis = stop.value
+            break
     gen = analysis.iter_draft(config, prompt)
     while True:
         try:
@@ -218,7 +218,7 @@ class ReportWidget(QWidget):
             self.autosave()
         slide = slide_of(layer)
         config = GenerationConfig(**DECODING[self.decoding.currentText()])
-        worker = _draft(self.registry, slide, self.registry.get(slide), config, "Final diagnosis:", _ignore_errors=True)
+        worker = _draft(self.registry, slide, config, "Final diagnosis:", _ignore_errors=True)
         worker.yielded.connect(self._on_yield)
         worker.returned.connect(lambda d, layer=layer: self._on_draft(layer, d))
         worker.errored.connect(lambda exc: self._say(f"Draft failed: {exc}", error=True))

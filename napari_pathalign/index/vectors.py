@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.io.atomic import fsync_folder
+
 # Up to this many vectors "auto" searches exactly (IndexFlatIP): exact, no training, and fast
 # enough at this size. Above it, IVF. benchmarks/ measures where the crossover really lies.
 EXACT_MAX = 20_000  # benchmarks/bench_search.py: exact FlatIP single-query p50 reaches 1 ms near 27k vectors (dim 256, 1 thread)
@@ -223,7 +225,7 @@ class VectorIndex:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_folder(path.parent)
 
 
 def _fsync(path: str) -> None:
@@ -231,15 +233,3 @@ def _fsync(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows cannot open folders and does not need it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from napari_pathalign.io.atomic import fsync_folder
+
 EXPORT_SCHEMA = 1  # "schema" of the JSON export
 
 
@@ -61,7 +63,7 @@ def atomic_write_text(path, text: str, mode: int = 0o644, overwrite: bool = True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 
@@ -77,20 +79,6 @@ def _link_new(tmp: str, path: Path) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); folders cannot be opened for fsync on Windows."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _check_export(path, suffix: str, report_text, provenance, sentences, overwrite: bool) -> tuple[Path, dict, list]:
