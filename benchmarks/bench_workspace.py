@@ -98,6 +98,7 @@ def stage_rows(steps: dict[str, float], prefix: str) -> list[list]:
 def run_core(args, cache_dir: Path) -> dict:
     from napari_pathalign.io import open_slide
     from napari_pathalign.pipeline.analysis import SlideAnalysis
+    from napari_pathalign.pipeline.generators import run_to_end
     from napari_pathalign.pipeline.regions import rectangle
 
     slide = open_slide(args.slide)
@@ -141,12 +142,7 @@ def run_core(args, cache_dir: Path) -> dict:
     gen = a.iter_draft()
     next(gen)
     first = time.perf_counter() - t0
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            draft = stop.value
-            break
+    draft = run_to_end(gen)
     full = time.perf_counter() - t0
     rows.append(["draft: first streamed token", first, "greedy, after Analyse"])
     rows.append(["draft: full text + support + evidence", full, f"{len(draft.sentences)} sentences, {len(draft.text)} characters"])

@@ -35,6 +35,7 @@ def _add_slides(lib, args, model, encoder) -> int:
 
     from napari_pathalign.pipeline.batch import expand_slides
     from napari_pathalign.pipeline.features import GridConfig
+    from napari_pathalign.pipeline.generators import run_to_end
     from napari_pathalign.pipeline.library_build import iter_build, read_slide_table
 
     slides = expand_slides(args.slides)
@@ -43,17 +44,15 @@ def _add_slides(lib, args, model, encoder) -> int:
     table = read_slide_table(args.table) if args.table else None
     gen = iter_build(slides, lib, model, encoder, GridConfig(), _features_dir(args), table, args.workers, args.scheduler)
     bar = tqdm(total=len(slides), desc="library", unit="slide")
-    results = []
-    while True:
-        try:
-            done, _, res = next(gen)
-        except StopIteration as stop:
-            results = stop.value
-            break
+
+    def step(item) -> None:
+        res = item[2]
         if res is not None:
             if res.error:
                 tqdm.write(f"skipped {res.slide}: {res.error}")
             bar.update(1)
+
+    results = run_to_end(gen, step)
     bar.close()
     ok = [r for r in results if not r.error]
     print(f"{len(ok)} of {len(results)} slides added; the library holds {len(lib)} slides ({lib.info().index_type})")

@@ -9,17 +9,19 @@ from pathlib import Path
 
 def _run(gen, stream: bool):
     """Drive a draft/answer generator, printing the text as it grows; its return value."""
-    shown = ""
-    while True:
-        try:
-            text = next(gen)
-        except StopIteration as stop:
-            if stream:
-                print(file=sys.stderr)
-            return stop.value
-        if stream and text.startswith(shown):
-            print(text[len(shown) :], end="", flush=True, file=sys.stderr)
-        shown = text
+    from napari_pathalign.pipeline.generators import run_to_end
+
+    shown = [""]
+
+    def show(text: str) -> None:
+        if text.startswith(shown[0]):
+            print(text[len(shown[0]) :], end="", flush=True, file=sys.stderr)
+        shown[0] = text
+
+    result = run_to_end(gen, show if stream else None)
+    if stream:
+        print(file=sys.stderr)
+    return result
 
 
 def _analysis(args):

@@ -12,6 +12,7 @@ pytest.importorskip("torch")
 
 from napari_pathalign.io import open_slide  # noqa: E402
 from napari_pathalign.pipeline.analysis import SlideAnalysis, background_vocabulary  # noqa: E402
+from napari_pathalign.pipeline.generators import run_to_end  # noqa: E402
 
 DEMO = files("napari_pathalign.resources") / "demo-lymph-node.tif"
 
@@ -208,14 +209,8 @@ def test_cli_heatmap_and_zero_shot(tmp_path, capsys):
 def test_draft_streams_and_every_sentence_has_support_and_evidence(analysis):
     from napari_pathalign.models.decoder import GenerationConfig
 
-    gen = analysis.iter_draft()
     parts = []
-    while True:
-        try:
-            parts.append(next(gen))
-        except StopIteration as stop:
-            draft = stop.value
-            break
+    draft = run_to_end(analysis.iter_draft(), parts.append)
     assert len(parts) > 5 and all(b.startswith(a[: len(a) - 1]) for a, b in zip(parts, parts[1:]))  # it grows
     assert draft.text and draft.text == parts[-1] and "lymph node" in draft.text.lower()
     assert len(draft.sentences) >= 2
@@ -233,13 +228,7 @@ def test_draft_streams_and_every_sentence_has_support_and_evidence(analysis):
 
 
 def test_answers_history_region_and_statements_at(analysis):
-    gen = analysis.iter_answer("Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")])
-    answer = None
-    while answer is None:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            answer = stop.value
+    answer = run_to_end(analysis.iter_answer("Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")]))
     assert answer.question == "Is tumour present?" and answer.text and not answer.history_used and "not trained with conversation history" in answer.note
     for bad in ("", "   ", "x" * 5000):
         with pytest.raises(ValueError):
@@ -277,13 +266,7 @@ def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_pat
     g, r, enc = models
     skin = SlideAnalysis(open_slide(str(files("napari_pathalign.resources") / "CMU-1-Small-Region.svs")), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path)
     list(skin.iter_prepare())
-    gen = skin.iter_draft()
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            draft = stop.value
-            break
+    draft = run_to_end(skin.iter_draft())
     assert draft.in_distribution is not None and draft.in_distribution.warn
     assert "unlike the model's training tissue" in draft.note and draft.to_dict()["in_distribution"]["warn"]
     assert not analysis.in_distribution().warn

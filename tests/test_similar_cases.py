@@ -30,6 +30,7 @@ def built(tmp_path_factory, models):
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.index import Library
     from napari_pathalign.pipeline.features import GridConfig
+    from napari_pathalign.pipeline.generators import run_to_end
     from napari_pathalign.pipeline.library_build import iter_build, model_identity
     from napari_pathalign.train.demo_data import make_demo_data
 
@@ -41,14 +42,8 @@ def built(tmp_path_factory, models):
     model, encoder = models
     slides = [data / r["slide"] for r in rows]
     lib = Library.create(root / "lib", **model_identity(model, encoder))
-    gen = iter_build(slides, lib, model, encoder, GridConfig(), root / "features", table)
     progress = []
-    while True:
-        try:
-            progress.append(next(gen)[0])
-        except StopIteration as stop:
-            results = stop.value
-            break
+    results = run_to_end(iter_build(slides, lib, model, encoder, GridConfig(), root / "features", table), lambda item: progress.append(item[0]))
     lib.close()
     return {"root": root, "data": data, "rows": rows, "slides": slides, "results": results, "progress": progress, "lib": root / "lib", "features": root / "features"}
 

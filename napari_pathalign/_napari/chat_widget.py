@@ -21,20 +21,12 @@ SCOPES = ["whole slide", "current view", "selected shape"]
 
 @thread_worker
 def _answer(registry, slide, polygon, question, history):
-    gen = registry.iter_ready(slide)
-    while True:
-        try:
-            yield ("progress", str(next(gen)))
-        except StopIteration as stop:
-            analysis = stop.value
-            break
+    from napari_pathalign.pipeline.generators import mapped
+
+    analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
     target = analysis.region(polygon) if polygon is not None else analysis
     gen = target.iter_draft(prompt=question) if question.endswith(":") else target.iter_answer(question, history)
-    while True:
-        try:
-            yield ("text", next(gen))
-        except StopIteration as stop:
-            return stop.value
+    return (yield from mapped(gen, lambda text: ("text", text)))
 
 
 class ChatWidget(QWidget):

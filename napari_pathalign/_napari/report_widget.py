@@ -26,19 +26,10 @@ DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p
 @thread_worker
 def _draft(registry, slide, config, prompt):
     """Prepare the slide's analysis when needed, then stream the draft."""
-    gen = registry.iter_ready(slide)
-    while True:
-        try:
-            yield ("progress", str(next(gen)))
-        except StopIteration as stop:
-            analysis = stop.value
-            break
-    gen = analysis.iter_draft(config, prompt)
-    while True:
-        try:
-            yield ("text", next(gen))
-        except StopIteration as stop:
-            return stop.value
+    from napari_pathalign.pipeline.generators import mapped
+
+    analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
+    return (yield from mapped(analysis.iter_draft(config, prompt), lambda text: ("text", text)))
 
 
 def slide_key(slide) -> tuple[str, str]:

@@ -30,6 +30,7 @@ from napari_pathalign.eval.bootstrap import bootstrap_ci
 from napari_pathalign.eval.class_maps import GLASS, ClassMap, patch_class_fractions
 from napari_pathalign.eval.facts import parse_facts, parse_yes_no, truth_facts
 from napari_pathalign.eval.localisation import deletion_test
+from napari_pathalign.pipeline.generators import run_to_end
 from napari_pathalign.train.demo_reports import QUESTIONS, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth
 
 REGION_FRACTION = 0.25  # region side as a share of the tissue's bounding-box side
@@ -76,15 +77,6 @@ class RegionPair:
     normal_patches: np.ndarray  # (m,)
 
 
-def _run(gen):
-    """Drain a streaming generator; its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def _auc(support: np.ndarray, true: np.ndarray) -> float | None:
     """ROC AUC as the Mann-Whitney statistic (ties count half, as sklearn's): 2,000 bootstrap draws
     in a second rather than in sklearn's ten."""
@@ -111,7 +103,7 @@ def _precision(true: np.ndarray) -> float | None:
 
 def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatements:
     """Draft the slide (greedy), label each sentence and run its deletion test."""
-    draft = _run(analysis.iter_draft())
+    draft = run_to_end(analysis.iter_draft())
     support, true, top, rand, skipped = [], [], [], [], 0
     for k, s in enumerate(draft.sentences):
         label = sentence_label(s.text, truth)
@@ -174,9 +166,9 @@ def follow_up_metrics(analyses: list, truths: list[PartTruth], progress: bool = 
     multi, single, used = [], [], []
     for a, t in tqdm(list(zip(analyses, truths)), desc="follow-up questions", unit="slide", disable=not progress):
         expected = "yes" if t.tumour_fraction > 0 else "no"
-        a1 = _run(a.iter_answer(first))
-        a2 = _run(a.iter_answer(question, history=[(first, a1.text)]))
-        alone = _run(a.iter_answer(question))
+        a1 = run_to_end(a.iter_answer(first))
+        a2 = run_to_end(a.iter_answer(question, history=[(first, a1.text)]))
+        alone = run_to_end(a.iter_answer(question))
         multi.append(parse_yes_no(a2.text) == expected)
         single.append(parse_yes_no(alone.text) == expected)
         used.append(a2.history_used)
@@ -257,8 +249,8 @@ def region_metrics(analyses: list, class_maps: list[ClassMap], truths: list[Part
         pair = region_pair(cmap, TUMOUR_CLASSES[t.source], f.xy_level0, f.size_level0)
         if pair is None:
             continue
-        tumour_ok.append(parse_yes_no(_run(a.region(pair.tumour_xy_level0).iter_answer(question)).text) == "yes")
-        normal_ok.append(parse_yes_no(_run(a.region(pair.normal_xy_level0).iter_answer(question)).text) == "no")
+        tumour_ok.append(parse_yes_no(run_to_end(a.region(pair.tumour_xy_level0).iter_answer(question)).text) == "yes")
+        normal_ok.append(parse_yes_no(run_to_end(a.region(pair.normal_xy_level0).iter_answer(question)).text) == "no")
     if not tumour_ok:
         return {}, {}
     per_slide = (np.array(tumour_ok, float) + np.array(normal_ok, float)) / 2

@@ -113,6 +113,7 @@ class SlideAnalysis:
         """Generator of ``Progress``; afterwards ``features``, ``embedding()`` and every heatmap are ready."""
         from napari_pathalign.models.encoders import load_patch_encoder
         from napari_pathalign.pipeline.features import iter_embed_slide
+        from napari_pathalign.pipeline.generators import mapped
         from napari_pathalign.pipeline.regions import iter_region_embeddings
 
         yield Progress("models", 0, 3, "Loading the models ...")
@@ -123,27 +124,15 @@ class SlideAnalysis:
         self._check_encoder()
         yield Progress("models", 3, 3, f"Models ready on {self.device_info}")
         self.grid = self._grid()
-        gen = iter_embed_slide(self.slide, self.encoder, self.grid, self.cache_dir)
-        while True:
-            try:
-                done, total = next(gen)
-            except StopIteration as stop:
-                self.features = stop.value
-                break
-            yield Progress("features", done, total, f"Embedding patches: {done}/{total}")
+        self.features = yield from mapped(iter_embed_slide(self.slide, self.encoder, self.grid, self.cache_dir), lambda p: Progress("features", *p, f"Embedding patches: {p[0]}/{p[1]}"))
         if len(self.features.features) == 0:
             self.features = None
             raise ValueError(f"no tissue found on {self.slide.path.name}: no patch has at least {self.grid.min_tissue:.0%} tissue; nothing to analyse (lower min_tissue or check the slide)")
         yield from self._encode()
         n = len(self.features.features)
-        gen = iter_region_embeddings(self.models["generation"], self.features.features, self.features.xy_level0, self.features.mpp, self.features.size_level0, self.region_radius)
-        while True:
-            try:
-                done, total = next(gen)
-            except StopIteration as stop:
-                self._regions = stop.value.astype(np.float16)  # 10,240 patches x 32 queries: 168 MB, not 335
-                break
-            yield Progress("regions", done, total, f"Embedding patch neighbourhoods: {done}/{total}")
+        f = self.features
+        regions = yield from mapped(iter_region_embeddings(self.models["generation"], f.features, f.xy_level0, f.mpp, f.size_level0, self.region_radius), lambda p: Progress("regions", *p, f"Embedding patch neighbourhoods: {p[0]}/{p[1]}"))
+        self._regions = regions.astype(np.float16)  # 10,240 patches x 32 queries: 168 MB, not 335
         yield Progress("ready", n, n, f"Ready: {n} patches")
 
     def _encode(self) -> Iterator[Progress]:

@@ -89,11 +89,6 @@ def iter_embed_slide(slide, encoder, grid: GridConfig = GridConfig(), cache_dir:
 
 def embed_slide(slide, encoder, grid: GridConfig = GridConfig(), cache_dir: Path | None = None, progress: Callable[[int, int], None] | None = None, batch_size: int = 64) -> SlideFeatures:
     """Features of every tissue patch of ``slide``; ``progress(done, total)`` after each batch."""
-    gen = iter_embed_slide(slide, encoder, grid, cache_dir, batch_size)
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+    from napari_pathalign.pipeline.generators import run_to_end
+
+    return run_to_end(iter_embed_slide(slide, encoder, grid, cache_dir, batch_size), (lambda p: progress(*p)) if progress is not None else None)
