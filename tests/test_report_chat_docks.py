@@ -28,8 +28,7 @@ def docks(make_napari_viewer, tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     errors = []
-    monkeypatch.setattr("napari_pathalign._napari.report_widget.show_error", errors.append)
-    monkeypatch.setattr("napari_pathalign._napari.chat_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
     viewer = make_napari_viewer(show=True)
     layer = viewer.open(DEMO, plugin=PLUGIN)[0]
     store = ReportStore(tmp_path / "reports")

@@ -132,7 +132,7 @@ def dock(make_napari_viewer, built, monkeypatch):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Similar cases")
     viewer.layers.selection.active = layer
     errors = []
-    monkeypatch.setattr("napari_pathalign._napari.search_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
     widget.errors = errors
     return viewer, layer, widget
 

@@ -23,7 +23,7 @@ def dock(make_napari_viewer, tmp_path, monkeypatch):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "PathAlign workspace")
     viewer.layers.selection.active = layer
     errors = []
-    monkeypatch.setattr("napari_pathalign._napari.workspace_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
     widget.errors = errors
     return viewer, layer, widget
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import napari
 import numpy as np
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from napari_pathalign._napari.analysis_registry import registry_of
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.report_widget import slide_key
+from napari_pathalign._napari.slide_geometry import query_polygon
 from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.status_line import show_status
 
 QUICK = {"diagnosis": "Final diagnosis:", "tumour?": "Is tumour present?", "tissues": "Which tissues are present?", "extent": "What fraction of the tissue is tumour?"}
 SCOPES = ["whole slide", "current view", "selected shape"]
@@ -82,10 +83,7 @@ class ChatWidget(QWidget):
         self._layer_changed()
 
     def _say(self, text: str, error: bool = False):
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-        if error:
-            show_error(f"Chat: {text}")
+        show_status(self.status, text, error, "Chat")
 
     def _layer_changed(self, *_):
         from napari_pathalign.pipeline.drafting import trained_with_history
@@ -117,14 +115,12 @@ class ChatWidget(QWidget):
         return item
 
     def _polygon(self):
-        from napari_pathalign._napari.search_widget import SearchWidget
-
         scope = self.scope.currentText()
         if scope == "whole slide":
             return None
         if scope == "selected shape" and not any(isinstance(lyr, napari.layers.Shapes) and lyr.selected_data for lyr in self.viewer.layers):
             raise ValueError("no shape is selected: draw one with the Shapes tool and select it, or ask about the whole slide")
-        return SearchWidget._query_polygon(self, self.layer)  # same geometry: the selected shape, else the view
+        return query_polygon(self.viewer, self.layer)
 
     def ask(self, question: str):
         from napari_pathalign.pipeline.drafting import check_question

@@ -92,10 +92,3 @@ def thumbnail_rgb(heatmap: Heatmap, colormap: str = "inferno", size: int = 56) -
     canvas = Image.new("RGB", (size, size), (60, 60, 60))
     canvas.paste(pic, ((size - pic.width) // 2, (size - pic.height) // 2))
     return np.asarray(canvas)
-
-
-def level0_of_world(slide_layer, world_yx) -> tuple[float, float]:
-    """A world (row, col) point -> level-0 (x, y) pixel coordinates of the slide under it."""
-    t, s = slide_layer.translate[-2:], slide_layer.scale[-2:]
-    y, x = (world_yx[-2] - t[0]) / s[0], (world_yx[-1] - t[1]) / s[1]
-    return x + 0.5, y + 0.5  # napari: level-0 pixel i spans [i - 0.5, i + 0.5] in data units

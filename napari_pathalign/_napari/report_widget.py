@@ -11,13 +11,13 @@ from pathlib import Path
 
 import napari
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from napari_pathalign._napari.analysis_registry import registry_of
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.status_line import show_status
 
 AUTOSAVE_MS = 1500  # an edit is on disk within 2 s
 DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p 0.9 (sampled)": {"top_p": 0.9}}
@@ -107,10 +107,7 @@ class ReportWidget(QWidget):
 
     # ------------------------------------------------------------------ slide and store
     def _say(self, text: str, error: bool = False):
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-        if error:
-            show_error(f"Report: {text}")
+        show_status(self.status, text, error, "Report")
 
     def _ask(self, question: str) -> bool:
         return QMessageBox.question(self, "Report", question) == QMessageBox.Yes
@@ -270,7 +267,7 @@ class ReportWidget(QWidget):
 
     def _on_click(self, viewer, event):
         """List what the draft and answers say about the clicked patch, best supported first."""
-        from napari_pathalign._napari.heatmap_layers import level0_of_world
+        from napari_pathalign._napari.slide_geometry import level0_of_world
 
         layer = self.layer
         analysis = self.registry.get(slide_of(layer)) if layer is not None else None

@@ -12,7 +12,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QIcon, QPixmap
 from qtpy.QtWidgets import (
@@ -33,7 +32,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.slide_geometry import query_polygon
 from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.status_line import show_status
 
 MODES = ["current slide", "selected shape or current view", "text"]
 GAP_UM = 200.0  # space between the current slide and an opened hit
@@ -154,10 +155,7 @@ class SearchWidget(QWidget):
 
     # ------------------------------------------------------------------ library
     def _say(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-        if error:
-            show_error(f"Similar cases: {text}")
+        show_status(self.status, text, error, "Similar cases")
 
     def _choose_library(self, create: bool):
         folder = QFileDialog.getExistingDirectory(self, "New library folder (empty)" if create else "Library folder")
@@ -202,23 +200,6 @@ class SearchWidget(QWidget):
             return layer
         return next((lyr for lyr in reversed(self.viewer.layers) if slide_of(lyr) is not None and lyr.visible), None)
 
-    def _query_polygon(self, layer) -> np.ndarray:
-        """The selected shape, else the current view, as a level-0 (x, y) polygon of ``layer``'s slide."""
-        shapes = [lyr for lyr in self.viewer.layers if isinstance(lyr, napari.layers.Shapes) and lyr.selected_data]
-        if shapes:
-            verts = np.asarray(shapes[-1].data[sorted(shapes[-1].selected_data)[0]])[:, -2:]  # (V, 2) layer data
-            if len(verts) < 3:  # a box given by two corners
-                (r0, c0), (r1, c1) = verts.min(0), verts.max(0)
-                verts = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])
-            world = np.array([shapes[-1].data_to_world(v) for v in verts])
-        else:
-            h, w = self.viewer.canvas.size if hasattr(self.viewer, "canvas") else (600, 800)
-            cy, cx = self.viewer.camera.center[-2:]
-            z = self.viewer.camera.zoom
-            world = np.array([[cy - h / 2 / z, cx - w / 2 / z], [cy - h / 2 / z, cx + w / 2 / z], [cy + h / 2 / z, cx + w / 2 / z], [cy + h / 2 / z, cx - w / 2 / z]])
-        data = np.array([layer.world_to_data(p) for p in np.asarray(world)[:, -2:]])  # level-0 (row, col)
-        return data[:, ::-1] + 0.5  # (x, y) in level-0 pixel coordinates
-
     def search(self, *_):
         if self.library is None:
             self._say("Open or create a library first.", error=True)
@@ -231,7 +212,7 @@ class SearchWidget(QWidget):
         if mode == "text" and not self.text.text().strip():
             self._say("Type a text to search for.", error=True)
             return None
-        polygon = self._query_polygon(layer) if mode.startswith("selected") else None
+        polygon = query_polygon(self.viewer, layer) if mode.startswith("selected") else None
         filters = {k: w.text().strip() for k, w in (("label", self.filter_label), ("site", self.filter_site), ("report_contains", self.filter_report)) if w.text().strip()}
         self.hits = []
         self._render()  # a failed search must not leave the previous hits looking like its answer

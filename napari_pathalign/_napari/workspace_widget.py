@@ -11,7 +11,7 @@ from pathlib import Path
 
 import napari
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -32,8 +32,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_pathalign._napari.analysis_registry import registry_of
-from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY, colorbar_rgb, contrast_limits, heatmap_layer_data, level0_of_world, thumbnail_rgb
+from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY, colorbar_rgb, contrast_limits, heatmap_layer_data, thumbnail_rgb
+from napari_pathalign._napari.slide_geometry import level0_of_world
 from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.status_line import show_status
 from napari_pathalign._napari.workspace_panels import AttentionPanel, TextPanel, ZeroShotPanel, pixmap_of
 
 MODELS = ["embedded", "embedded-r"]
@@ -222,10 +224,7 @@ class WorkspaceWidget(QWidget):
         self.cancel_button.setEnabled(busy)
 
     def _say(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-        if error:
-            show_error(f"PathAlign: {text}")
+        show_status(self.status, text, error, "PathAlign")
 
     # ------------------------------------------------------------------ Analyse
     def _browse_model(self, *_):
