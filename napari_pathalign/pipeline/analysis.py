@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.pipeline.features import GridConfig
-from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.pipeline.heatmap import Heatmap, patch_at
 from napari_pathalign.pipeline.zero_shot import ZeroShot, check_classes, class_embeddings, load_class_sets, max_over_queries, softmax
 
 ROLES = ("retrieval", "generation")
@@ -78,6 +78,7 @@ class SlideAnalysis:
         self._text_cache: dict = {}  # (role, text) -> (E,) normalised
         self.statements: list = []  # sentences of the drafts and answers made on this analysis (statements_at)
         self._in_distribution = None  # cached InDistribution of the slide's patch features
+        self._default_zero_shot = None  # zero_shot() with the default classes, for statements_at
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
         self.parent: SlideAnalysis | None = None
 
@@ -248,7 +249,7 @@ class SlideAnalysis:
         if contrast == "raw":
             return self._heatmap(self._region_similarity(t)[:, 0], "text", f"similarity to '{text}'", **common)
         vocab = background_vocabulary(text)
-        sims = self._region_similarity(np.concatenate([t, self._vocab_embeddings(vocab)]))  # (N, 1 + V)
+        sims = self._region_similarity(np.concatenate([t, self.text_embeddings(vocab, "generation")]))  # (N, 1 + V)
         if contrast == "centred":
             values = sims[:, 0] - sims[:, 1:].mean(1)
             label = f"similarity to '{text}' minus tissue-phrase mean"
@@ -257,12 +258,13 @@ class SlideAnalysis:
             label = f"P('{text}' vs {len(vocab)} tissue phrases)"
         return self._heatmap(values, "text", label, vocabulary=vocab, **common)
 
-    def _vocab_embeddings(self, vocab: list[str]) -> np.ndarray:
-        missing = [v for v in vocab if ("generation", v) not in self._text_cache]
+    def text_embeddings(self, texts: list[str], model: str = "retrieval") -> np.ndarray:
+        """(T, E) normalised embeddings of many texts, each encoded once per analysis (cached)."""
+        missing = [t for t in dict.fromkeys(texts) if (model, t) not in self._text_cache]
         if missing:
-            for v, e in zip(missing, self.models["generation"].encode_text(missing)):
-                self._text_cache[("generation", v)] = e
-        return np.stack([self._text_cache[("generation", v)] for v in vocab])
+            for t, e in zip(missing, self.models[model].encode_text(missing)):
+                self._text_cache[(model, t)] = e
+        return np.stack([self._text_cache[(model, t)] for t in texts])
 
     def text_score(self, text: str, keep: np.ndarray | None = None, model: str = "retrieval") -> float:
         """The slide's similarity to ``text``; with ``keep`` (patch indices) only those patches are encoded."""
@@ -345,16 +347,17 @@ class SlideAnalysis:
 
         self._need_ready()
         f = self.features
-        hit = Heatmap(np.zeros(len(f.xy_level0)), f.xy_level0, f.size_level0, f.mpp, "index", "patches").value_at(xy_level0)
-        if hit is None:
+        i = patch_at(f.xy_level0, f.size_level0, xy_level0)
+        if i is None:
             return None
-        i = hit[0]
         ranked = []
         for s in self.statements:
             v = s.evidence.heatmap.raw_values
             ranked.append((s, float((v < v[i]).mean())))
         ranked.sort(key=lambda sv: -sv[1])
-        z = self.zero_shot()
+        if self._default_zero_shot is None:  # a click in the dock asks this: compute the class maps once
+            self._default_zero_shot = self.zero_shot()
+        z = self._default_zero_shot
         return PatchStatements(i, f.xy_level0[i].copy(), ranked, {c: float(h.values[i]) for c, h in z.heatmaps.items()})
 
     # ------------------------------------------------------------------ regions
@@ -376,6 +379,7 @@ class SlideAnalysis:
         child.polygon_xy_level0 = np.asarray(polygon_xy_level0, np.float64)
         child.statements = []
         child._in_distribution = None
+        child._default_zero_shot = None
         child.parent = self
         child.patch_index = index  # rows of the parent's patches
         for _ in child._encode():

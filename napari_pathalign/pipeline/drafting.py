@@ -195,8 +195,7 @@ def build_statements(analysis, text: str, context: str = "") -> list[Statement]:
         return []
     r = analysis.models["retrieval"]
     emb = analysis.embedding("retrieval").embedding  # (Q, E)
-    refs = reference_sentences()
-    ref_sims = (emb @ r.encode_text(refs).T).max(0)  # (R,)
+    ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(0)  # (R,) encoded once per analysis
     read = [f"{context} {s}".strip() for s in sentences]
     sims = (emb @ r.encode_text(read).T).max(0)  # (S,)
     out = []

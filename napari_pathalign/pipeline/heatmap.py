@@ -116,12 +116,18 @@ class Heatmap:
 
     def value_at(self, xy_level0) -> tuple[int, float] | None:
         """(patch index, value) of the patch under a level-0 point, or None off the patches."""
-        x, y = float(xy_level0[0]), float(xy_level0[1])
-        inside = (self.xy_level0[:, 0] <= x) & (x < self.xy_level0[:, 0] + self.size_level0) & (self.xy_level0[:, 1] <= y) & (y < self.xy_level0[:, 1] + self.size_level0)
-        hits = np.flatnonzero(inside)
-        return None if len(hits) == 0 else (int(hits[0]), float(self.values[hits[0]]))
+        i = patch_at(self.xy_level0, self.size_level0, xy_level0)
+        return None if i is None else (i, float(self.values[i]))
 
     def top_patches(self, k: int = 8) -> np.ndarray:
         """Indices of the k patches with the highest values."""
         v = np.where(np.isfinite(self.values), self.values, -np.inf)
         return np.argsort(-v, kind="stable")[: max(0, k)]
+
+
+def patch_at(xy_level0: np.ndarray, size_level0: int, point_xy_level0) -> int | None:
+    """Index of the patch (corners ``xy_level0``, side ``size_level0``) under a level-0 point, or None."""
+    x, y = float(point_xy_level0[0]), float(point_xy_level0[1])
+    inside = (xy_level0[:, 0] <= x) & (x < xy_level0[:, 0] + size_level0) & (xy_level0[:, 1] <= y) & (y < xy_level0[:, 1] + size_level0)
+    hits = np.flatnonzero(inside)
+    return None if len(hits) == 0 else int(hits[0])
