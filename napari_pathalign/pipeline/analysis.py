@@ -139,10 +139,13 @@ class SlideAnalysis:
     def _encode(self) -> Iterator[Progress]:
         """Slide embeddings of both models and the generation model's cross-attention."""
         f = self.features
+        by_model: dict = {}  # one model in both roles encodes once
         for k, role in enumerate(ROLES):
             yield Progress("slide embedding", k, 2, f"Encoding the slide ({role} model) ...")
             m = self.models[role]
-            self._embeddings[role] = self._embeddings.get("generation") if role == "retrieval" and m is self.models.get("generation") and "generation" in self._embeddings else m.encode_slide(f)
+            if id(m) not in by_model:
+                by_model[id(m)] = m.encode_slide(f)
+            self._embeddings[role] = by_model[id(m)]
         yield Progress("attention", 0, 1, "Cross-attention of the queries ...")
         self._attention = self.models["generation"].attention(f)  # (layers, heads, Q, N)
 
