@@ -34,6 +34,8 @@ def _print_statements(draft) -> None:
     for s in draft.sentences:
         flag = "  LOW SUPPORT: check it" if s.flagged else ""
         print(f"  [{s.support:4.0%}] {s.text}{flag}")
+        for c in s.claims:
+            print(f"         {c.phrase}: {c.probability:.0%} ({c.basis})")
     if draft.note:
         print(f"note: {draft.note}")
 
@@ -85,7 +87,7 @@ def _ask(args) -> int:
     if args.json:
         d = answer.to_dict()
         support = min((s["support"] for s in d["sentences"]), default=None)
-        print(json.dumps({"question": answer.question, "answer": answer.text, "support": support, "evidence": [{"sentence": s["text"], "support": s["support"], "xy_level0": s["evidence_xy_level0"], "patch_size_level0": s["evidence_patch_size_level0"]} for s in d["sentences"]], "note": answer.note, "provenance": d["provenance"]}, indent=2))
+        print(json.dumps({"question": answer.question, "answer": answer.text, "support": support, "evidence": [{"sentence": s["text"], "support": s["support"], "claims": s["claims"], "xy_level0": s["evidence_xy_level0"], "attribution_xy_level0": s["attribution_xy_level0"], "patch_size_level0": s["evidence_patch_size_level0"]} for s in d["sentences"]], "note": answer.note, "provenance": d["provenance"]}, indent=2))
         return 0
     print(answer.text)
     _print_statements(answer)

@@ -227,6 +227,39 @@ def test_draft_streams_and_every_sentence_has_support_and_evidence(analysis):
     stopped.close()  # Stop: the decoding thread ends, nothing hangs
 
 
+def test_support_checks_each_claim_against_the_slide(analysis):
+    """The demo node: metastatic carcinoma over 23 % of the tissue (moderate), the rest lymphoid."""
+    from napari_pathalign.pipeline.drafting import build_statements
+
+    text = "Lymph node, sentinel, excision: Metastatic carcinoma. Negative for metastatic carcinoma. Tumour forms a moderate proportion. Tumour forms a small focus. Background shows lymphoid tissue. Background shows desmoplastic stroma."
+    s = build_statements(analysis, text)
+    assert [len(x.claims) for x in s] == [1] * 6
+    right_call, wrong_call, right_extent, wrong_extent, right_tissue, wrong_tissue = s
+    assert right_call.support > 0.9 > 0.1 > wrong_call.support
+    assert right_extent.support > 0.5 > wrong_extent.support
+    assert right_tissue.support > 0.9 and wrong_tissue.support < 0.3 and wrong_tissue.flagged and not right_tissue.flagged
+    extent = right_extent.claims[0]
+    assert extent.kind == "extent" and 0.1 < extent.measured < 0.35 and "measured at about" in extent.basis
+    assert "lymphoid tissue" in right_tissue.basis and all(0 <= c.probability <= 1 for x in s for c in x.claims)
+    yes, no = build_statements(analysis, "Yes.", "Is tumour present?", "Is tumour present?"), build_statements(analysis, "No.", "Is tumour present?", "Is tumour present?")
+    assert yes[0].claims[0].kind == "answer" and yes[0].support > 0.8 > 0.2 > no[0].support
+    specimen = build_statements(analysis, "Lymph node, sentinel, excision:")[0]
+    assert not specimen.claims and "similarity rank" in specimen.basis  # nothing to check: the rank, said so
+
+
+def test_attribution_is_what_the_similarity_used(analysis):
+    """Deleting the top 10 % patches by attribution lowers the similarity more than a random 10 %."""
+    from napari_pathalign.eval.localisation import deletion_test
+
+    text = "Metastatic carcinoma."
+    (attribution,) = analysis.similarity_attribution([text])
+    assert attribution.kind == "attribution" and len(attribution) == len(analysis.features.xy_level0) and np.isfinite(attribution.values).all()
+    d = deletion_test(analysis, attribution, text, "retrieval")
+    assert d.drop_top > d.drop_random and d.drop_top > 0
+    with pytest.raises(ValueError):
+        analysis.similarity_attribution([""])
+
+
 def test_answers_history_region_and_statements_at(analysis):
     answer = run_to_end(analysis.iter_answer("Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")]))
     assert answer.question == "Is tumour present?" and answer.text and not answer.history_used and "not trained with conversation history" in answer.note

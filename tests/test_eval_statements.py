@@ -44,14 +44,15 @@ def test_extent_sentence_states_tumour_and_its_bucket():
 def test_support_metrics_on_hand_made_sentences():
     def slide(support, true):
         n = len(support)
-        return SlideStatements(np.array(support, float), np.array(true, bool), np.full(n, 0.2), np.full(n, 0.1), 1)
+        return SlideStatements(np.array(support, float), np.array(true, bool), np.full(n, 0.2), np.full(n, 0.1), np.full(n, 0.3), np.full(n, 0.4), 1)
 
     slides = [slide([0.9, 0.8, 0.2], [True, True, False]), slide([0.7, 0.1], [True, False]), slide([0.95, 0.3], [True, False])]
     m, ci = support_metrics(slides)
     assert m["support_auc"] == 1.0 and m["support_true_sentences"] == 4 and m["support_false_sentences"] == 3
     assert m["support_precision_unflagged"] == 1.0 and m["support_precision_flagged"] == 0.0
     assert m["support_unflagged_sentences"] == 4 and m["support_flagged_sentences"] == 3 and m["support_skipped_sentences"] == 3
-    assert m["evidence_faithful_share"] == 1.0 and m["evidence_sentences"] == 7
+    assert m["evidence_text_map_faithful_share"] == 1.0 and m["evidence_sentences"] == 7
+    assert m["evidence_attribution_faithful_share"] == 0.0  # its top deletions drop less than the random ones
     assert ci["support_auc"] == (1.0, 1.0)
     slides[0].support[:] = [0.1, 0.2, 0.9]  # now a true sentence scores below a false one
     assert support_metrics(slides)[0]["support_auc"] < 1.0
@@ -135,9 +136,9 @@ def test_statement_metrics_end_to_end(prepared):
     assert 0 < m["evidence_sentences"] <= sentences
     for key in ("support_precision_unflagged", "support_precision_flagged", "support_auc"):
         assert m[key] is None or 0 <= m[key] <= 1, key
-    for key in ("evidence_faithful_share", "vqa_followup_tumour", "vqa_single_turn_tumour", "region_accuracy", "region_tumour_accuracy", "region_normal_accuracy"):
+    for key in ("evidence_text_map_faithful_share", "evidence_attribution_faithful_share", "vqa_followup_tumour", "vqa_single_turn_tumour", "region_accuracy", "region_tumour_accuracy", "region_normal_accuracy"):
         assert 0 <= m[key] <= 1, key
-    assert np.isfinite(m["evidence_drop_top"]) and np.isfinite(m["evidence_drop_random"])
+    assert np.isfinite(m["evidence_text_map_drop_top"]) and np.isfinite(m["evidence_attribution_drop_top"]) and np.isfinite(m["evidence_attribution_drop_random"])
     assert m["vqa_followup_slides"] == 6
     assert m["vqa_followup_history_used"] == float(trained_with_history(model))  # the embedded model says whether it reads history
     assert 0 < m["region_slides"] <= sum(t.tumour_fraction > 0 for t in truths)

@@ -11,6 +11,7 @@ import sys
 import time
 from importlib.resources import files
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -66,6 +67,12 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     before = tuple(viewer.camera.center)
     report.evidence.buttons[0].click()
     assert tuple(viewer.camera.center) != before
+    assert "measured" in report.evidence.label.text() or "probability" in report.evidence.label.text()  # how the support was reached
+    shown = np.asarray(report.evidence.layer.data).copy()
+    report.evidence.map.setCurrentIndex(1)  # what the similarity used: another map, the same statement
+    assert "gradient x input" in report.evidence.label.text() and len(report.evidence.buttons) == 6
+    assert not np.array_equal(np.asarray(report.evidence.layer.data), shown, equal_nan=True)
+    report.evidence.map.setCurrentIndex(0)
     # evidence the other way: a click on a patch lists what the draft says about it
     xy = report.draft.sentences[0].evidence.top_xy_level0[0] + 5
     report._on_click(viewer, type("E", (), {"position": layer.data_to_world((xy[1], xy[0]))})())

@@ -164,6 +164,7 @@ class ChatWidget(QWidget):
         self.answers[row] = answer
         low = any(s.flagged for s in answer.sentences)
         self.conversation.item(row).setText(f"A: {answer.text}" + ("  ⚠ low support" if low else "") + (f"\n({answer.note})" if answer.note else ""))
+        self.conversation.item(row).setToolTip("\n".join(f"support {s.support:.0%}: {s.basis}" for s in answer.sentences))
         fp, path = slide_key(slide_of(layer))
         try:
             self.store.add_chat_turn(fp, path, question, answer.text, region=None if polygon is None else np.asarray(polygon).tolist(), answer_meta=answer.to_dict())

@@ -1,17 +1,24 @@
 """Evidence on the slide for a drafted sentence or an answer: its heatmap layer and a gallery of its
-top patches (click one: the viewer centres on it). Shared by the report and chat docks."""
+top patches (click one: the viewer centres on it). Shared by the report and chat docks.
+
+Two maps, picked in the view: where the slide matches the sentence's words (the text heatmap, the
+default: what a pathologist checks) and what the slide-sentence similarity used (the attribution,
+gradient x input: what a researcher checks)."""
 
 from __future__ import annotations
+
+import html
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QIcon
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from napari_pathalign._napari.heatmap_layers import heatmap_layer_data
 from napari_pathalign._napari.workspace_panels import pixmap_of
 
 EVIDENCE_LAYER = "evidence"  # suffix of the layer that shows the selected statement's evidence
+MAPS = {"where the words match": "heatmap", "what the similarity used": "attribution"}  # picker text -> Evidence field
 
 
 def patch_rgb(slide, xy_level0, size_level0: int, px: int = 64) -> np.ndarray:
@@ -36,14 +43,35 @@ class EvidenceView(QWidget):
         self.row.setSpacing(2)
         self.buttons: list[QToolButton] = []
         self.layer = None
+        self.map = QComboBox()
+        self.map.addItems(list(MAPS))
+        self.map.setToolTip("where the words match: the text heatmap (a reader's check);\nwhat the similarity used: gradient x input of the slide-sentence similarity (faithful: deleting its top patches lowers the similarity most)")
+        self.map.currentIndexChanged.connect(lambda _=0: self._reshow())
+        self._shown = None  # (statement, slide layer) on display
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
+        layout.addWidget(self.map)
         layout.addLayout(self.row)
+
+    def _reshow(self) -> None:
+        if self._shown is not None and self._shown[1] in self.viewer.layers:
+            self.show(*self._shown)
+
+    def _map(self, statement):
+        """The picked map of a statement (the text heatmap when it has no attribution) and its top patches."""
+        ev = statement.evidence
+        picked = getattr(ev, MAPS[self.map.currentText()], None)
+        if picked is None or picked is ev.heatmap:
+            return ev.heatmap, ev.top_xy_level0, "where the slide matches the words"
+        top = picked.top_patches(len(ev.top_xy_level0))
+        return picked, picked.xy_level0[top], "what the slide-sentence similarity used (gradient x input)"
 
     def show(self, statement, slide_layer) -> None:
         """Heatmap layer of ``statement`` over ``slide_layer`` and its top patches as buttons."""
-        heatmap = statement.evidence.heatmap.normalised("rank")
+        self._shown = (statement, slide_layer)
+        picked, top_xy, what = self._map(statement)
+        heatmap = picked.normalised("rank")
         data, kwargs, _ = heatmap_layer_data(heatmap, slide_layer, colormap="viridis", opacity=0.5)
         kwargs["name"] = f"{slide_layer.name}: {EVIDENCE_LAYER}"
         if self.layer is not None and self.layer in self.viewer.layers:
@@ -51,13 +79,14 @@ class EvidenceView(QWidget):
         self.layer = self.viewer.add_image(data, **kwargs)
         self.viewer.layers.selection.active = slide_layer
         flag = " (low support: check it)" if statement.flagged else ""
-        self.label.setText(f"<b>support {statement.support:.0%}</b>{flag}: {statement.text}<br><small>evidence ranked over the slide's patches; top patches:</small>")
+        basis = html.escape(statement.basis).replace("\n", "<br>")
+        self.label.setText(f"<b>support {statement.support:.0%}</b>{flag}: {html.escape(statement.text)}<br><small>{basis}<br>evidence: {what}, ranked over the slide's patches; top patches:</small>")
         for b in self.buttons:
             b.deleteLater()
         self.buttons = []
         slide = slide_layer.metadata["slide"]
-        size = statement.evidence.heatmap.size_level0
-        for xy in statement.evidence.top_xy_level0:
+        size = picked.size_level0
+        for xy in top_xy:
             b = QToolButton()
             pix = pixmap_of(patch_rgb(slide, xy, size))
             b.setIcon(QIcon(pix))

@@ -247,7 +247,7 @@ class ReportWidget(QWidget):
         self.sentences.clear()
         for s in draft.sentences:
             item = QListWidgetItem(f"{'⚠ ' if s.flagged else ''}[{s.support:.0%}] {s.text}")
-            item.setToolTip("low support: the slide matches this sentence worse than most report sentences" if s.flagged else "")
+            item.setToolTip(("low support: check this sentence against the slide\n" if s.flagged else "") + s.basis)
             self.sentences.addItem(item)
         fp, path = slide_key(slide_of(layer))
         try:

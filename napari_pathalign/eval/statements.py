@@ -10,8 +10,9 @@ slides.csv, cell classes from the class maps), with greedy decoding:
   the flagged ones. A reader who checks only the flagged sentences relies on that split.
 - **Evidence faithfulness**: deleting a sentence's top 10% evidence patches must lower the
   retrieval model's slide-sentence similarity more than deleting a random 10% (the deletion test of
-  ``eval/localisation.py``). Raw similarity, not support: support is a rank among reference
-  sentences and barely moves when every similarity drops a little.
+  ``eval/localisation.py``), for both evidence maps: the attribution (what the similarity used) and
+  the text map (where the words match, shown to the reader). The similarity, not support: support
+  is made of claims (LM choices, measured fractions) whose probabilities saturate near 0 and 1.
 - **Follow-up questions**: 'Is tumour present?' asked after 'Which tissues are present?' with the
   first turn as history, against the same question asked alone.
 - **Region questions**: 'Is tumour present?' asked of a square on the slide's largest tumour area
@@ -62,8 +63,10 @@ class SlideStatements:
 
     support: np.ndarray  # (S,) support of each sentence in [0, 1]
     true: np.ndarray  # (S,) bool, all its facts true of the slide
-    drop_top: np.ndarray  # (S,) similarity drop after deleting its top 10% evidence patches (NaN: no test)
+    drop_top: np.ndarray  # (S,) similarity drop after deleting its top 10% text-map patches (NaN: no test)
     drop_random: np.ndarray  # (S,) the same for a random 10%, mean of 5 draws
+    attr_top: np.ndarray  # (S,) similarity drop after deleting its top 10% attribution patches (NaN: no test)
+    attr_random: np.ndarray  # (S,) the random 10% of that test (same seed as the text map's)
     skipped: int  # sentences without a fact
 
 
@@ -94,7 +97,7 @@ def _pool(slides: list[SlideStatements], index) -> SlideStatements:
     """The sentences of the slides at ``index`` (a slide drawn twice counts twice)."""
     picked = [slides[i] for i in index]
     cat = lambda name, dtype: np.concatenate([getattr(s, name) for s in picked]).astype(dtype) if picked else np.zeros(0, dtype)  # noqa: E731
-    return SlideStatements(cat("support", float), cat("true", bool), cat("drop_top", float), cat("drop_random", float), sum(s.skipped for s in picked))
+    return SlideStatements(cat("support", float), cat("true", bool), cat("drop_top", float), cat("drop_random", float), cat("attr_top", float), cat("attr_random", float), sum(s.skipped for s in picked))
 
 
 def _precision(true: np.ndarray) -> float | None:
@@ -104,7 +107,8 @@ def _precision(true: np.ndarray) -> float | None:
 def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatements:
     """Draft the slide (greedy), label each sentence and run its deletion test."""
     draft = run_to_end(analysis.iter_draft())
-    support, true, top, rand, skipped = [], [], [], [], 0
+    support, true, skipped = [], [], 0
+    drops: dict[str, list] = {"text": [], "attribution": []}  # (top, random) per sentence
     for k, s in enumerate(draft.sentences):
         label = sentence_label(s.text, truth)
         if label is None:
@@ -112,10 +116,11 @@ def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatemen
             continue
         support.append(s.support)
         true.append(label)
-        d = deletion_test(analysis, s.evidence.heatmap, s.text, "retrieval", seed=seed * 1000 + k)
-        top.append(np.nan if d is None else d.drop_top)
-        rand.append(np.nan if d is None else d.drop_random)
-    return SlideStatements(np.array(support, float), np.array(true, bool), np.array(top, float), np.array(rand, float), skipped)
+        for name, heatmap in (("text", s.evidence.heatmap), ("attribution", s.evidence.attribution)):
+            d = None if heatmap is None else deletion_test(analysis, heatmap, s.text, "retrieval", seed=seed * 1000 + k)
+            drops[name].append((np.nan, np.nan) if d is None else (d.drop_top, d.drop_random))
+    t, a = (np.array(drops[n], float).reshape(-1, 2) for n in ("text", "attribution"))
+    return SlideStatements(np.array(support, float), np.array(true, bool), t[:, 0], t[:, 1], a[:, 0], a[:, 1], skipped)
 
 
 def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
@@ -126,6 +131,7 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
     unflagged = every.support >= LOW_SUPPORT
     tested = np.isfinite(every.drop_top)
     faithful = every.drop_top[tested] > every.drop_random[tested]
+    attributed = np.isfinite(every.attr_top)
     metrics = {
         "support_auc": _auc(every.support, every.true),
         "support_true_sentences": int(every.true.sum()),
@@ -135,9 +141,12 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
         "support_unflagged_sentences": int(unflagged.sum()),
         "support_precision_flagged": _precision(every.true[~unflagged]),
         "support_flagged_sentences": int((~unflagged).sum()),
-        "evidence_faithful_share": float(faithful.mean()) if tested.any() else None,
-        "evidence_drop_top": float(every.drop_top[tested].mean()) if tested.any() else None,
-        "evidence_drop_random": float(every.drop_random[tested].mean()) if tested.any() else None,
+        "evidence_attribution_faithful_share": float((every.attr_top[attributed] > every.attr_random[attributed]).mean()) if attributed.any() else None,
+        "evidence_attribution_drop_top": float(every.attr_top[attributed].mean()) if attributed.any() else None,
+        "evidence_attribution_drop_random": float(every.attr_random[attributed].mean()) if attributed.any() else None,
+        "evidence_text_map_faithful_share": float(faithful.mean()) if tested.any() else None,
+        "evidence_text_map_drop_top": float(every.drop_top[tested].mean()) if tested.any() else None,
+        "evidence_text_map_drop_random": float(every.drop_random[tested].mean()) if tested.any() else None,
         "evidence_sentences": int(tested.sum()),
     }
 
@@ -145,16 +154,19 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
         p = _pool(slides, slide)
         return _auc(p.support, p.true)
 
-    def share(slide):
+    def share(slide, top="drop_top", rand="drop_random"):
         p = _pool(slides, slide)
-        ok = np.isfinite(p.drop_top)
-        return float((p.drop_top[ok] > p.drop_random[ok]).mean()) if ok.any() else None
+        t, r = getattr(p, top), getattr(p, rand)
+        ok = np.isfinite(t)
+        return float((t[ok] > r[ok]).mean()) if ok.any() else None
 
     ci = {}
     if slides and metrics["support_auc"] is not None:
         ci["support_auc"] = bootstrap_ci(auc, {"slide": np.arange(len(slides))})
     if slides and tested.any():
-        ci["evidence_faithful_share"] = bootstrap_ci(share, {"slide": np.arange(len(slides))})
+        ci["evidence_text_map_faithful_share"] = bootstrap_ci(share, {"slide": np.arange(len(slides))})
+    if slides and attributed.any():
+        ci["evidence_attribution_faithful_share"] = bootstrap_ci(lambda slide: share(slide, "attr_top", "attr_random"), {"slide": np.arange(len(slides))})
     return metrics, ci
 
 

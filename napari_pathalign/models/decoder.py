@@ -80,6 +80,33 @@ class FrozenLM(nn.Module):
         return self.model(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels).loss
 
     @torch.no_grad()
+    def continuation_logprobs(self, soft: torch.Tensor, prefix: str, continuations: list[str]) -> list[float]:
+        """Log-probability of each continuation (its tokens summed) after the soft prompt (1, Q, dim) and ``prefix``.
+
+        One padded forward pass for all of them; the continuation is read as running text after
+        the prefix (a space between them), as ``loss`` trains it.
+        """
+        if not continuations:
+            return []
+        device = soft.device
+        p = self._tokens([prefix], False)[0] if prefix else []
+        conts = self._tokens([c if (not prefix or c[:1].isspace()) else " " + c for c in continuations], False)
+        rows = [p + c for c in conts]
+        length = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=device)  # (C, L)
+        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], device=device)
+        n, q = len(rows), soft.shape[1]
+        embeds = torch.cat([soft.expand(n, -1, -1).to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (C, Q+L, dim)
+        full_mask = torch.cat([torch.ones(n, q, dtype=mask.dtype, device=device), mask], dim=1)
+        logp = torch.log_softmax(self.model(inputs_embeds=embeds, attention_mask=full_mask).logits.float(), dim=-1)  # (C, Q+L, V)
+        out = []
+        for k, c in enumerate(conts):
+            pos = torch.arange(q + len(p) - 1, q + len(p) + len(c) - 1, device=device)  # the logits that predict each continuation token
+            out.append(float(logp[k, pos, torch.tensor(c, device=device)].sum()))
+        return out
+
+    @torch.no_grad()
     def generate(self, soft: torch.Tensor, prompt: str, cfg: GenerationConfig = GenerationConfig(), streamer=None, stopping_criteria=None) -> list[str]:
         """Drafts for a batch of soft prompts (B, Q, dim) after the same text prompt.
 

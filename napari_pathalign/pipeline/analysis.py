@@ -79,6 +79,7 @@ class SlideAnalysis:
         self.statements: list = []  # sentences of the drafts and answers made on this analysis (statements_at)
         self._in_distribution = None  # cached InDistribution of the slide's patch features
         self._default_zero_shot = None  # zero_shot() with the default classes, for statements_at
+        self._claim_checker = None  # ClaimChecker: the slide's measured fractions, computed once (support)
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region()
         self.parent: SlideAnalysis | None = None
 
@@ -261,6 +262,32 @@ class SlideAnalysis:
             label = f"P('{text}' vs {len(vocab)} tissue phrases)"
         return self._heatmap(values, "text", label, vocabulary=vocab, **common)
 
+    def similarity_attribution(self, texts: list[str], model: str = "retrieval") -> list[Heatmap]:
+        """What the slide-text similarity used: per patch, gradient x input of the model's similarity
+        (max over queries) to each text, through its Q-Former. Positive: the patch raises the
+        similarity; removing the top patches lowers it most (the deletion test checks this).
+        One forward pass for all texts, one backward pass each."""
+        import torch
+
+        self._need_ready()
+        texts = [_check_text(t) for t in texts]
+        if not texts:
+            return []
+        m = self.models[model]
+        batch = m._batch(self.features)
+        n = len(self.features.xy_level0)
+        t = torch.from_numpy(self.text_embeddings(texts, model)).to(m.device)  # (T, E)
+        with torch.enable_grad():
+            x = batch.features.detach().clone().requires_grad_(True)  # (1, N, D)
+            emb = m.slide_embed(m.qformer(x, batch.xy_um, batch.valid).queries)[0]  # (Q, E)
+            sims = (emb @ t.T).max(0).values  # (T,)
+            out = []
+            for k, text in enumerate(texts):
+                (grad,) = torch.autograd.grad(sims[k], x, retain_graph=k < len(texts) - 1)
+                values = (grad[0, :n] * x[0, :n].detach()).sum(-1).float().cpu().numpy()
+                out.append(self._heatmap(values, "attribution", f"contribution to the similarity with '{text}' (gradient x input)", text=text, model=model))
+        return out
+
     def text_embeddings(self, texts: list[str], model: str = "retrieval") -> np.ndarray:
         """(T, E) normalised embeddings of many texts, each encoded once per analysis (cached)."""
         missing = [t for t in dict.fromkeys(texts) if (model, t) not in self._text_cache]
@@ -383,6 +410,7 @@ class SlideAnalysis:
         child.statements = []
         child._in_distribution = None
         child._default_zero_shot = None
+        child._claim_checker = None  # its measurements are of the region's patches
         child.parent = self
         child.patch_index = index  # rows of the parent's patches
         for _ in child._encode():

@@ -3,13 +3,15 @@
 - **Streaming**: the generation model's LM decodes in a thread through transformers'
   ``TextIteratorStreamer``; the generator yields the text so far, and closing it (Stop, Cancel)
   stops the decoding at the next token. Beam search cannot stream: its text arrives at once.
-- **Support** of a sentence: how well the slide matches it compared with standard report
-  sentences. The retrieval model's slide-sentence cosine similarity is ranked among its
-  similarities to ``reference_sentences()`` (every finding of the demo report vocabulary, both
-  organs); support = that percentile in [0, 1]. "0.9" reads: the slide matches this sentence better
-  than 90 % of the report sentences the model knows. Raw similarities are not comparable between
-  sentences of different lengths; ranks are.
-- **Evidence**: the sentence's text heatmap (``SlideAnalysis.text_heatmap``) and its top patches.
+- **Support** of a sentence: the probability that the slide bears out its weakest claim
+  (``pipeline/claims.py``): a diagnosis is the LM's choice among the alternative calls, an extent
+  or a named tissue is measured on the slide's per-patch class maps against a calibrated
+  measurement error. "0.9" reads: the model and the measurements give this sentence's least
+  certain claim a 90 % chance. A sentence without a checkable claim (a specimen line) gets the
+  retrieval model's slide-sentence similarity ranked among ``reference_sentences()``, and says so.
+- **Evidence**, two maps: where the slide matches the sentence's words (``SlideAnalysis.text_heatmap``,
+  with its top patches: what a pathologist checks) and what the slide-sentence similarity used
+  (``SlideAnalysis.similarity_attribution``, gradient x input: the faithful one, for researchers).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ LOW_SUPPORT = 0.5  # sentences below this are flagged for review
 class Evidence:
     """Where on the slide a statement is supported."""
 
-    heatmap: Heatmap  # the statement's text heatmap over the patches
-    top_patches: np.ndarray  # (k,) patch indices, best first
+    heatmap: Heatmap  # where the slide matches the statement's words (text heatmap): what a reader checks
+    top_patches: np.ndarray  # (k,) patch indices of the heatmap, best first
     top_xy_level0: np.ndarray  # (k, 2) their level-0 (x, y) corners
+    attribution: Heatmap | None = None  # what the slide-sentence similarity used (gradient x input), for researchers
 
 
 @dataclass
@@ -43,9 +46,17 @@ class Statement:
     """One sentence of a draft or answer."""
 
     text: str  # the sentence
-    support: float  # percentile of the slide-sentence similarity among reference sentences, in [0, 1]
+    support: float  # probability of its weakest claim; without claims, its similarity rank among reference sentences; in [0, 1]
     similarity: float  # raw cosine similarity (retrieval model), for researchers
     evidence: Evidence  # heatmap and top patches
+    claims: list = field(default_factory=list)  # checked Claims (pipeline/claims.py); empty: support is the similarity rank
+
+    @property
+    def basis(self) -> str:
+        """How the support was reached, one line per claim."""
+        if not self.claims:
+            return "no checkable claim: similarity rank among standard report sentences"
+        return "\n".join(f"{c.phrase}: {c.probability:.0%} ({c.basis})" for c in self.claims)
 
     @property
     def flagged(self) -> bool:
@@ -96,7 +107,7 @@ class Draft:
             "provenance": asdict(self.provenance),
             "in_distribution": None if ind is None else {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in vars(ind).items() if not k.startswith("_")},
             "sentences": [
-                {"text": s.text, "support": round(s.support, 4), "similarity": round(s.similarity, 4), "flagged": s.flagged, "evidence_xy_level0": s.evidence.top_xy_level0.tolist(), "evidence_patch_size_level0": s.evidence.heatmap.size_level0}
+                {"text": s.text, "support": round(s.support, 4), "similarity": round(s.similarity, 4), "flagged": s.flagged, "claims": [_claim_dict(c) for c in s.claims], "evidence_xy_level0": s.evidence.top_xy_level0.tolist(), "attribution_xy_level0": [] if s.evidence.attribution is None else s.evidence.attribution.xy_level0[s.evidence.attribution.top_patches(TOP_PATCHES)].tolist(), "evidence_patch_size_level0": s.evidence.heatmap.size_level0}
                 for s in self.sentences
             ],
         }
@@ -184,12 +195,14 @@ def stream_generate(model, slide_embedding, prompt: str, config) -> Iterator[str
     return text.strip()
 
 
-def build_statements(analysis, text: str, context: str = "") -> list[Statement]:
-    """Sentences of ``text`` with support (retrieval model) and evidence heatmaps.
+def build_statements(analysis, text: str, context: str = "", prompt: str = "Final diagnosis:") -> list[Statement]:
+    """Sentences of ``text`` (which followed ``prompt``) with support (their claims) and evidence heatmaps.
 
     ``context`` (an answer's question) is read with each sentence: "Yes." alone says nothing,
     "Is tumour present? Yes." does.
     """
+    from napari_pathalign.pipeline.claims import ClaimChecker
+
     sentences = split_sentences(text)
     if not sentences:
         return []
@@ -198,12 +211,22 @@ def build_statements(analysis, text: str, context: str = "") -> list[Statement]:
     ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(0)  # (R,) encoded once per analysis
     read = [f"{context} {s}".strip() for s in sentences]
     sims = (emb @ r.encode_text(read).T).max(0)  # (S,)
+    if getattr(analysis, "_claim_checker", None) is None:
+        analysis._claim_checker = ClaimChecker(analysis)
+    checker = analysis._claim_checker
+    claims = checker.check(sentences, prompt, context or None)
+    attributions = analysis.similarity_attribution(read, "retrieval")
     out = []
-    for sentence, full, sim in zip(sentences, read, sims):
+    for sentence, full, sim, checked, attribution in zip(sentences, read, sims, claims, attributions):
         heatmap = analysis.text_heatmap(full)
         top = heatmap.top_patches(TOP_PATCHES)
-        out.append(Statement(sentence, float((ref_sims < sim).mean()), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top])))
+        support = min(c.probability for c in checked) if checked else float((ref_sims < sim).mean())
+        out.append(Statement(sentence, float(support), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top], attribution), checked))
     return out
+
+
+def _claim_dict(c) -> dict:
+    return {"kind": c.kind, "value": c.value, "phrase": c.phrase, "probability": round(c.probability, 4), "measured": None if c.measured is None else round(c.measured, 4), "basis": c.basis}
 
 
 def provenance(analysis, prompt: str, config) -> Provenance:
@@ -226,7 +249,7 @@ def iter_generate(analysis, prompt: str, config, question: str | None = None, hi
     """Stream the generation model's text after ``prompt``; return a ``Draft`` with evidence."""
     start = time.perf_counter()
     text = yield from stream_generate(analysis.models["generation"], analysis.embedding("generation"), prompt, config)
-    draft = Draft(text, build_statements(analysis, text, question or ""), provenance(analysis, prompt, config), question, history_used, note)
+    draft = Draft(text, build_statements(analysis, text, question or "", prompt), provenance(analysis, prompt, config), question, history_used, note)
     draft.extra["seconds"] = round(time.perf_counter() - start, 3)
     distribution = getattr(analysis, "in_distribution", None)
     draft.in_distribution = distribution() if callable(distribution) else None

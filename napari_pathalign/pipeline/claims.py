@@ -1,0 +1,253 @@
+"""The claims of a report sentence, each checked against the slide: what ``support`` is made of.
+
+A sentence is as trustworthy as its weakest claim. Claims are found with the report vocabulary the
+model was trained on (``train/demo_reports.py``, longest phrase first, case-insensitive):
+
+- **diagnosis** (tumour present / absent): the generation model's LM probability of the sentence
+  with this call against the same sentence with every other call phrase in its place, given the
+  slide and the text before it (phrases of one call summed). The model's own reading of the slide,
+  asked as a choice instead of a continuation.
+- **extent** (small < 10 %, moderate 10-30 %, extensive > 30 % of the tissue): *measured*. The
+  tumour fraction is the mean per-patch probability of the organ's tumour class in its zero-shot
+  tissue set (``resources/zero_shot_classes.json``; each patch read with its neighbourhood). The
+  claim's probability is the share of a logit-normal measurement error (fitted on calibration
+  slides: ``resources/claim_calibration.json``, ``scripts/fit_claim_calibration.py``) that falls in
+  the claimed bucket, times the probability that tumour is present at all.
+- **tissue** (a background tissue named): measured the same way; the probability that the tissue
+  covers at least 10 % of the slide, the share at which reports name one.
+- **answer** ("Yes." / "No." after a question): the LM's probability of this answer against the other.
+
+Sentences without a claim (a specimen line) keep the slide-sentence similarity rank, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+NAMED_FRACTION = 0.10  # reports name a background tissue that covers at least this share
+PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+# Report tissue classes -> (zero-shot set, class) that measures them (resources/zero_shot_classes.json).
+TISSUE_MEASURE = {
+    "normal": ("lymph node tissue", "lymphoid tissue"),
+    "STROMA": ("colorectal tissue", "stroma"),
+    "COMPLEX": ("colorectal tissue", "complex stroma"),
+    "LYMPHO": ("colorectal tissue", "lymphocytes"),
+    "DEBRIS": ("colorectal tissue", "debris"),
+    "MUCOSA": ("colorectal tissue", "mucosa"),
+    "ADIPOSE": ("colorectal tissue", "adipose"),
+}
+TUMOUR_MEASURE = {"lymph node tissue": "metastatic carcinoma", "colorectal tissue": "adenocarcinoma"}  # organ set -> its tumour class
+ORGAN_HINTS = {  # words of a draft that name the organ
+    "lymph node tissue": ("lymph node", "nodal", "axillary", "sentinel", "metastatic carcinoma", "metastasis"),
+    "colorectal tissue": ("colon", "colonic", "rectum", "rectal", "sigmoid", "adenocarcinoma", "polypectomy"),
+}
+
+
+@dataclass
+class Claim:
+    """One checkable statement inside a sentence."""
+
+    kind: str  # 'diagnosis', 'extent', 'tissue' or 'answer'
+    value: str  # 'positive'/'negative', the bucket, the tissue class, or 'yes'/'no'
+    phrase: str  # the words of the sentence that state it
+    start: int  # character span of the phrase in the sentence
+    end: int
+    probability: float = float("nan")  # that the slide bears the claim out, in [0, 1]
+    measured: float | None = None  # calibrated measured fraction of the tissue (extent: tumour; tissue: that tissue)
+    basis: str = ""  # how it was checked, one line for the reader
+
+
+@dataclass
+class Calibration:
+    """Measurement error of a measured fraction: true logit ~ Normal(slope * measured logit + intercept, sigma)."""
+
+    slope: float  # of the measured logit
+    intercept: float
+    sigma: float  # residual standard deviation, logit units
+
+    def estimate(self, measured: float) -> float:
+        """The calibrated fraction (the median of the true fraction given the measured one)."""
+        return 1 / (1 + math.exp(-(self.slope * _logit(measured) + self.intercept)))
+
+    def probability(self, measured: float, lo: float, hi: float) -> float:
+        """P(lo <= true fraction < hi) given the measured fraction."""
+        from scipy.stats import norm
+
+        mu = self.slope * _logit(measured) + self.intercept
+        a = -math.inf if lo <= 0 else (_logit(lo) - mu) / self.sigma
+        b = math.inf if hi >= 1 else (_logit(hi) - mu) / self.sigma
+        return float(norm.cdf(b) - norm.cdf(a))
+
+
+def _logit(x: float, eps: float = 0.005) -> float:
+    x = min(max(float(x), eps), 1 - eps)
+    return math.log(x / (1 - x))
+
+
+def calibration_file() -> Path:
+    from napari_pathalign.models.encoders import RESOURCES
+
+    return RESOURCES / "claim_calibration.json"
+
+
+@lru_cache(maxsize=4)
+def load_calibration(path: str | None = None) -> dict[str, Calibration]:
+    """{'tumour': Calibration, 'tissue': Calibration} from the shipped file (or ``path``)."""
+    data = json.loads(Path(path or calibration_file()).read_text())
+    return {k: Calibration(**{f: float(data[k][f]) for f in ("slope", "intercept", "sigma")}) for k in ("tumour", "tissue")}
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> list[tuple[str, str, str]]:
+    """(phrase lower-case, kind, value), longest first."""
+    from napari_pathalign.train.demo_reports import BUCKETS, EXTENT, NEGATIVE, POSITIVE, TISSUE
+
+    out = [(p, "diagnosis", "positive") for ps in POSITIVE.values() for p in ps]
+    out += [(p, "diagnosis", "negative") for ps in NEGATIVE.values() for p in ps]
+    out += [(p, "extent", b) for b, ps in EXTENT.items() for p in ps]
+    out += [("less than 10%", "extent", "small"), ("between 10% and 30%", "extent", "moderate"), ("more than 30%", "extent", "extensive")]
+    out += [(p, "tissue", c) for c, ps in TISSUE.items() for p in ps]
+    assert {b for b, _, _ in BUCKETS} == set(EXTENT)
+    return sorted({(p.lower(), k, v) for p, k, v in out}, key=lambda x: (-len(x[0]), x[0]))
+
+
+def find_claims(sentence: str, question: str | None = None) -> list[Claim]:
+    """The claims ``sentence`` states (unchecked), in reading order."""
+    from napari_pathalign.train.demo_reports import bucket
+
+    low = sentence.lower()
+    taken = np.zeros(len(low), bool)
+    found = []
+    for phrase, kind, value in vocabulary():
+        for m in re.finditer(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", low):
+            a, b = m.span()
+            if not taken[a:b].any():
+                taken[a:b] = True
+                found.append(Claim(kind, value, sentence[a:b], a, b))
+    if not any(c.kind == "extent" for c in found) and (m := PERCENT.search(sentence)) and not taken[m.start() : m.end()].any():
+        b = bucket(float(m.group(1)) / 100)
+        if b is not None:
+            found.append(Claim("extent", b, m.group(0), m.start(), m.end()))
+    if question and not found and (m := re.match(r"\s*(yes|no)\b", low)):
+        found.append(Claim("answer", m.group(1), sentence[m.start(1) : m.end(1)], m.start(1), m.end(1)))
+    return sorted(found, key=lambda c: c.start)
+
+
+class ClaimChecker:
+    """Checks claims against one prepared ``SlideAnalysis`` (its measurements are computed once)."""
+
+    def __init__(self, analysis, calibration: dict[str, Calibration] | None = None):
+        self.analysis = analysis
+        self.calibration = calibration if calibration is not None else load_calibration()
+        self._fractions: dict[str, dict[str, float]] = {}
+        self._present: dict[str, float] = {}
+
+    # -- measurements -------------------------------------------------------------------------
+    def fractions(self, set_name: str) -> dict[str, float]:
+        """Mean per-patch probability of each class of a zero-shot set: the measured share of the tissue."""
+        if set_name not in self._fractions:
+            from scipy.special import softmax
+
+            from napari_pathalign.pipeline.zero_shot import class_embeddings, load_class_sets
+
+            sets, _ = load_class_sets()
+            if set_name not in sets:
+                raise ValueError(f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}")
+            gen = self.analysis.models["generation"]
+            sims = self.analysis._region_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
+            p = softmax(float(gen.scale().detach()) * sims, axis=1)
+            self._fractions[set_name] = dict(zip(sets[set_name], map(float, p.mean(0))))
+        return self._fractions[set_name]
+
+    def organ(self, text: str) -> str:
+        """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the slide matches best."""
+        low = text.lower()
+        hits = {s: sum(w in low for w in words) for s, words in ORGAN_HINTS.items()}
+        if max(hits.values()) > 0:
+            return max(hits, key=hits.get)
+        from napari_pathalign.pipeline.zero_shot import load_class_sets
+
+        sets, _ = load_class_sets()
+        z = self.analysis.zero_shot({s: [p for ps in sets[s].values() for p in ps] for s in ORGAN_HINTS}, "retrieval")
+        return z.best
+
+    def tumour_present(self, soft, prompt: str) -> float:
+        """P(tumour present) from the LM: a positive vs a negative diagnosis right after ``prompt``."""
+        if prompt not in self._present:
+            from napari_pathalign.train.demo_reports import NEGATIVE, POSITIVE
+
+            alts = [(p.capitalize() + ".", "positive") for ps in POSITIVE.values() for p in ps] + [(p.capitalize() + ".", "negative") for ps in NEGATIVE.values() for p in ps]
+            self._present[prompt] = _choice(self.analysis.models["generation"].lm, soft, prompt, alts, "positive")
+        return self._present[prompt]
+
+    # -- checking -----------------------------------------------------------------------------
+    def check(self, sentences: list[str], prompt: str, question: str | None = None) -> list[list[Claim]]:
+        """The checked claims of each sentence of one text (a draft or an answer) that followed ``prompt``."""
+        import torch
+
+        from napari_pathalign.train.demo_reports import BUCKETS
+
+        gen = self.analysis.models["generation"]
+        soft = None
+        if gen.lm is not None:
+            with torch.no_grad():
+                soft = gen.lm_proj(torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]).float()
+        organ = self.organ(" ".join([question or "", *sentences]))
+        tumour = TUMOUR_MEASURE[organ]
+        present = None
+        out = []
+        for k, sentence in enumerate(sentences):
+            prefix = " ".join([prompt, *sentences[:k]]).strip()
+            claims = find_claims(sentence, question)
+            for c in claims:
+                if c.kind in ("diagnosis", "answer"):
+                    if soft is None:
+                        continue
+                    c.probability = _choice(gen.lm, soft, prefix, _alternatives(sentence, c), c.value)
+                    c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
+                    if c.kind == "diagnosis":
+                        present = c.probability if c.value == "positive" else 1 - c.probability
+                elif c.kind == "extent":
+                    cal, raw = self.calibration["tumour"], self.fractions(organ)[tumour]
+                    lo, hi = next((lo, hi) for b, lo, hi in BUCKETS if b == c.value)
+                    if present is None:
+                        present = self.tumour_present(soft, prompt) if soft is not None else 1.0
+                    c.measured = cal.estimate(raw)
+                    c.probability = cal.probability(raw, lo, hi) * present
+                    c.basis = f"tumour measured at about {c.measured:.0%} of the tissue ({organ} map), tumour present {present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
+                elif c.kind == "tissue":
+                    set_name, cls = TISSUE_MEASURE[c.value]
+                    cal, raw = self.calibration["tissue"], self.fractions(set_name)[cls]
+                    c.measured = cal.estimate(raw)
+                    c.probability = cal.probability(raw, NAMED_FRACTION, 1.0)
+                    c.basis = f"{cls} measured at about {c.measured:.0%} of the tissue; reports name a tissue from {NAMED_FRACTION:.0%}"
+            out.append([c for c in claims if math.isfinite(c.probability)])
+        return out
+
+
+def _alternatives(sentence: str, claim: Claim) -> list[tuple[str, str]]:
+    """The sentence with every phrase of the claim's kind in the claim's place: [(sentence, value)]."""
+    if claim.kind == "answer":
+        return [("Yes" + sentence[claim.end :], "yes"), ("No" + sentence[claim.end :], "no")]
+    out = []
+    for phrase, kind, value in vocabulary():
+        if kind == claim.kind:
+            p = phrase[:1].upper() + phrase[1:] if claim.phrase[:1].isupper() else phrase
+            out.append((sentence[: claim.start] + p + sentence[claim.end :], value))
+    return out
+
+
+def _choice(lm, soft, prefix: str, alternatives: list[tuple[str, str]], value: str) -> float:
+    """Probability mass of the alternatives with ``value`` among all, by the LM after ``prefix``."""
+    logp = np.array(lm.continuation_logprobs(soft, prefix, [t for t, _ in alternatives]))
+    values = np.array([v for _, v in alternatives])
+    total = np.logaddexp.reduce(logp)
+    return float(np.exp(np.logaddexp.reduce(logp[values == value]) - total)) if (values == value).any() else 0.0

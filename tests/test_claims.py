@@ -1,0 +1,60 @@
+"""Claims in report sentences (pipeline/claims.py): finding them, and the calibrated measurement error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_pathalign.pipeline.claims import Calibration, calibration_file, find_claims, load_calibration
+
+
+def kinds(sentence, question=None):
+    return [(c.kind, c.value, c.phrase) for c in find_claims(sentence, question)]
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [
+        # a negative call is one claim, not a negative and a nested positive
+        ("Lymph node, left axillary, excision: Negative for metastatic carcinoma.", [("diagnosis", "negative", "Negative for metastatic carcinoma")]),
+        ("Colon, sigmoid, biopsy: Invasive adenocarcinoma.", [("diagnosis", "positive", "Invasive adenocarcinoma")]),
+        # the extent phrase wins over the percentage that repeats it
+        ("Tumour forms a small focus (about 4% of the tissue).", [("extent", "small", "a small focus")]),
+        ("Approximately 20% of the tissue is involved.", [("extent", "moderate", "20%")]),
+        ("Less than 10% of the tissue.", [("extent", "small", "Less than 10%")]),
+        ("Background shows fibrous stroma and adipose tissue.", [("tissue", "STROMA", "fibrous stroma"), ("tissue", "ADIPOSE", "adipose tissue")]),
+        ("Lymph node, sentinel, biopsy:", []),  # a specimen line claims nothing
+        ("Yes.", []),  # "yes" is a claim only as an answer to a question
+        ("Tumour-associated stroma.", [("tissue", "STROMA", "Tumour-associated stroma")]),  # not a tumour call
+    ],
+)
+def test_find_claims(sentence, expected):
+    assert kinds(sentence) == expected
+
+
+def test_answers_are_claims_only_after_a_question():
+    assert kinds("Yes.", "Is tumour present?") == [("answer", "yes", "Yes")]
+    assert kinds("No, none seen.", "Is tumour present?") == [("answer", "no", "No")]
+    assert kinds("Nodal lymphoid parenchyma.", "Which tissues are present?") == [("tissue", "normal", "Nodal lymphoid parenchyma")]
+
+
+def test_calibration_buckets_are_probabilities_and_follow_the_measurement():
+    cal = Calibration(slope=0.8, intercept=-0.3, sigma=0.7)
+    buckets = [(0, 0.1), (0.1, 0.3), (0.3, 1.0)]
+    for measured in (0.01, 0.08, 0.2, 0.5, 0.95):
+        p = [cal.probability(measured, lo, hi) for lo, hi in buckets]
+        assert all(0 <= x <= 1 for x in p) and abs(sum(p) - 1) < 1e-9
+    extensive = [cal.probability(m, 0.3, 1.0) for m in (0.05, 0.2, 0.4, 0.8)]
+    assert extensive == sorted(extensive) and extensive[0] < 0.1 < 0.5 < extensive[-1]
+    assert 0 < cal.estimate(0.2) < 1 and cal.estimate(0.5) > cal.estimate(0.2)
+    assert Calibration(1.0, 0.0, 0.3).estimate(0.25) == pytest.approx(0.25)  # identity calibration
+
+
+def test_the_shipped_calibration_says_how_it_was_fitted():
+    data = json.loads(calibration_file().read_text())
+    cal = load_calibration()
+    assert set(cal) == {"tumour", "tissue"} and all(c.sigma > 0 and c.slope > 0 for c in cal.values())
+    assert data["provenance"]["script"] == "scripts/fit_claim_calibration.py" and data["tumour"]["pairs"] >= 20
+    assert np.isfinite([data[k][f] for k in ("tumour", "tissue") for f in ("slope", "intercept", "sigma")]).all()
