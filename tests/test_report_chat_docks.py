@@ -99,6 +99,24 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)[..., :3]).save(output_dir / "report-dock.png")
 
 
+def test_closing_napari_with_unsaved_edits_asks_and_keeps_them(docks, qtbot):
+    from napari_pathalign._napari.report_widget import slide_key
+
+    viewer, layer, report, chat, store, errors = docks
+    asked = []
+    report.confirm = lambda question: asked.append(question) or True  # "yes, save a version"
+    report.editor.setPlainText("Lymph node: my own words, not saved yet.")
+    assert report.dirty
+    fp, _ = slide_key(layer.metadata["slide"])
+    from qtpy.QtGui import QCloseEvent
+
+    window = viewer.window._qt_window
+    assert report._watched() is window  # the dock watches napari's main window (its contents get no close event)
+    report.eventFilter(window, QCloseEvent())  # what Qt calls when the user closes napari (closing for real would end the test's viewer)
+    assert asked and "unsaved edits" in asked[0] and not report.dirty
+    assert store.latest_text(fp) == "Lymph node: my own words, not saved yet."
+
+
 def test_stop_mid_draft_keeps_partial_text_unsaved(docks, qtbot):
     viewer, layer, report, chat, store, errors = docks
     worker = report.start_draft()

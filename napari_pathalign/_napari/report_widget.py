@@ -7,11 +7,12 @@ Thin: ``SlideAnalysis.iter_draft`` in a worker, ``ReportStore`` for versions, wr
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import napari
 from napari.qt.threading import thread_worker
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from napari_pathalign._napari.analysis_registry import registry_of
@@ -52,6 +53,7 @@ class ReportWidget(QWidget):
         self.worker = None
         self.dirty = False  # edited since the last saved version
         self.confirm = self._ask  # tests replace it
+        self._watched = None  # the top-level window whose closing asks about unsaved edits
         self.slide_label = QLabel("Select a slide layer.")
         self.slide_label.setWordWrap(True)
         self.decoding = QComboBox()
@@ -185,11 +187,32 @@ class ReportWidget(QWidget):
     def has_unsaved_changes(self) -> bool:
         return self.dirty
 
-    def closeEvent(self, event):  # noqa: N802 (Qt)
-        if self.dirty and not self.confirm("The report has unsaved edits (they are autosaved). Save them as a version before closing?"):
-            self.autosave()
-        elif self.dirty:
+    def before_close(self) -> None:
+        """Unsaved edits: ask whether to save them as a version; either way they stay on disk (autosave)."""
+        if not self.dirty:
+            return
+        if self.confirm("The report has unsaved edits (they are autosaved). Save them as a version before closing?"):
             self.save_version("edit")
+        else:
+            self.autosave()
+
+    def showEvent(self, event):  # noqa: N802 (Qt)
+        # A dock's contents get no close event when napari's window closes: watch the window itself.
+        top, watched = self.window(), self._watched() if self._watched is not None else None
+        if top is not self and top is not watched:
+            if watched is not None:
+                watched.removeEventFilter(self)
+            top.installEventFilter(self)
+            self._watched = weakref.ref(top)  # weak: the dock must not keep napari's window alive
+        super().showEvent(event)
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt)
+        if self._watched is not None and obj is self._watched() and event.type() == QEvent.Close:
+            self.before_close()
+        return False
+
+    def closeEvent(self, event):  # noqa: N802 (Qt)
+        self.before_close()
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ drafting
