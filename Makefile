@@ -10,7 +10,7 @@ STAMP := $(VENV)/.pathalign-installed
 SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-shape0 libxcb-randr0 \
 	libdbus-1-3 libfontconfig1 libgl1 libegl1 libglib2.0-0
-SCREEN := -screen 0 1600x1000x24
+SCREEN := -screen 0 1920x1200x24
 
 .PHONY: setup system-packages demo test lint clean
 

@@ -83,7 +83,7 @@ class ReportWidget(QWidget):
         layout.addWidget(self.slide_label)
         layout.addLayout(top)
         layout.addWidget(self.editor, 3)
-        layout.addWidget(QLabel("Sentences (support: how well the slide matches each; flagged ones need checking):"))
+        layout.addWidget(QLabel("Sentences (support: the chance the slide bears out each one's weakest claim; ⚠ = check it; hover for how):"))
         layout.addWidget(self.sentences, 2)
         layout.addWidget(self.evidence)
         layout.addLayout(bottom)
