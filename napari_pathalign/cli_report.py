@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -43,27 +44,41 @@ def _print_statements(draft) -> None:
 def _draft(args) -> int:
     from napari_pathalign.cli_analysis import _errors
     from napari_pathalign.models.decoder import GenerationConfig
+    from napari_pathalign.pipeline.drafting import case_report
 
+    slides = [args.slide, *(args.case or [])]
     try:
         out = Path(args.out) if args.out else None
         if out is not None and out.suffix.lower() not in (".md", ".json"):
             raise ValueError(f"--out {out}: expected a .md or .json file")
         if out is not None and out.exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        analysis = _analysis(args)
+        if len(slides) > 26:
+            raise ValueError(f"a case report has parts A. to Z.; got {len(slides)} slides")
         cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.beams, top_p=args.top_p)
-        draft = _run(analysis.iter_draft(cfg, args.prompt), stream=True)
+        drafts = []
+        for k, slide in enumerate(slides):
+            if len(slides) > 1:
+                print(f"part {chr(65 + k)}: {slide}", file=sys.stderr)
+            drafts.append(_run(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})).iter_draft(cfg, args.prompt), stream=True))
+        labels = [chr(65 + k) for k in range(len(drafts))]
+        text = drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
         if out is not None:
             from napari_pathalign.io.report_files import write_report_json, write_report_markdown
 
-            d = draft.to_dict()
+            parts = [d.to_dict() for d in drafts]
+            sentences = [{**s, "part": label} if len(drafts) > 1 else s for label, d in zip(labels, parts) for s in d["sentences"]]
+            prov = parts[0]["provenance"] if len(drafts) == 1 else {"parts": {label: d["provenance"] for label, d in zip(labels, parts)}}
             writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
-            writer(d["text"], d["provenance"], d["sentences"], out, overwrite=args.overwrite)
+            writer(text, prov, sentences, out, overwrite=args.overwrite)
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(draft.text)
-    _print_statements(draft)
+    print(text)
+    for label, d in zip(labels, drafts):
+        if len(drafts) > 1:
+            print(f"part {label}:")
+        _print_statements(d)
     if out is not None:
         print(f"wrote {out}")
     return 0
@@ -105,6 +120,7 @@ def add_report_commands(sub) -> None:
     d.add_argument("--max-new-tokens", type=int, default=96)
     d.add_argument("--out", help="write the draft as .md or .json (text, provenance, sentences with support and evidence)")
     d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--case", nargs="+", metavar="SLIDE", help="more slides of the same case: the draft becomes a case report with parts A. (the first slide), B., ...")
     d.set_defaults(run=_draft)
     a = sub.add_parser("ask", help="ask a question about a slide (or a region of it)")
     _common(a)

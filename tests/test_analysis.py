@@ -245,6 +245,19 @@ def test_support_checks_each_claim_against_the_slide(analysis):
     assert yes[0].claims[0].kind == "answer" and yes[0].support > 0.8 > 0.2 > no[0].support
     specimen = build_statements(analysis, "Lymph node, sentinel, excision:")[0]
     assert not specimen.claims and "similarity rank" in specimen.basis  # nothing to check: the rank, said so
+    assert analysis._claim_checker.method() == "head" and "measurement head" in right_tissue.basis  # the shipped head fits the shipped models
+
+
+def test_zero_shot_measurement_without_a_head(analysis):
+    """A model without a measurement head measures with its zero-shot maps, and says so."""
+    from napari_pathalign.pipeline.claims import ClaimChecker, TUMOUR_CLASS
+
+    checker = ClaimChecker(analysis, head=None)
+    assert checker.method() == "zero-shot"
+    measured = checker.measure("lymph node tissue")
+    assert set(measured) == {"normal", TUMOUR_CLASS["lymph node tissue"]} and abs(sum(measured.values()) - 1) < 1e-5
+    right, wrong = checker.check(["Background shows lymphoid tissue.", "Background shows desmoplastic stroma."], "Final diagnosis:")
+    assert right[0].probability > 0.8 > 0.3 > wrong[0].probability and "zero-shot map" in right[0].basis
 
 
 def test_attribution_is_what_the_similarity_used(analysis):
@@ -292,6 +305,32 @@ def test_case_report_reads_back_as_parts():
     text = case_report([("A", "Lymph node, sentinel, excision: Metastatic carcinoma."), ("B", "Lymph node, axillary, excision: No tumour identified.")])
     parts = split_report(text).parts
     assert set(parts) == {"A", "B"} and "Metastatic" in parts["A"] and "No tumour" in parts["B"]
+
+
+def test_cli_draft_case_report_and_ask(tmp_path, capsys):
+    from napari_pathalign.cli import main
+    from napari_pathalign.train.reports import split_report
+
+    common = ["--cache-dir", str(tmp_path / "c"), "--device", "cpu"]
+    out = tmp_path / "report.json"
+    assert main(["draft", str(DEMO), *common, "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["text"] and doc["provenance"]["model"] == "embedded" and doc["sentences"]
+    assert all("support" in x and "claims" in x and x["evidence_xy_level0"] for x in doc["sentences"])
+    assert any(c["kind"] == "diagnosis" for x in doc["sentences"] for c in x["claims"])
+    assert main(["draft", str(DEMO), *common, "--out", str(out)]) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced unasked
+    case = tmp_path / "case.md"
+    assert main(["draft", str(DEMO), "--case", str(DEMO), *common, "--out", str(case)]) == 0
+    printed = capsys.readouterr().out
+    text = printed[: printed.index("part A:")].strip()
+    assert set(split_report(text).parts) == {"A", "B"}  # lettered parts, as training curation reads them back
+    md = case.read_text()
+    assert "FINAL DIAGNOSIS:" in md and "\nA. " in md and "\nB. " in md and "weakest claim" in md
+    assert main(["ask", str(DEMO), "Is tumour present?", *common, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answer"] and 0 <= answer["support"] <= 1 and answer["evidence"][0]["claims"][0]["kind"] == "answer"
+    assert main(["ask", str(DEMO), "  ", *common]) == 2 and "empty" in capsys.readouterr().err
+    assert main(["draft", str(DEMO), *common, "--model", "embedded-r"]) == 2 and "no language model" in capsys.readouterr().err
 
 
 def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_path):

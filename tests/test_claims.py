@@ -55,6 +55,27 @@ def test_calibration_buckets_are_probabilities_and_follow_the_measurement():
 def test_the_shipped_calibration_says_how_it_was_fitted():
     data = json.loads(calibration_file().read_text())
     cal = load_calibration()
-    assert set(cal) == {"tumour", "tissue"} and all(c.sigma > 0 and c.slope > 0 for c in cal.values())
-    assert data["provenance"]["script"] == "scripts/fit_claim_calibration.py" and data["tumour"]["pairs"] >= 20
-    assert np.isfinite([data[k][f] for k in ("tumour", "tissue") for f in ("slope", "intercept", "sigma")]).all()
+    assert set(cal) == {"head", "zero-shot"} and all(set(c) == {"tumour", "tissue"} for c in cal.values())
+    assert all(c.sigma > 0 and c.slope > 0 for per in cal.values() for c in per.values())
+    assert data["provenance"]["script"] == "scripts/fit_claim_checker.py" and data["head"]["tumour"]["pairs"] >= 20
+    assert np.isfinite([data[m][k][f] for m in ("head", "zero-shot") for k in ("tumour", "tissue") for f in ("slope", "intercept", "sigma")]).all()
+
+
+def test_measure_head_round_trip_and_probabilities():
+    from napari_pathalign.pipeline.measure_head import MeasureHead, OrganHead, load_head
+
+    rng = np.random.default_rng(0)
+    three = OrganHead(["a", "b", "c"], np.zeros(4), np.ones(4), rng.normal(size=(3, 4)), np.zeros(3))
+    two = OrganHead(["normal", "tumour"], np.ones(4), np.full(4, 2.0), rng.normal(size=(1, 4)), np.array([0.5]))  # sklearn's binary form
+    head = MeasureHead({"x": three, "y": two}, "m" * 16, "e" * 16, {"script": "test"})
+    again = MeasureHead.from_dict(json.loads(json.dumps(head.to_dict())))
+    x = rng.normal(size=(5, 4))
+    for h in (again.organs["x"], again.organs["y"]):
+        p = h.probabilities(x)
+        assert p.shape == (5, len(h.classes)) and np.allclose(p.sum(1), 1) and (p >= 0).all()
+    z = (x - 1) / 2 @ two.coef.T + 0.5
+    assert np.allclose(again.organs["y"].probabilities(x)[:, 1], 1 / (1 + np.exp(-z[:, 0])), atol=1e-5)
+    assert again.applies_to("m" * 16, "e" * 16) and not again.applies_to("m" * 16, "other")
+    shipped = load_head()
+    assert shipped is not None and set(shipped.organs) == {"lymph node tissue", "colorectal tissue"}
+    assert shipped.organs["colorectal tissue"].classes[0] == "TUMOR" and shipped.provenance["script"] == "scripts/fit_claim_checker.py"

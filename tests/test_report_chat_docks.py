@@ -117,6 +117,23 @@ def test_closing_napari_with_unsaved_edits_asks_and_keeps_them(docks, qtbot):
     assert store.latest_text(fp) == "Lymph node: my own words, not saved yet."
 
 
+def test_case_report_of_the_open_slides(docks, qtbot, wsi_dir):
+    from napari_pathalign._napari.report_widget import slide_key
+    from napari_pathalign.train.reports import split_report
+
+    viewer, layer, report, chat, store, errors = docks
+    assert report.compose_case() is None and "at least two open slides" in report.status.text()
+    other = viewer.open(str(wsi_dir / "CMU-1-Small-Region.svs"), plugin=PLUGIN)[0]
+    fp, path = slide_key(other.metadata["slide"])
+    store.add_version(fp, path, "draft", "Skin, excision: No tumour identified.", "model")
+    viewer.layers.selection.active = layer
+    report.editor.setPlainText("FINAL DIAGNOSIS:\nLymph node, sentinel, excision: Metastatic carcinoma.")
+    text = report.compose_case()
+    parts = split_report(text).parts
+    assert set(parts) == {"A", "B"} and "Metastatic carcinoma" in parts["A"] and "Skin" in parts["B"]  # layer order: the demo node first
+    assert report.editor.toPlainText() == text and report.dirty and "A. demo-lymph-node" in report.status.text()
+
+
 def test_stop_mid_draft_keeps_partial_text_unsaved(docks, qtbot):
     viewer, layer, report, chat, store, errors = docks
     worker = report.start_draft()

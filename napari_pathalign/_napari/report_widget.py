@@ -60,6 +60,8 @@ class ReportWidget(QWidget):
         self.decoding.addItems(list(DECODING))
         self.draft_button, self.stop_button = QPushButton("Draft"), QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.case_button = QPushButton("Case report")
+        self.case_button.setToolTip("One report for the case: the reports of every open slide as lettered parts A., B., ... (layer order)")
         self.editor = QPlainTextEdit()
         self.editor.setPlaceholderText("Press Draft, or type the report.")
         self.editor.setMinimumHeight(140)
@@ -74,7 +76,7 @@ class ReportWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         top = QHBoxLayout()
-        for w in (self.decoding, self.draft_button, self.stop_button):
+        for w in (self.decoding, self.draft_button, self.stop_button, self.case_button):
             top.addWidget(w)
         bottom = QHBoxLayout()
         for w in (self.accept_button, self.save_button, self.export_box, self.export_button):
@@ -95,6 +97,7 @@ class ReportWidget(QWidget):
         self.editor.textChanged.connect(self._edited)
         self.draft_button.clicked.connect(self.start_draft)
         self.stop_button.clicked.connect(self.stop)
+        self.case_button.clicked.connect(lambda: self.compose_case())
         self.accept_button.clicked.connect(lambda: self.save_version("accepted"))
         self.save_button.clicked.connect(lambda: self.save_version("edit"))
         self.export_button.clicked.connect(self._export_dialog)
@@ -186,6 +189,43 @@ class ReportWidget(QWidget):
 
     def has_unsaved_changes(self) -> bool:
         return self.dirty
+
+    def compose_case(self) -> str | None:
+        """The case report of every open slide that has a report (this editor's text for this slide),
+        as lettered parts in layer order, put in the editor (unsaved: Save version keeps it)."""
+        import re
+
+        from napari_pathalign.pipeline.drafting import case_report
+        from napari_pathalign.pipeline.report_store import ReportStoreError
+
+        parts = []
+        for layer in self.viewer.layers:
+            slide = slide_of(layer)
+            if slide is None:
+                continue
+            try:
+                text = self.editor.toPlainText() if layer is self.layer else (self.store.latest_text(slide_key(slide)[0]) or "")
+            except ReportStoreError as exc:
+                self._say(f"{layer.name}: {exc}", error=True)
+                return None
+            text = re.sub(r"^\s*final diagnosis:\s*", "", text, flags=re.IGNORECASE).strip()
+            if text:
+                parts.append((layer.name, text))
+        if len(parts) < 2:
+            self._say("A case report needs the reports of at least two open slides: draft (or write) each slide's report first.", error=True)
+            return None
+        if len(parts) > 26:
+            self._say(f"A case report has parts A. to Z.; {len(parts)} open slides have reports. Close the ones that are not of this case.", error=True)
+            return None
+        if self.dirty:
+            self.autosave()  # this slide's own text stays in the store
+        if self.editor.toPlainText().strip() and not self.confirm("Replace the text in the editor with the case report? (this slide's text stays in the store)"):
+            return None
+        text = case_report([(chr(65 + k), t) for k, (_, t) in enumerate(parts)])
+        self.editor.setPlainText(text)  # an edit: autosaved, and Save version keeps it with this slide
+        self.sentences.clear()
+        self._say("Case report: " + "; ".join(f"{chr(65 + k)}. {name}" for k, (name, _) in enumerate(parts)) + ". Save a version to keep it.")
+        return text
 
     def before_close(self) -> None:
         """Unsaved edits: ask whether to save them as a version; either way they stay on disk (autosave)."""

@@ -110,7 +110,7 @@ def write_report_markdown(report_text: str, provenance: dict, sentences: list[di
     lines = ["# Report", "", report_text.strip() or "_(empty)_", ""]
     if sentences:
         lines += ["## Sentences and their support", "",
-                  "Support: how well the slide matches the sentence compared with standard report sentences (0 to 1).", "",
+                  "Support: the probability that the slide bears out the sentence's weakest claim (0 to 1; under 0.5: check it).", "",
                   "| # | sentence | support | evidence (level-0 x, y) |", "|---:|---|---:|---|"]
         for i, s in enumerate(sentences, 1):
             lines.append(f"| {i} | {_cell(s.get('text', ''))} | {_support(s)} | {_cell(_evidence(s))} |")

@@ -8,13 +8,16 @@ model was trained on (``train/demo_reports.py``, longest phrase first, case-inse
   slide and the text before it (phrases of one call summed). The model's own reading of the slide,
   asked as a choice instead of a continuation.
 - **extent** (small < 10 %, moderate 10-30 %, extensive > 30 % of the tissue): *measured*. The
-  tumour fraction is the mean per-patch probability of the organ's tumour class in its zero-shot
-  tissue set (``resources/zero_shot_classes.json``; each patch read with its neighbourhood). The
-  claim's probability is the share of a logit-normal measurement error (fitted on calibration
-  slides: ``resources/claim_calibration.json``, ``scripts/fit_claim_calibration.py``) that falls in
-  the claimed bucket, times the probability that tumour is present at all.
-- **tissue** (a background tissue named): measured the same way; the probability that the tissue
-  covers at least 10 % of the slide, the share at which reports name one.
+  tumour fraction is the mean per-patch probability of the organ's tumour class: from the model's
+  measurement head (``pipeline/measure_head.py``) when it ships one, else from the organ's
+  zero-shot tissue set (``resources/zero_shot_classes.json``; each patch read with its
+  neighbourhood). The claim's probability is the share of a logit-normal measurement error (fitted
+  per method on calibration slides: ``resources/claim_calibration.json``,
+  ``scripts/fit_claim_checker.py``) that falls in the claimed bucket, times the probability that
+  tumour is present at all.
+- **tissue** (a background tissue named): measured the same way, within the organ the text names
+  (a tissue outside the organ's classes counts as absent); the probability that the tissue covers
+  at least 10 % of the slide, the share at which reports name one.
 - **answer** ("Yes." / "No." after a question): the LM's probability of this answer against the other.
 
 Sentences without a claim (a specimen line) keep the slide-sentence similarity rank, and say so.
@@ -45,6 +48,7 @@ TISSUE_MEASURE = {
     "ADIPOSE": ("colorectal tissue", "adipose"),
 }
 TUMOUR_MEASURE = {"lymph node tissue": "metastatic carcinoma", "colorectal tissue": "adenocarcinoma"}  # organ set -> its tumour class
+TUMOUR_CLASS = {"lymph node tissue": "tumour", "colorectal tissue": "TUMOR"}  # organ set -> its tumour's report class
 ORGAN_HINTS = {  # words of a draft that name the organ
     "lymph node tissue": ("lymph node", "nodal", "axillary", "sentinel", "metastatic carcinoma", "metastasis"),
     "colorectal tissue": ("colon", "colonic", "rectum", "rectal", "sigmoid", "adenocarcinoma", "polypectomy"),
@@ -99,10 +103,17 @@ def calibration_file() -> Path:
 
 
 @lru_cache(maxsize=4)
-def load_calibration(path: str | None = None) -> dict[str, Calibration]:
-    """{'tumour': Calibration, 'tissue': Calibration} from the shipped file (or ``path``)."""
+def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration]]:
+    """{measurement method ('head', 'zero-shot'): {'tumour': Calibration, 'tissue': Calibration}} from the shipped file (or ``path``)."""
     data = json.loads(Path(path or calibration_file()).read_text())
-    return {k: Calibration(**{f: float(data[k][f]) for f in ("slope", "intercept", "sigma")}) for k in ("tumour", "tissue")}
+    return {m: {k: Calibration(**{f: float(data[m][k][f]) for f in ("slope", "intercept", "sigma")}) for k in ("tumour", "tissue")} for m in ("head", "zero-shot") if m in data}
+
+
+def organ_classes(organ: str) -> dict[str, str]:
+    """Report class -> zero-shot class of one organ set (its tumour and its tissues)."""
+    out = {TUMOUR_CLASS[organ]: TUMOUR_MEASURE[organ]}
+    out.update({c: zs for c, (s, zs) in TISSUE_MEASURE.items() if s == organ})
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -144,28 +155,58 @@ def find_claims(sentence: str, question: str | None = None) -> list[Claim]:
 class ClaimChecker:
     """Checks claims against one prepared ``SlideAnalysis`` (its measurements are computed once)."""
 
-    def __init__(self, analysis, calibration: dict[str, Calibration] | None = None):
+    def __init__(self, analysis, calibration: dict | None = None, head=...):
+        """``calibration``: {method: {kind: Calibration}} (default: the shipped file); ``head``: a
+        ``MeasureHead`` or None for zero-shot only (default: the shipped head when it fits the models)."""
+        from napari_pathalign.pipeline.measure_head import load_head
+
         self.analysis = analysis
         self.calibration = calibration if calibration is not None else load_calibration()
-        self._fractions: dict[str, dict[str, float]] = {}
+        self.head = load_head() if head is ... else head
+        self._measured: dict[tuple[str, str], dict[str, float]] = {}
         self._present: dict[str, float] = {}
+        self._method: str | None = None
 
     # -- measurements -------------------------------------------------------------------------
+    def method(self) -> str:
+        """'head' when the measurement head fits this analysis's generation model and encoder, else 'zero-shot'."""
+        if self.head is None:
+            return "zero-shot"
+        if self._method is None:
+            from napari_pathalign.pipeline.library_build import model_identity
+
+            ident = model_identity(self.analysis.models["generation"], self.analysis.encoder)
+            self._method = "head" if self.head.applies_to(ident["model_hash"], ident["encoder_hash"]) else "zero-shot"
+        return self._method
+
+    def measure(self, organ: str, method: str | None = None) -> dict[str, float]:
+        """Report class -> measured share of the tissue (mean per-patch probability) for one organ."""
+        method = method or self.method()
+        key = (organ, method)
+        if key not in self._measured:
+            if method == "head":
+                from napari_pathalign.pipeline.measure_head import patch_inputs
+
+                h = self.head.organs[organ]
+                self._measured[key] = dict(zip(h.classes, map(float, h.probabilities(patch_inputs(self.analysis)).mean(0))))
+            else:
+                zs = self.fractions(organ)
+                self._measured[key] = {c: zs[z] for c, z in organ_classes(organ).items()}
+        return self._measured[key]
+
     def fractions(self, set_name: str) -> dict[str, float]:
         """Mean per-patch probability of each class of a zero-shot set: the measured share of the tissue."""
-        if set_name not in self._fractions:
-            from scipy.special import softmax
+        from scipy.special import softmax
 
-            from napari_pathalign.pipeline.zero_shot import class_embeddings, load_class_sets
+        from napari_pathalign.pipeline.zero_shot import class_embeddings, load_class_sets
 
-            sets, _ = load_class_sets()
-            if set_name not in sets:
-                raise ValueError(f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}")
-            gen = self.analysis.models["generation"]
-            sims = self.analysis._region_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
-            p = softmax(float(gen.scale().detach()) * sims, axis=1)
-            self._fractions[set_name] = dict(zip(sets[set_name], map(float, p.mean(0))))
-        return self._fractions[set_name]
+        sets, _ = load_class_sets()
+        if set_name not in sets:
+            raise ValueError(f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}")
+        gen = self.analysis.models["generation"]
+        sims = self.analysis._region_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
+        p = softmax(float(gen.scale().detach()) * sims, axis=1)
+        return dict(zip(sets[set_name], map(float, p.mean(0))))
 
     def organ(self, text: str) -> str:
         """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the slide matches best."""
@@ -201,7 +242,8 @@ class ClaimChecker:
             with torch.no_grad():
                 soft = gen.lm_proj(torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]).float()
         organ = self.organ(" ".join([question or "", *sentences]))
-        tumour = TUMOUR_MEASURE[organ]
+        method = self.method()
+        how = "measurement head" if method == "head" else "zero-shot map"
         present = None
         out = []
         for k, sentence in enumerate(sentences):
@@ -216,19 +258,23 @@ class ClaimChecker:
                     if c.kind == "diagnosis":
                         present = c.probability if c.value == "positive" else 1 - c.probability
                 elif c.kind == "extent":
-                    cal, raw = self.calibration["tumour"], self.fractions(organ)[tumour]
+                    cal, raw = self.calibration[method]["tumour"], self.measure(organ, method)[TUMOUR_CLASS[organ]]
                     lo, hi = next((lo, hi) for b, lo, hi in BUCKETS if b == c.value)
                     if present is None:
                         present = self.tumour_present(soft, prompt) if soft is not None else 1.0
                     c.measured = cal.estimate(raw)
                     c.probability = cal.probability(raw, lo, hi) * present
-                    c.basis = f"tumour measured at about {c.measured:.0%} of the tissue ({organ} map), tumour present {present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
+                    c.basis = f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {how}), tumour present {present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
                 elif c.kind == "tissue":
-                    set_name, cls = TISSUE_MEASURE[c.value]
-                    cal, raw = self.calibration["tissue"], self.fractions(set_name)[cls]
-                    c.measured = cal.estimate(raw)
+                    cal, cls = self.calibration[method]["tissue"], TISSUE_MEASURE[c.value][1]
+                    if c.value in organ_classes(organ):
+                        raw = self.measure(organ, method)[c.value]
+                        c.measured = cal.estimate(raw)
+                        c.basis = f"{cls} measured at about {c.measured:.0%} of the tissue ({how}); reports name a tissue from {NAMED_FRACTION:.0%}"
+                    else:  # the organ's tissue classes do not hold it: absent as far as the model can measure
+                        raw, c.measured = 0.0, 0.0
+                        c.basis = f"{cls} is not among the tissues measured in {organ} ({', '.join(organ_classes(organ))})"
                     c.probability = cal.probability(raw, NAMED_FRACTION, 1.0)
-                    c.basis = f"{cls} measured at about {c.measured:.0%} of the tissue; reports name a tissue from {NAMED_FRACTION:.0%}"
             out.append([c for c in claims if math.isfinite(c.probability)])
         return out
 

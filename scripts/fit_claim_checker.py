@@ -1,0 +1,195 @@
+"""Fit the claim checker of the embedded model: its measurement head and the measurement errors.
+
+    python scripts/fit_claim_checker.py --tiles ../shared/data/tiles --work runs/claims
+
+Steps (slides and features are kept in --work and reused; no test slide is used anywhere):
+  1. slides     two sets of demo slides from the TRAIN tiles, each with its own seed (not the
+                recipe's 0): --train-slides for the head (seed 8), --calibration-slides for the
+                choice of its regularisation and the measurement errors (seed 7)
+  2. analyse    each slide with the shipped models: per patch, the head's input (neighbourhood
+                embedding + encoder features, ``measure_head.patch_inputs``) and its class shares
+                from the slide's class map
+  3. head       per organ, a multinomial logistic regression on the patches' dominant class;
+                C picked by the log-loss on the calibration slides' patches
+  4. errors     per measurement method (head, zero-shot) and kind, least squares of the true logit
+                on the measured logit (fractions clipped to [0.005, 0.995]) over the calibration
+                slides; sigma is the residual standard deviation. Tumour: slides with tumour only
+                (an extent claim is read given tumour). Tissue: every non-tumour class of the
+                slide's organ, absent ones included (naming an absent tissue is the error to catch)
+  5. write      resources/embedded_measure_head.json and resources/claim_calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ORGAN_OF = {"pcam": "lymph node tissue", "kather": "colorectal tissue"}
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+
+
+def slides(tiles: Path, work: Path, name: str, count: int, seed: int) -> tuple[Path, list[dict]]:
+    from napari_pathalign.train.demo_data import make_demo_data
+
+    folder = work / name / "train"
+    if not (folder / "slides.csv").is_file():
+        make_demo_data(tiles, work / name, slides=count, seed=seed, splits=("train",))
+    with open(folder / "slides.csv", newline="") as fh:
+        return folder, list(csv.DictReader(fh))
+
+
+def analyse(folder: Path, rows: list[dict], desc: str) -> list[dict]:
+    """Per slide: organ, head inputs, class shares per patch (report classes), truth, zero-shot measurement."""
+    from tqdm import tqdm
+
+    from napari_pathalign.eval.class_maps import patch_class_fractions, read_class_map
+    from napari_pathalign.io import open_slide
+    from napari_pathalign.pipeline.analysis import SlideAnalysis
+    from napari_pathalign.pipeline.claims import ClaimChecker
+    from napari_pathalign.pipeline.measure_head import patch_inputs
+
+    out = []
+    for r in tqdm(rows, desc=desc, unit="slide"):
+        a = SlideAnalysis(open_slide(folder / r["slide"]), cache_dir=folder / "features")
+        for _ in a.iter_prepare():
+            pass
+        cmap = read_class_map(folder / r["slide"])
+        organ = ORGAN_OF[r["source"]]
+        out.append({
+            "organ": organ,
+            "classes": list(cmap.classes),
+            "x": patch_inputs(a),
+            "shares": patch_class_fractions(cmap, a.features.xy_level0, a.features.size_level0),  # (N, C) per class of the map
+            "truth": json.loads(r["fractions"]),
+            "tumour_fraction": float(r["tumour_fraction"]),
+            "zero_shot": ClaimChecker(a, calibration={}, head=None).measure(organ, "zero-shot"),
+            "identity": _identity(a),
+        })
+    return out
+
+
+def _identity(a) -> dict:
+    from napari_pathalign.pipeline.library_build import model_identity
+
+    return model_identity(a.models["generation"], a.encoder)
+
+
+def patches(data: list[dict], organ: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and dominant class index (in ``classes``) of the tissue patches of one organ's slides."""
+    xs, ys = [], []
+    for s in data:
+        if s["organ"] != organ:
+            continue
+        shares = np.zeros((len(s["x"]), len(classes)))
+        for k, c in enumerate(s["classes"]):
+            if c in classes:
+                shares[:, classes.index(c)] = s["shares"][:, k]
+        keep = shares.sum(1) > 0.5  # mostly tissue
+        xs.append(s["x"][keep])
+        ys.append(shares[keep].argmax(1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_head(train: list[dict], calib: list[dict]):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    from napari_pathalign.pipeline.claims import organ_classes
+    from napari_pathalign.pipeline.measure_head import OrganHead
+
+    heads, chosen = {}, {}
+    for organ in ORGAN_OF.values():
+        classes = list(organ_classes(organ))
+        xt, yt = patches(train, organ, classes)
+        xv, yv = patches(calib, organ, classes)
+        scaler = StandardScaler().fit(xt)
+        best = None
+        for c in C_GRID:
+            lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xt), yt)
+            loss = log_loss(yv, lr.predict_proba(scaler.transform(xv)), labels=lr.classes_)
+            print(f"  {organ}: C={c}: validation log-loss {loss:.4f}, accuracy {(lr.predict(scaler.transform(xv)) == yv).mean():.3f}")
+            if best is None or loss < best[0]:
+                best = (loss, c, lr)
+        loss, c, lr = best
+        if list(lr.classes_) != list(range(len(classes))):
+            raise ValueError(f"{organ}: the training patches lack some classes ({lr.classes_}); make more training slides")
+        heads[organ] = OrganHead(classes, scaler.mean_, scaler.scale_, lr.coef_, lr.intercept_)
+        chosen[organ] = {"C": c, "validation_log_loss": round(float(loss), 4), "training_patches": int(len(yt)), "validation_patches": int(len(yv))}
+    return heads, chosen
+
+
+def fit_errors(calib: list[dict], measure) -> dict:
+    """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``)."""
+    from napari_pathalign.pipeline.claims import TUMOUR_CLASS, _logit
+    from napari_pathalign.train.demo_reports import TUMOUR_CLASSES
+
+    pairs: dict[str, list] = {"tumour": [], "tissue": []}
+    for s in calib:
+        m = measure(s)
+        tumour = TUMOUR_CLASS[s["organ"]]
+        if s["tumour_fraction"] > 0:
+            pairs["tumour"].append((m[tumour], s["tumour_fraction"]))
+        for cls, value in m.items():
+            if cls != tumour and cls not in TUMOUR_CLASSES.values():
+                pairs["tissue"].append((value, float(s["truth"].get(cls, 0.0))))
+    fit = {}
+    for kind, xy in pairs.items():
+        x = np.array([_logit(a) for a, _ in xy])
+        y = np.array([_logit(b) for _, b in xy])
+        slope, intercept = np.polyfit(x, y, 1)
+        sigma = float(np.std(y - (slope * x + intercept), ddof=2))
+        fit[kind] = {"slope": round(float(slope), 4), "intercept": round(float(intercept), 4), "sigma": round(sigma, 4), "pairs": len(xy)}
+        print(f"  {kind}: true logit = {slope:.3f} * measured logit + {intercept:.3f}, sigma {sigma:.3f} ({len(xy)} pairs)")
+    return fit
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiles", type=Path, default=ROOT.parent / "shared" / "data" / "tiles")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "claims")
+    ap.add_argument("--train-slides", type=int, default=288)
+    ap.add_argument("--calibration-slides", type=int, default=48)
+    ap.add_argument("--resources", type=Path, default=ROOT / "resources")
+    args = ap.parse_args()
+
+    from napari_pathalign.pipeline.measure_head import MeasureHead
+
+    train_dir, train_rows = slides(args.tiles, args.work, "head", args.train_slides, seed=8)
+    calib_dir, calib_rows = slides(args.tiles, args.work, "calibration", args.calibration_slides, seed=7)
+    train = analyse(train_dir, train_rows, "head slides")
+    calib = analyse(calib_dir, calib_rows, "calibration slides")
+    print("measurement head:")
+    organs, chosen = fit_head(train, calib)
+    ident = calib[0]["identity"]
+    head = MeasureHead(organs, ident["model_hash"], ident["encoder_hash"], {
+        "script": "scripts/fit_claim_checker.py", "slides": len(train), "seed": 8, "tiles": "train split", "model": ident["model"],
+        "encoder": ident["encoder"], "inputs": "neighbourhood embedding (mean over queries) + encoder features", "organs": chosen, "date": time.strftime("%Y-%m-%d"),
+    })
+    print("measurement errors, head:")
+    head_fit = fit_errors(calib, lambda s: dict(zip(head.organs[s["organ"]].classes, head.organs[s["organ"]].probabilities(s["x"]).mean(0))))
+    print("measurement errors, zero-shot:")
+    zero_fit = fit_errors(calib, lambda s: s["zero_shot"])
+    write_json(args.resources / "embedded_measure_head.json", head.to_dict())
+    write_json(args.resources / "claim_calibration.json", {
+        "head": head_fit,
+        "zero-shot": zero_fit,
+        "provenance": {"script": "scripts/fit_claim_checker.py", "slides": len(calib), "seed": 7, "tiles": "train split", "model": ident["model"], "date": time.strftime("%Y-%m-%d")},
+    })
+
+
+if __name__ == "__main__":
+    main()
