@@ -15,7 +15,9 @@ Steps (slides and features are kept in --work and reused; no test slide is used 
                 on the measured logit (fractions clipped to [0.005, 0.995]) over the calibration
                 slides; sigma is the residual standard deviation. Tumour: slides with tumour only
                 (an extent claim is read given tumour). Tissue: every non-tumour class of the
-                slide's organ, absent ones included (naming an absent tissue is the error to catch)
+                slide's organ, absent ones included (naming an absent tissue is the error to catch),
+                pooled and per class (each class has its own error: lymphocytes are measured
+                tightly, adipose loosely)
   5. write      resources/embedded_measure_head.json and resources/claim_calibration.json
 """
 
@@ -125,12 +127,27 @@ def fit_head(train: list[dict], calib: list[dict]):
     return heads, chosen
 
 
+def _line(xy: list[tuple[float, float]]) -> dict:
+    """Least squares of the true logit on the measured logit, with the residual sigma."""
+    from napari_pathalign.pipeline.claims import _logit
+
+    x = np.array([_logit(a) for a, _ in xy])
+    y = np.array([_logit(b) for _, b in xy])
+    slope, intercept = np.polyfit(x, y, 1)
+    sigma = float(np.std(y - (slope * x + intercept), ddof=2))
+    if slope <= 0:  # the measurement says nothing (or the opposite, on a few slides): the class's base rate instead
+        slope, intercept, sigma = 0.0, float(y.mean()), float(np.std(y, ddof=1))
+    return {"slope": round(float(slope), 4), "intercept": round(float(intercept), 4), "sigma": round(sigma, 4), "pairs": len(xy)}
+
+
 def fit_errors(calib: list[dict], measure) -> dict:
-    """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``)."""
-    from napari_pathalign.pipeline.claims import TUMOUR_CLASS, _logit
+    """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``),
+    and 'tissue_by_class': one line per tissue class (each class is measured with its own error)."""
+    from napari_pathalign.pipeline.claims import TUMOUR_CLASS
     from napari_pathalign.train.demo_reports import TUMOUR_CLASSES
 
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
+    by_class: dict[str, list] = {}
     for s in calib:
         m = measure(s)
         tumour = TUMOUR_CLASS[s["organ"]]
@@ -138,15 +155,13 @@ def fit_errors(calib: list[dict], measure) -> dict:
             pairs["tumour"].append((m[tumour], s["tumour_fraction"]))
         for cls, value in m.items():
             if cls != tumour and cls not in TUMOUR_CLASSES.values():
-                pairs["tissue"].append((value, float(s["truth"].get(cls, 0.0))))
-    fit = {}
-    for kind, xy in pairs.items():
-        x = np.array([_logit(a) for a, _ in xy])
-        y = np.array([_logit(b) for _, b in xy])
-        slope, intercept = np.polyfit(x, y, 1)
-        sigma = float(np.std(y - (slope * x + intercept), ddof=2))
-        fit[kind] = {"slope": round(float(slope), 4), "intercept": round(float(intercept), 4), "sigma": round(sigma, 4), "pairs": len(xy)}
-        print(f"  {kind}: true logit = {slope:.3f} * measured logit + {intercept:.3f}, sigma {sigma:.3f} ({len(xy)} pairs)")
+                pair = (value, float(s["truth"].get(cls, 0.0)))
+                pairs["tissue"].append(pair)
+                by_class.setdefault(cls, []).append(pair)
+    fit = {kind: _line(xy) for kind, xy in pairs.items()}
+    fit["tissue_by_class"] = {cls: _line(xy) for cls, xy in sorted(by_class.items())}
+    for kind, f in [*((k, fit[k]) for k in pairs), *fit["tissue_by_class"].items()]:
+        print(f"  {kind}: true logit = {f['slope']:.3f} * measured logit + {f['intercept']:.3f}, sigma {f['sigma']:.3f} ({f['pairs']} pairs)")
     return fit
 
 

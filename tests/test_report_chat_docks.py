@@ -143,27 +143,22 @@ def test_stop_mid_draft_keeps_partial_text_unsaved(docks, qtbot):
 
 
 def test_unwritable_store_keeps_the_text_and_says_where(docks, qtbot, tmp_path):
+    """The store's folder cannot be made (its parent is a file: no user, root included, can write
+    there), as with a read-only or missing app-data folder: the dock says so and keeps the text."""
+    from napari_pathalign._napari.report_widget import slide_key
     from napari_pathalign.pipeline.report_store import ReportStore
 
     viewer, layer, report, chat, store, errors = docks
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    report.store = ReportStore(folder)
-    os.chmod(folder, 0o500)
-    try:
-        probe = folder / "probe"
-        try:
-            probe.write_text("x")  # root ignores permissions: then this test cannot say anything
-            probe.unlink()
-            pytest.skip("running as a user that can write into a read-only folder")
-        except PermissionError:
-            pass
-        report.editor.setPlainText("my careful edit")
-        qtbot.wait(2100)
-        assert "Could not autosave" in report.status.text() and report.editor.toPlainText() == "my careful edit"
-        assert not report.save_version() and "Not saved" in report.status.text()
-    finally:
-        os.chmod(folder, 0o700)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the app-data folder should be")
+    report.store = ReportStore(blocker / "reports")
+    report.editor.setPlainText("my careful edit")
+    qtbot.wait(2100)
+    assert "Could not autosave" in report.status.text() and str(blocker) in report.status.text()
+    assert report.editor.toPlainText() == "my careful edit" and report.dirty
+    assert not report.save_version() and "Not saved" in report.status.text()
+    report.store = store  # the folder is back: the next save works and nothing was lost
+    assert report.save_version() and store.latest_text(slide_key(layer.metadata["slide"])[0]) == "my careful edit"
 
 
 def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):

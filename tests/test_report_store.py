@@ -364,3 +364,18 @@ def test_exports_refuse_a_wrong_suffix_or_shape(tmp_path):
     with pytest.raises(ValueError, match="provenance must be a dict"):
         write_report_markdown("x", None, [], tmp_path / "report.md")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_made_raises_clearly(tmp_path):
+    """Its parent is a file: no user, root included, can create the store there."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    store = ReportStore(blocker / "reports")
+    with pytest.raises(ReportStoreError) as info:
+        store.add_version(FP, SLIDE, "edit", "not saved", "user")
+    assert str(blocker) in str(info.value)
+    with pytest.raises(ReportStoreError):
+        store.autosave(FP, SLIDE, "typing")
+    with pytest.raises(ReportStoreError, match="could not read"):
+        store.latest_text(FP)
+    assert blocker.read_text() == "not a folder"  # nothing written over it

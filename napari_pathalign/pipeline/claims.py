@@ -104,9 +104,16 @@ def calibration_file() -> Path:
 
 @lru_cache(maxsize=4)
 def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration]]:
-    """{measurement method ('head', 'zero-shot'): {'tumour': Calibration, 'tissue': Calibration}} from the shipped file (or ``path``)."""
+    """{measurement method ('head', 'zero-shot'): {'tumour': Calibration, 'tissue': Calibration,
+    'tissue:<class>': Calibration, ...}} from the shipped file (or ``path``)."""
     data = json.loads(Path(path or calibration_file()).read_text())
-    return {m: {k: Calibration(**{f: float(data[m][k][f]) for f in ("slope", "intercept", "sigma")}) for k in ("tumour", "tissue")} for m in ("head", "zero-shot") if m in data}
+    line = lambda d: Calibration(**{f: float(d[f]) for f in ("slope", "intercept", "sigma")})  # noqa: E731
+    out = {}
+    for m in ("head", "zero-shot"):
+        if m in data:
+            out[m] = {k: line(data[m][k]) for k in ("tumour", "tissue")}
+            out[m].update({f"tissue:{c}": line(d) for c, d in data[m].get("tissue_by_class", {}).items()})
+    return out
 
 
 def organ_classes(organ: str) -> dict[str, str]:
@@ -266,7 +273,8 @@ class ClaimChecker:
                     c.probability = cal.probability(raw, lo, hi) * present
                     c.basis = f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {how}), tumour present {present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
                 elif c.kind == "tissue":
-                    cal, cls = self.calibration[method]["tissue"], TISSUE_MEASURE[c.value][1]
+                    errors, cls = self.calibration[method], TISSUE_MEASURE[c.value][1]
+                    cal = errors.get(f"tissue:{c.value}", errors["tissue"]) if c.value in organ_classes(organ) else errors["tissue"]  # the class's own error when fitted
                     if c.value in organ_classes(organ):
                         raw = self.measure(organ, method)[c.value]
                         c.measured = cal.estimate(raw)
