@@ -240,6 +240,16 @@ def test_support_checks_each_claim_against_the_slide(analysis):
     assert right_tissue.support > 0.9 and wrong_tissue.support < 0.3 and wrong_tissue.flagged and not right_tissue.flagged
     extent = right_extent.claims[0]
     assert extent.kind == "extent" and 0.1 < extent.measured < 0.35 and "measured at about" in extent.basis
+    # what the measurement counted lies on the tumour (the demo node's class map says where it is)
+    from napari_pathalign.eval.class_maps import patch_class_fractions, read_class_map
+    from napari_pathalign.eval.localisation import slide_auc
+
+    cmap, f = read_class_map(str(DEMO)), analysis.features
+    on_tumour = patch_class_fractions(cmap, f.xy_level0, f.size_level0)[:, cmap.classes.index("tumour")] > 0.5
+    measured = right_extent.evidence.measurement
+    assert measured.kind == "measurement" and abs(float(measured.values.mean()) - float(extent.per_patch.mean())) < 1e-6
+    assert slide_auc(measured.values, on_tumour) > 0.8
+    assert right_call.evidence.measurement is None  # a diagnosis is the LM's choice: nothing measured
     assert "lymphoid tissue" in right_tissue.basis and all(0 <= c.probability <= 1 for x in s for c in x.claims)
     yes, no = build_statements(analysis, "Yes.", "Is tumour present?", "Is tumour present?"), build_statements(analysis, "No.", "Is tumour present?", "Is tumour present?")
     assert yes[0].claims[0].kind == "answer" and yes[0].support > 0.8 > 0.2 > no[0].support

@@ -72,6 +72,12 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     report.evidence.map.setCurrentIndex(1)  # what the similarity used: another map, the same statement
     assert "gradient x input" in report.evidence.label.text() and len(report.evidence.buttons) == 6
     assert not np.array_equal(np.asarray(report.evidence.layer.data), shown, equal_nan=True)
+    report.evidence.map.setCurrentIndex(2)  # what the claim measured: the first sentence is a diagnosis, nothing measured
+    assert "no measured claim" in report.evidence.label.text()
+    extent = next((k for k, s in enumerate(report.draft.sentences) if any(c.kind in ("extent", "tissue") for c in s.claims)), None)
+    assert extent is not None  # the demo node's draft names its extent and background
+    report.show_evidence(extent)
+    assert "was measured on" in report.evidence.label.text()
     report.evidence.map.setCurrentIndex(0)
     # evidence the other way: a click on a patch lists what the draft says about it
     xy = report.draft.sentences[0].evidence.top_xy_level0[0] + 5

@@ -1,9 +1,10 @@
 """Evidence on the slide for a drafted sentence or an answer: its heatmap layer and a gallery of its
 top patches (click one: the viewer centres on it). Shared by the report and chat docks.
 
-Two maps, picked in the view: where the slide matches the sentence's words (the text heatmap, the
-default: what a pathologist checks) and what the slide-sentence similarity used (the attribution,
-gradient x input: what a researcher checks)."""
+Maps, picked in the view: where the slide matches the sentence's words (the text heatmap, the
+default: what a pathologist checks), what the slide-sentence similarity used (the attribution,
+gradient x input: what a researcher checks) and what a measured claim counted (each patch's
+probability of the class; the words' map for sentences without one)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from napari_pathalign._napari.heatmap_layers import heatmap_layer_data
 from napari_pathalign._napari.workspace_panels import pixmap_of
 
 EVIDENCE_LAYER = "evidence"  # suffix of the layer that shows the selected statement's evidence
-MAPS = {"where the words match": "heatmap", "what the similarity used": "attribution"}  # picker text -> Evidence field
+MAPS = {"where the words match": "heatmap", "what the similarity used": "attribution", "what the claim measured": "measurement"}  # picker text -> Evidence field
 
 
 def patch_rgb(slide, xy_level0, size_level0: int, px: int = 64) -> np.ndarray:
@@ -45,7 +46,7 @@ class EvidenceView(QWidget):
         self.layer = None
         self.map = QComboBox()
         self.map.addItems(list(MAPS))
-        self.map.setToolTip("where the words match: the text heatmap (a reader's check);\nwhat the similarity used: gradient x input of the slide-sentence similarity (faithful: deleting its top patches lowers the similarity most)")
+        self.map.setToolTip("where the words match: the text heatmap (a reader's check);\nwhat the similarity used: gradient x input of the slide-sentence similarity (faithful: deleting its top patches lowers the similarity most);\nwhat the claim measured: each patch's probability of the class an extent or tissue claim was measured on (the words' map when the sentence has no such claim)")
         self.map.currentIndexChanged.connect(lambda _=0: self._reshow())
         self._shown = None  # (statement, slide layer) on display
         layout = QVBoxLayout(self)
@@ -59,13 +60,16 @@ class EvidenceView(QWidget):
             self.show(*self._shown)
 
     def _map(self, statement):
-        """The picked map of a statement (the text heatmap when it has no attribution) and its top patches."""
+        """The picked map of a statement (the words' map when it has not that one), its top patches, and what it shows."""
         ev = statement.evidence
-        picked = getattr(ev, MAPS[self.map.currentText()], None)
+        field = MAPS[self.map.currentText()]
+        picked = getattr(ev, field, None)
         if picked is None or picked is ev.heatmap:
-            return ev.heatmap, ev.top_xy_level0, "where the slide matches the words"
+            missing = "" if field == "heatmap" else ("no measured claim in this sentence, so: " if field == "measurement" else "no attribution, so: ")
+            return ev.heatmap, ev.top_xy_level0, missing + "where the slide matches the words"
         top = picked.top_patches(len(ev.top_xy_level0))
-        return picked, picked.xy_level0[top], "what the slide-sentence similarity used (gradient x input)"
+        what = "what the slide-sentence similarity used (gradient x input)" if picked is ev.attribution else picked.label
+        return picked, picked.xy_level0[top], what
 
     def show(self, statement, slide_layer) -> None:
         """Heatmap layer of ``statement`` over ``slide_layer`` and its top patches as buttons."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,6 +67,8 @@ class Claim:
     probability: float = float("nan")  # that the slide bears the claim out, in [0, 1]
     measured: float | None = None  # calibrated measured fraction of the tissue (extent: tumour; tissue: that tissue)
     basis: str = ""  # how it was checked, one line for the reader
+    per_patch: np.ndarray | None = field(default=None, repr=False)  # (N,) what was measured: each patch's probability of the class
+    measured_of: str = ""  # the class measured, in words ('tumour', 'adipose', ...)
 
 
 @dataclass
@@ -170,7 +172,7 @@ class ClaimChecker:
         self.analysis = analysis
         self.calibration = calibration if calibration is not None else load_calibration()
         self.head = load_head() if head is ... else head
-        self._measured: dict[tuple[str, str], dict[str, float]] = {}
+        self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> per-patch probability
         self._present: dict[str, float] = {}
         self._method: str | None = None
 
@@ -188,6 +190,10 @@ class ClaimChecker:
 
     def measure(self, organ: str, method: str | None = None) -> dict[str, float]:
         """Report class -> measured share of the tissue (mean per-patch probability) for one organ."""
+        return {c: float(v.mean()) for c, v in self.per_patch(organ, method).items()}
+
+    def per_patch(self, organ: str, method: str | None = None) -> dict[str, np.ndarray]:
+        """Report class -> (N,) each patch's probability of it, for one organ (computed once)."""
         method = method or self.method()
         key = (organ, method)
         if key not in self._measured:
@@ -195,14 +201,19 @@ class ClaimChecker:
                 from napari_pathalign.pipeline.measure_head import patch_inputs
 
                 h = self.head.organs[organ]
-                self._measured[key] = dict(zip(h.classes, map(float, h.probabilities(patch_inputs(self.analysis)).mean(0))))
+                p = h.probabilities(patch_inputs(self.analysis))  # (N, C)
+                self._measured[key] = {c: p[:, k].astype(np.float32) for k, c in enumerate(h.classes)}
             else:
-                zs = self.fractions(organ)
+                zs = self.zero_shot_per_patch(organ)
                 self._measured[key] = {c: zs[z] for c, z in organ_classes(organ).items()}
         return self._measured[key]
 
     def fractions(self, set_name: str) -> dict[str, float]:
         """Mean per-patch probability of each class of a zero-shot set: the measured share of the tissue."""
+        return {c: float(v.mean()) for c, v in self.zero_shot_per_patch(set_name).items()}
+
+    def zero_shot_per_patch(self, set_name: str) -> dict[str, np.ndarray]:
+        """Zero-shot class -> (N,) each patch's probability (its neighbourhood against the set's prompts)."""
         from scipy.special import softmax
 
         from napari_pathalign.pipeline.zero_shot import class_embeddings, load_class_sets
@@ -212,8 +223,8 @@ class ClaimChecker:
             raise ValueError(f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}")
         gen = self.analysis.models["generation"]
         sims = self.analysis._region_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
-        p = softmax(float(gen.scale().detach()) * sims, axis=1)
-        return dict(zip(sets[set_name], map(float, p.mean(0))))
+        p = softmax(float(gen.scale().detach()) * sims, axis=1).astype(np.float32)
+        return {c: p[:, k] for k, c in enumerate(sets[set_name])}
 
     def organ(self, text: str) -> str:
         """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the slide matches best."""
@@ -265,7 +276,8 @@ class ClaimChecker:
                     if c.kind == "diagnosis":
                         present = c.probability if c.value == "positive" else 1 - c.probability
                 elif c.kind == "extent":
-                    cal, raw = self.calibration[method]["tumour"], self.measure(organ, method)[TUMOUR_CLASS[organ]]
+                    cal, c.per_patch = self.calibration[method]["tumour"], self.per_patch(organ, method)[TUMOUR_CLASS[organ]]
+                    raw, c.measured_of = float(c.per_patch.mean()), "tumour"
                     lo, hi = next((lo, hi) for b, lo, hi in BUCKETS if b == c.value)
                     if present is None:
                         present = self.tumour_present(soft, prompt) if soft is not None else 1.0
@@ -276,7 +288,8 @@ class ClaimChecker:
                     errors, cls = self.calibration[method], TISSUE_MEASURE[c.value][1]
                     cal = errors.get(f"tissue:{c.value}", errors["tissue"]) if c.value in organ_classes(organ) else errors["tissue"]  # the class's own error when fitted
                     if c.value in organ_classes(organ):
-                        raw = self.measure(organ, method)[c.value]
+                        c.per_patch = self.per_patch(organ, method)[c.value]
+                        raw, c.measured_of = float(c.per_patch.mean()), cls
                         c.measured = cal.estimate(raw)
                         c.basis = f"{cls} measured at about {c.measured:.0%} of the tissue ({how}); reports name a tissue from {NAMED_FRACTION:.0%}"
                     else:  # the organ's tissue classes do not hold it: absent as far as the model can measure

@@ -9,9 +9,11 @@
   measurement error. "0.9" reads: the model and the measurements give this sentence's least
   certain claim a 90 % chance. A sentence without a checkable claim (a specimen line) gets the
   retrieval model's slide-sentence similarity ranked among ``reference_sentences()``, and says so.
-- **Evidence**, two maps: where the slide matches the sentence's words (``SlideAnalysis.text_heatmap``,
-  with its top patches: what a pathologist checks) and what the slide-sentence similarity used
-  (``SlideAnalysis.similarity_attribution``, gradient x input: the faithful one, for researchers).
+- **Evidence**, up to three maps: where the slide matches the sentence's words
+  (``SlideAnalysis.text_heatmap``, with its top patches: what a pathologist checks), what the
+  slide-sentence similarity used (``SlideAnalysis.similarity_attribution``, gradient x input: the
+  faithful one, for researchers), and for a measured claim (extent, tissue) what the measurement
+  counted (each patch's probability of the class).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Evidence:
     top_patches: np.ndarray  # (k,) patch indices of the heatmap, best first
     top_xy_level0: np.ndarray  # (k, 2) their level-0 (x, y) corners
     attribution: Heatmap | None = None  # what the slide-sentence similarity used (gradient x input), for researchers
+    measurement: Heatmap | None = None  # what its least certain measured claim counted: each patch's probability of the class
 
 
 @dataclass
@@ -221,7 +224,10 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
         heatmap = analysis.text_heatmap(full)
         top = heatmap.top_patches(TOP_PATCHES)
         support = min(c.probability for c in checked) if checked else float((ref_sims < sim).mean())
-        out.append(Statement(sentence, float(support), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top], attribution), checked))
+        measured = [c for c in checked if c.per_patch is not None]
+        weakest = min(measured, key=lambda c: c.probability) if measured else None
+        measurement = None if weakest is None else analysis._heatmap(weakest.per_patch, "measurement", f"what '{weakest.phrase}' was measured on: each patch's probability of {weakest.measured_of}", claim=weakest.phrase)
+        out.append(Statement(sentence, float(support), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top], attribution, measurement), checked))
     return out
 
 
