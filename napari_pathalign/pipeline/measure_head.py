@@ -1,7 +1,7 @@
 """A tissue measurement head: per-patch class probabilities from what the analysis already holds.
 
 The claim checker measures how much of the slide each tissue covers. Zero-shot prompts do it for any
-model; a small head trained for one model does it better (tumour fraction Spearman 0.91 vs 0.82 on
+model; a small head trained for one model does it better (tumour fraction Spearman 0.92 vs 0.82 on
 the held-out demo slides). The head is a multinomial logistic regression per organ on each patch's
 neighbourhood embedding (the generation model's Q-Former over the 3 x 3 patches, mean over
 queries) concatenated with the patch's own encoder features, standardised. It is trained on
