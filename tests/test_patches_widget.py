@@ -57,9 +57,8 @@ def test_cancel_stops_and_caches_nothing(dock, qtbot, tmp_path):
     widget.patch_size.value, widget.target_mpp.value = 32, 0.5  # many small patches: time to cancel
     worker = widget.embed()
     qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=30000)
-    widget.cancel_button.changed.emit(True)
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+    with qtbot.waitSignal(worker.finished, timeout=30000):  # listening before the cancel: it may end at once
+        widget.cancel_button.changed.emit(True)
     assert widget.features is None and "Cancelled" in widget.status.value
     assert not list((tmp_path / "cache").glob("*.h5"))
 
