@@ -266,6 +266,8 @@ def test_zero_shot_measurement_without_a_head(analysis):
     assert checker.method() == "zero-shot"
     measured = checker.measure("lymph node tissue")
     assert set(measured) == {"normal", TUMOUR_CLASS["lymph node tissue"]} and abs(sum(measured.values()) - 1) < 1e-5
+    assert checker.organ("Tumour forms a small focus.") == "lymph node tissue"  # no organ named: the slide itself says which
+    assert checker.organ("Colon, sigmoid, biopsy:") == "colorectal tissue"  # named in the text: taken as written
     right, wrong = checker.check(["Background shows lymphoid tissue.", "Background shows desmoplastic stroma."], "Final diagnosis:")
     assert right[0].probability > 0.8 > 0.3 > wrong[0].probability and "zero-shot map" in right[0].basis
 
