@@ -85,12 +85,15 @@ class Calibration:
 
     def probability(self, measured: float, lo: float, hi: float) -> float:
         """P(lo <= true fraction < hi) given the measured fraction."""
-        from scipy.stats import norm
-
         mu = self.slope * _logit(measured) + self.intercept
         a = -math.inf if lo <= 0 else (_logit(lo) - mu) / self.sigma
         b = math.inf if hi >= 1 else (_logit(hi) - mu) / self.sigma
-        return float(norm.cdf(b) - norm.cdf(a))
+        return _phi(b) - _phi(a)
+
+
+def _phi(z: float) -> float:
+    """The standard normal CDF (math.erf: no scipy.stats import, ~0.3 s, in a drafting thread)."""
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0))) if math.isfinite(z) else (1.0 if z > 0 else 0.0)
 
 
 def _logit(x: float, eps: float = 0.005) -> float:
