@@ -63,7 +63,10 @@ class MeasureHead:
 
 def patch_inputs(analysis) -> np.ndarray:
     """(N, E + D) the head's input per patch: neighbourhood embedding (mean over queries) and encoder features."""
-    regions = np.asarray(analysis._regions, np.float32).mean(1)  # (N, E)
+    stored = analysis._regions  # (N, Q, E) float16
+    regions = np.empty((len(stored), stored.shape[2]), np.float32)
+    for start in range(0, len(stored), 1024):  # in chunks: no float32 copy of all of it (300+ MB), short GIL holds
+        regions[start : start + 1024] = stored[start : start + 1024].mean(1, dtype=np.float32)
     return np.concatenate([regions, np.asarray(analysis.features.features, np.float32)], 1)
 
 
