@@ -144,7 +144,6 @@ def fit_errors(calib: list[dict], measure) -> dict:
     """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``),
     and 'tissue_by_class': one line per tissue class (each class is measured with its own error)."""
     from napari_pathalign.pipeline.claims import TUMOUR_CLASS
-    from napari_pathalign.train.demo_reports import TUMOUR_CLASSES
 
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
     by_class: dict[str, list] = {}
@@ -154,7 +153,7 @@ def fit_errors(calib: list[dict], measure) -> dict:
         if s["tumour_fraction"] > 0:
             pairs["tumour"].append((m[tumour], s["tumour_fraction"]))
         for cls, value in m.items():
-            if cls != tumour and cls not in TUMOUR_CLASSES.values():
+            if cls != tumour:  # the organ's classes hold one tumour class
                 pair = (value, float(s["truth"].get(cls, 0.0)))
                 pairs["tissue"].append(pair)
                 by_class.setdefault(cls, []).append(pair)

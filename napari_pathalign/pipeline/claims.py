@@ -211,10 +211,6 @@ class ClaimChecker:
                 self._measured[key] = {c: zs[z] for c, z in organ_classes(organ).items()}
         return self._measured[key]
 
-    def fractions(self, set_name: str) -> dict[str, float]:
-        """Mean per-patch probability of each class of a zero-shot set: the measured share of the tissue."""
-        return {c: float(v.mean()) for c, v in self.zero_shot_per_patch(set_name).items()}
-
     def zero_shot_per_patch(self, set_name: str) -> dict[str, np.ndarray]:
         """Zero-shot class -> (N,) each patch's probability (its neighbourhood against the set's prompts)."""
         from scipy.special import softmax
@@ -244,9 +240,7 @@ class ClaimChecker:
     def tumour_present(self, soft, prompt: str) -> float:
         """P(tumour present) from the LM: a positive vs a negative diagnosis right after ``prompt``."""
         if prompt not in self._present:
-            from napari_pathalign.train.demo_reports import NEGATIVE, POSITIVE
-
-            alts = [(p.capitalize() + ".", "positive") for ps in POSITIVE.values() for p in ps] + [(p.capitalize() + ".", "negative") for ps in NEGATIVE.values() for p in ps]
+            alts = [(p.capitalize() + ".", value) for p, kind, value in vocabulary() if kind == "diagnosis"]  # the calls _alternatives swaps in
             self._present[prompt] = _choice(self.analysis.models["generation"].lm, soft, prompt, alts, "positive")
         return self._present[prompt]
 

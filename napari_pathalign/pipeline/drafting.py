@@ -209,11 +209,10 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
     sentences = split_sentences(text)
     if not sentences:
         return []
-    r = analysis.models["retrieval"]
     emb = analysis.embedding("retrieval").embedding  # (Q, E)
     ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(0)  # (R,) encoded once per analysis
     read = [f"{context} {s}".strip() for s in sentences]
-    sims = (emb @ r.encode_text(read).T).max(0)  # (S,)
+    sims = (emb @ analysis.text_embeddings(read, "retrieval").T).max(0)  # (S,) cached: the attribution below reuses them
     if getattr(analysis, "_claim_checker", None) is None:
         analysis._claim_checker = ClaimChecker(analysis)
     checker = analysis._claim_checker
