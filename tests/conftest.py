@@ -36,3 +36,19 @@ def output_dir() -> Path:
 @pytest.fixture
 def pyramid_tif(tmp_path) -> Path:
     return write_pyramid(tmp_path / "pyramid.tif")
+
+
+def open_plugin_dock(make_napari_viewer, monkeypatch, slide, dock: str, cache_dir: Path):
+    """A real viewer with ``slide`` open and the plugin's ``dock`` docked; the feature cache goes to
+    ``cache_dir``, and errors the dock reports are collected in ``widget.errors`` (not shown)."""
+    from napari_pathalign._napari.preferences import PLUGIN
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(slide), plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, dock)
+    viewer.layers.selection.active = layer
+    errors = []
+    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
+    widget.errors = errors
+    return viewer, layer, widget

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_pathalign._napari.preferences import PLUGIN  # noqa: E402
+from tests.conftest import open_plugin_dock  # noqa: E402
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiles"
 
@@ -126,15 +126,7 @@ def test_leave_one_out_evaluation(built, models):
 
 @pytest.fixture
 def dock(make_napari_viewer, built, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(built["root"] / "cache"))
-    viewer = make_napari_viewer(show=True)
-    layer = viewer.open(str(built["slides"][0]), plugin=PLUGIN)[0]
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Similar cases")
-    viewer.layers.selection.active = layer
-    errors = []
-    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
-    widget.errors = errors
-    return viewer, layer, widget
+    return open_plugin_dock(make_napari_viewer, monkeypatch, built["slides"][0], "Similar cases", built["root"] / "cache")
 
 
 def _run(widget, qtbot, worker):

@@ -11,21 +11,14 @@ import pytest
 pytest.importorskip("torch")
 
 from napari_pathalign._napari.preferences import PLUGIN  # noqa: E402
+from tests.conftest import open_plugin_dock  # noqa: E402
 
 DEMO = str(files("napari_pathalign.resources") / "demo-lymph-node.tif")
 
 
 @pytest.fixture
 def dock(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the feature cache goes to tmp
-    viewer = make_napari_viewer(show=True)
-    layer = viewer.open(DEMO, plugin=PLUGIN)[0]
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "PathAlign workspace")
-    viewer.layers.selection.active = layer
-    errors = []
-    monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
-    widget.errors = errors
-    return viewer, layer, widget
+    return open_plugin_dock(make_napari_viewer, monkeypatch, DEMO, "PathAlign workspace", tmp_path / "cache")
 
 
 def _analyse(widget, qtbot):
