@@ -32,7 +32,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[all,train,test]"
 	@touch $@
 
 demo: setup
@@ -44,6 +44,8 @@ demo: setup
 	fi
 
 lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/npe2 validate napari-pathalign
 

@@ -25,7 +25,16 @@ def architectures():
     from napari_pathalign.models.encoder_zoo import _ClsToken, _phikon_config, _phikon_v2_config
 
     yield "embedded (ours, CNN)", EmbeddedEncoder, 112  # it reads a 224-px patch resized to 112
-    yield "ViT-S/16", lambda: _ClsToken.wrap(ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536), add_pooling_layer=False)), 224
+    yield (
+        "ViT-S/16",
+        lambda: _ClsToken.wrap(
+            ViTModel(
+                ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+                add_pooling_layer=False,
+            )
+        ),
+        224,
+    )
     yield "phikon (ViT-B/16)", lambda: _ClsToken.wrap(ViTModel(_phikon_config(), add_pooling_layer=False)), 224
     yield "phikon-v2 (ViT-L/16)", lambda: _ClsToken.wrap(Dinov2Model(_phikon_v2_config())), 224
 
@@ -54,7 +63,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device, dtype = pick_device(args.device)
-    print(f"device {device} ({str(dtype).replace('torch.', '')}), torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    print(
+        (
+            f"device {device} ({str(dtype).replace('torch.', '')}), torch "
+            f"{torch.__version__}, {torch.get_num_threads()} "
+            f"threads, batch {args.batch}"
+        )
+    )
     for name, build, size in architectures():
         print(f"{name:24} {rate(build(), device, dtype, args.batch, args.batches, size):9.1f} patches/s at {size} px")
     if BIG.exists():
@@ -68,7 +83,9 @@ def main() -> None:
 
         slide = open_slide(BIG)
         grid = patch_grid(slide, tissue_mask(slide), max_patches=2048)
-        encoder = PatchEncoder(encoder_spec("embedded"), EmbeddedEncoder(), None, str(device))  # random weights: speed only
+        encoder = PatchEncoder(
+            encoder_spec("embedded"), EmbeddedEncoder(), None, str(device)
+        )  # random weights: speed only
         t0 = time.perf_counter()
         n = 0
         for patches, _ in extract_patches(slide, grid, batch_size=64):

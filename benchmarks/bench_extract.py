@@ -10,7 +10,8 @@
 - OpenSlide: ``read_region`` per patch + the same resize, on ``--openslide-patches`` of them
   (extrapolated to the full grid; the rate is what matters).
 
-    python benchmarks/bench_extract.py [SLIDE] [--patches 10240] [--openslide-patches 2000] [--target-mpp 0.5] [--repeat 3]
+    python benchmarks/bench_extract.py [SLIDE] [--patches 10240] [--openslide-patches 2000] [--target-mpp 0.5] [--repeat
+    3]
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ def main() -> None:
     grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=args.target_mpp, max_patches=args.patches)
     t_grid = time.perf_counter() - t0
     f = codec_scale(slide, grid.level, grid.read_size, grid.patch_size)
-    print(f"{args.slide.name}: {len(grid)} patches of 224 px at {args.target_mpp} µm/px (read {grid.read_size} px at level {grid.level}, decoded at 1/{f}); mask + grid {t_grid:.1f} s; {os.cpu_count()} CPUs")
+    print(
+        (
+            f"{args.slide.name}: {len(grid)} patches of 224 px at {args.target_mpp} µm/px (read {grid.read_size} "
+            f"px at level {grid.level}, decoded at 1/{f}); mask + grid {t_grid:.1f} s; {os.cpu_count()} "
+            "CPUs"
+        )
+    )
 
     # the decode limit: the same tiles, decoded once each, nothing else
     th, tw = slide.tile_shape(grid.level)
@@ -71,11 +78,15 @@ def main() -> None:
 
     def decode(rc):
         i = rc[0] * cols + rc[1]
-        return imagecodecs.jpeg8_decode(os.pread(fd, page.databytecounts[i], page.dataoffsets[i]), tables=page.jpegtables)
+        return imagecodecs.jpeg8_decode(
+            os.pread(fd, page.databytecounts[i], page.dataoffsets[i]), tables=page.jpegtables
+        )
 
     def decode_scaled(rc):
         i = rc[0] * cols + rc[1]
-        return decode_jpeg_scaled(os.pread(fd, page.databytecounts[i], page.dataoffsets[i]), page.jpegtables, rgb, th_s, tw_s, f)
+        return decode_jpeg_scaled(
+            os.pread(fd, page.databytecounts[i], page.dataoffsets[i]), page.jpegtables, rgb, th_s, tw_s, f
+        )
 
     def ours():
         assert sum(len(i) for _, i in extract_patches(slide, grid, batch_size=64)) == len(grid)
@@ -110,7 +121,12 @@ def main() -> None:
         print(f"{name:28} {t:8.2f} {len(grid) / t:10.0f}")
     print(f"ours / decode limit: {t_ours / t_limit:.2f}x the time (goal <= 1.25x)")
     if f > 1:
-        print(f"ours / scaled-decode limit: {t_ours / rows[2][1]:.2f}x the time (assembly and threading overhead over our own decoder)")
+        print(
+            (
+                f"ours / scaled-decode limit: {t_ours / rows[2][1]:.2f}x the time (assembly and threading overhead "
+                "over our own decoder)"
+            )
+        )
     print(f"ours vs OpenSlide:   {t_os / t_ours:.2f}x faster (goal >= 5x)")
 
 

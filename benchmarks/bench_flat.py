@@ -30,7 +30,19 @@ def write_flat(path: Path, h: int = 30000, w: int = 40000) -> None:
     gen = (tiles[(i * 7919) % len(tiles)] for i in range(n))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
-    tifffile.imwrite(tmp, gen, shape=(h, w, 3), dtype=np.uint8, tile=(256, 256), compression="jpeg", photometric="rgb", resolution=(4e4, 4e4), resolutionunit="CENTIMETER", bigtiff=True, maxworkers=2)
+    tifffile.imwrite(
+        tmp,
+        gen,
+        shape=(h, w, 3),
+        dtype=np.uint8,
+        tile=(256, 256),
+        compression="jpeg",
+        photometric="rgb",
+        resolution=(4e4, 4e4),
+        resolutionunit="CENTIMETER",
+        bigtiff=True,
+        maxworkers=2,
+    )
     tmp.replace(path)
 
 

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = [ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs", ROOT / "benchmarks" / "data" / "big-100000x80000.tif"]
+DEFAULTS = [
+    ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs",
+    ROOT / "benchmarks" / "data" / "big-100000x80000.tif",
+]
 
 
 def positions(width: int, height: int, size: int, n: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -81,7 +84,12 @@ def main() -> None:
     print(f"{'slide':<34} {'ours/s':>8} {'openslide/s':>12} {'tiffslide/s':>12} {'ours/openslide':>15}")
     for path in slides:
         r = bench(path, args.reads, args.size)
-        print(f"{path.name:<34} {r['ours']:>8.1f} {r['openslide']:>12.1f} {r['tiffslide']:>12.1f} {r['ours'] / r['openslide']:>14.2f}x")
+        print(
+            (
+                f"{path.name:<34} {r['ours']:>8.1f} {r['openslide']:>12.1f} "
+                f"{r['tiffslide']:>12.1f} {r['ours'] / r['openslide']:>14.2f}x"
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,11 @@ def real_vectors() -> tuple[np.ndarray, list[str]]:
     """(40, 256) PathAlign-R slide vectors of the demo test slides (cached patch features reused)."""
     import torch
 
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import embed_slide
     from napari_pathalign.io import open_slide
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
-    from napari_pathalign.pipeline.features import GridConfig, embed_slide
 
     paths = sorted(SLIDES.glob("*.tif"))
     if not paths:
@@ -93,10 +94,16 @@ class Mixture:
         self.iso = iso
         rng = np.random.default_rng(seed)
         j = rng.integers(0, len(real), centres)
-        self.centres = unit(real[j] + CENTRE_SUB * self.sub(centres, rng) + CENTRE_ISO * iso * self.isotropic(centres, rng))
+        self.centres = unit(
+            real[j] + CENTRE_SUB * self.sub(centres, rng) + CENTRE_ISO * iso * self.isotropic(centres, rng)
+        )
 
     def sub(self, m: int, rng) -> np.ndarray:
-        return rng.standard_normal((m, len(self.dev)), dtype=np.float32) @ self.dev / np.float32(math.sqrt(len(self.dev) - 1))
+        return (
+            rng.standard_normal((m, len(self.dev)), dtype=np.float32)
+            @ self.dev
+            / np.float32(math.sqrt(len(self.dev) - 1))
+        )
 
     def isotropic(self, m: int, rng) -> np.ndarray:
         return rng.standard_normal((m, DIM), dtype=np.float32) / np.float32(math.sqrt(DIM))
@@ -109,7 +116,8 @@ class Mixture:
 
 
 def make_data(real: np.ndarray, n_base: int, n_query: int, iso: float, seed: int = 0):
-    """Base (n_base, D) with the real vectors among its first rows (so every prefix >= 10k holds them), queries, kinds."""
+    """Base (n_base, D) with the real vectors among its first rows (so every prefix >= 10k holds them),
+    queries, kinds."""
     mix = Mixture(real, CENTRES, iso, seed)
     rng = np.random.default_rng(seed + 1)
     xb = np.empty((n_base, DIM), np.float32)
@@ -130,17 +138,32 @@ def shape_stats(x: np.ndarray) -> tuple:
     np.fill_diagonal(g, -2)
     dev = x - x.mean(0)
     ev = np.linalg.svd(dev, compute_uv=False) ** 2
-    return (*np.percentile(pair, [5, 25, 50, 75, 95]), float(np.median(g.max(1))), float(ev[:5].sum() / ev.sum()), float(np.linalg.norm(x.mean(0))))
+    return (
+        *np.percentile(pair, [5, 25, 50, 75, 95]),
+        float(np.median(g.max(1))),
+        float(ev[:5].sum() / ev.sum()),
+        float(np.linalg.norm(x.mean(0))),
+    )
 
 
 def print_shape(real: np.ndarray, xb: np.ndarray) -> None:
     rng = np.random.default_rng(7)
     n = len(real)
-    syn = np.array([shape_stats(xb[rng.choice(np.arange(10_000, len(xb)) if len(xb) > 20_000 else len(xb), n, replace=False)]) for _ in range(50)])
+    syn = np.array(
+        [
+            shape_stats(xb[rng.choice(np.arange(10_000, len(xb)) if len(xb) > 20_000 else len(xb), n, replace=False)])
+            for _ in range(50)
+        ]
+    )
     cols = "pair cos p5   p25   p50   p75   p95 | NN cos | top-5 PC var | |mean|"
     print(f"  {'':28} {cols}")
     for label, s in ((f"real ({n} slides)", shape_stats(real)), (f"synthetic (median of 50 x {n})", np.median(syn, 0))):
-        print(f"  {label:28} {s[0]:+12.2f} {s[1]:+5.2f} {s[2]:+5.2f} {s[3]:+5.2f} {s[4]:+5.2f} | {s[5]:6.3f} | {s[6]:12.2f} | {s[7]:6.2f}")
+        print(
+            (
+                f"  {label:28} {s[0]:+12.2f} {s[1]:+5.2f} {s[2]:+5.2f} {s[3]:+5.2f} {s[4]:+5.2f} | {s[5]:6.3f} "
+                f"| {s[6]:12.2f} | {s[7]:6.2f}"
+            )
+        )
 
 
 # ----------------------------------------------------------------------------------- measuring
@@ -221,14 +244,29 @@ def measure(rows, size, method, params, search1, searchb, xq, truth, real_mask, 
     t0 = time.perf_counter()
     found = searchb(xq)
     qps = len(xq) / (time.perf_counter() - t0)
-    row = Row(size, method, params, build_s, nbytes, p50, p99, n, qps, recall_at_k(found, truth), recall_at_k(found, truth, real_mask))
+    row = Row(
+        size,
+        method,
+        params,
+        build_s,
+        nbytes,
+        p50,
+        p99,
+        n,
+        qps,
+        recall_at_k(found, truth),
+        recall_at_k(found, truth, real_mask),
+    )
     row.meets = row.p50 < GOAL_MS and row.recall >= GOAL_RECALL
     rows.append(row)
     print_row(row)
     return row
 
 
-HEADER = f"{'N':>9}  {'method':15} {'params':22} {'build s':>8} {'size MB':>8} {'p50 ms':>8} {'p99 ms':>8} {'(n)':>5} {'batch q/s':>10} {'R@10':>6} {'R@10 real':>9}  goal"
+HEADER = (
+    f"{'N':>9}  {'method':15} {'params':22} {'build s':>8} {'size MB':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'(n)':>5} {'batch q/s':>10} {'R@10':>6} {'R@10 real':>9}  goal"
+)
 
 
 def print_row(r: Row) -> None:
@@ -236,7 +274,13 @@ def print_row(r: Row) -> None:
         print(f"{r.size:>9,}  {r.method:15} {r.params:22} {r.note}", flush=True)
         return
     goal = "yes" if r.meets else "-"
-    print(f"{r.size:>9,}  {r.method:15} {r.params:22} {r.build_s:8.1f} {r.nbytes / 2**20:8.1f} {r.p50:8.3f} {r.p99:8.3f} {r.timed:5d} {r.qps:10.0f} {r.recall:6.3f} {r.recall_real:9.3f}  {goal}", flush=True)
+    print(
+        (
+            f"{r.size:>9,}  {r.method:15} {r.params:22} {r.build_s:8.1f} {r.nbytes / 2**20:8.1f} {r.p50:8.3f} "
+            f"{r.p99:8.3f} {r.timed:5d} {r.qps:10.0f} {r.recall:6.3f} {r.recall_real:9.3f}  {goal}"
+        ),
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------------- indexes
@@ -266,7 +310,13 @@ def build_chunked(index, xb: np.ndarray, budget: float, chunks: int = 20) -> tup
         if done < n and done >= 2 * step:
             proj = el * (n / done) * (math.log(n) / math.log(done))  # insertion cost grows ~log N
             if proj > budget:
-                return el, f"skipped: build projected at {proj:.0f} s > budget {budget:.0f} s ({done:,} of {n:,} added in {el:.0f} s)"
+                return (
+                    el,
+                    (
+                        f"skipped: build projected at {proj:.0f} s > budget {budget:.0f} s ({done:,} of {n:,} added "
+                        f"in {el:.0f} s)"
+                    ),
+                )
     return time.perf_counter() - t0, ""
 
 
@@ -294,14 +344,40 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
         part = np.argpartition(-s, K)[:K]
         return part[np.argsort(-s[part])]
 
-    measure(rows, n, "numpy brute", "matmul+argpartition", np1, lambda q: numpy_search(xb, q), xq, truth, real_mask, args, 0.0, xb.nbytes)
+    measure(
+        rows,
+        n,
+        "numpy brute",
+        "matmul+argpartition",
+        np1,
+        lambda q: numpy_search(xb, q),
+        xq,
+        truth,
+        real_mask,
+        args,
+        0.0,
+        xb.nbytes,
+    )
 
     # FAISS exact
     t0 = time.perf_counter()
     flat = faiss.IndexFlatIP(DIM)
     flat.add(xb)
     build = time.perf_counter() - t0
-    measure(rows, n, "FAISS FlatIP", "exact", lambda q: flat.search(q, K), lambda q: flat.search(q, K)[1], xq, truth, real_mask, args, build, index_bytes(flat))
+    measure(
+        rows,
+        n,
+        "FAISS FlatIP",
+        "exact",
+        lambda q: flat.search(q, K),
+        lambda q: flat.search(q, K)[1],
+        xq,
+        truth,
+        real_mask,
+        args,
+        build,
+        index_bytes(flat),
+    )
     del flat
     gc.collect()
 
@@ -320,7 +396,18 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
         del probe
         proj = probe_s * (n / probe_n) ** 1.2  # measured here: 100k -> 1M costs ~16x
         if proj > args.build_budget:
-            rows.append(Row(n, "FAISS HNSWFlat", hnsw_params, note=f"skipped: build projected at {proj:.0f} s > budget {args.build_budget:.0f} s (from {probe_n:,} in {probe_s:.1f} s)"))
+            rows.append(
+                Row(
+                    n,
+                    "FAISS HNSWFlat",
+                    hnsw_params,
+                    note=(
+                        f"skipped: build projected at {proj:.0f} s > budget {args.build_budget:.0f} "
+                        f"s (from {probe_n:,} "
+                        f"in {probe_s:.1f} s)"
+                    ),
+                )
+            )
             print_row(rows[-1])
         else:
             hnsw = new_hnsw()
@@ -330,7 +417,20 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
             size = index_bytes(hnsw)
             for ef in args.ef:
                 hnsw.hnsw.efSearch = ef
-                measure(rows, n, "FAISS HNSWFlat", f"{hnsw_params} ef={ef}", lambda q: hnsw.search(q, K), lambda q: hnsw.search(q, K)[1], xq, truth, real_mask, args, build, size)
+                measure(
+                    rows,
+                    n,
+                    "FAISS HNSWFlat",
+                    f"{hnsw_params} ef={ef}",
+                    lambda q: hnsw.search(q, K),
+                    lambda q: hnsw.search(q, K)[1],
+                    xq,
+                    truth,
+                    real_mask,
+                    args,
+                    build,
+                    size,
+                )
             del hnsw
             gc.collect()
             if not args.no_incremental:
@@ -343,7 +443,20 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
                     size = index_bytes(hnsw)
                     for ef in args.ef_incremental:
                         hnsw.hnsw.efSearch = ef
-                        measure(rows, n, "HNSW 20 adds", f"{hnsw_params} ef={ef}", lambda q: hnsw.search(q, K), lambda q: hnsw.search(q, K)[1], xq, truth, real_mask, args, build, size)
+                        measure(
+                            rows,
+                            n,
+                            "HNSW 20 adds",
+                            f"{hnsw_params} ef={ef}",
+                            lambda q: hnsw.search(q, K),
+                            lambda q: hnsw.search(q, K)[1],
+                            xq,
+                            truth,
+                            real_mask,
+                            args,
+                            build,
+                            size,
+                        )
                 del hnsw
                 gc.collect()
 
@@ -363,7 +476,20 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
         if nprobe > nlist:
             continue
         ivf.nprobe = nprobe
-        measure(rows, n, "FAISS IVFFlat", f"nlist={nlist} nprobe={nprobe}", lambda q: ivf.search(q, K), lambda q: ivf.search(q, K)[1], xq, truth, real_mask, args, build, size)
+        measure(
+            rows,
+            n,
+            "FAISS IVFFlat",
+            f"nlist={nlist} nprobe={nprobe}",
+            lambda q: ivf.search(q, K),
+            lambda q: ivf.search(q, K)[1],
+            xq,
+            truth,
+            real_mask,
+            args,
+            build,
+            size,
+        )
     centroids = faiss.clone_index(quantizer)
     del ivf, quantizer
     gc.collect()
@@ -388,7 +514,20 @@ def bench_size(n: int, xb_all: np.ndarray, xq: np.ndarray, real_mask: np.ndarray
                     continue
                 base.nprobe = nprobe
                 pq.k_factor = kf
-                measure(rows, n, "FAISS IVFPQ+RF", f"PQ32 nprobe={nprobe} kf={kf}", lambda q: pq.search(q, K), lambda q: pq.search(q, K)[1], xq, truth, real_mask, args, build, size)
+                measure(
+                    rows,
+                    n,
+                    "FAISS IVFPQ+RF",
+                    f"PQ32 nprobe={nprobe} kf={kf}",
+                    lambda q: pq.search(q, K),
+                    lambda q: pq.search(q, K)[1],
+                    xq,
+                    truth,
+                    real_mask,
+                    args,
+                    build,
+                    size,
+                )
         del pq, base
     del centroids
     gc.collect()
@@ -407,11 +546,15 @@ def nice_floor(x: float) -> int:
 def exact_sweep(xb_all: np.ndarray, xq: np.ndarray, args) -> list[tuple[int, float, float, float]]:
     import faiss
 
-    sizes = [n for n in (5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000) if n <= len(xb_all)]
+    sizes = [
+        n for n in (5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000) if n <= len(xb_all)
+    ]
     if len(xb_all) not in sizes:
         sizes.append(len(xb_all))
     out = []
-    print(f"{'N':>9}  {'FlatIP p50 ms':>13} {'FlatIP p99 ms':>13} {'numpy p50 ms':>12}   (one query per call, 1 thread)")
+    print(
+        f"{'N':>9}  {'FlatIP p50 ms':>13} {'FlatIP p99 ms':>13} {'numpy p50 ms':>12}   (one query per call, 1 thread)"
+    )
     for n in sizes:
         xb = xb_all[:n]
         flat = faiss.IndexFlatIP(DIM)
@@ -447,15 +590,44 @@ def crossing(sweep, target_ms: float) -> float:
 # ------------------------------------------------------------------------------------------ main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="base sizes (default 10000 100000 1000000; --quick: 10000 100000)")
-    parser.add_argument("--quick", action="store_true", help="200 queries, fewer parameter values, no IVF-PQ, sizes 10k and 100k unless --sizes")
-    parser.add_argument("--queries", type=int, default=None, help="queries (default 500, --quick 200), 80 of them from the real slides")
-    parser.add_argument("--build-budget", type=float, default=300.0, help="seconds; HNSW / IVF-PQ builds projected over it are skipped (default 300)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="base sizes (default 10000 100000 1000000; --quick: 10000 100000)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="200 queries, fewer parameter values, no IVF-PQ, sizes 10k and 100k unless --sizes",
+    )
+    parser.add_argument(
+        "--queries", type=int, default=None, help="queries (default 500, --quick 200), 80 of them from the real slides"
+    )
+    parser.add_argument(
+        "--build-budget",
+        type=float,
+        default=300.0,
+        help="seconds; HNSW / IVF-PQ builds projected over it are skipped (default 300)",
+    )
     parser.add_argument("--no-hnsw", action="store_true", help="skip HNSW")
     parser.add_argument("--no-pq", action="store_true", help="skip IVF-PQ + refine")
     parser.add_argument("--no-incremental", action="store_true", help="skip the HNSW grown by 20 add() calls")
-    parser.add_argument("--exact-ms", type=float, default=1.0, help="FlatIP single-query p50 up to which exact search is used (default 1 ms)")
-    parser.add_argument("--iso", type=float, default=1.0, help="scale of the isotropic noise (1 = calibrated on the real vectors; >1 = harder, higher intrinsic dimension)")
+    parser.add_argument(
+        "--exact-ms",
+        type=float,
+        default=1.0,
+        help="FlatIP single-query p50 up to which exact search is used (default 1 ms)",
+    )
+    parser.add_argument(
+        "--iso",
+        type=float,
+        default=1.0,
+        help=(
+            "scale of the isotropic noise (1 = calibrated on the real vectors; >1 = harder, higher intrinsic dimension)"
+        ),
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for building and batch search (default 2)")
     args = parser.parse_args()
     sizes = sorted(args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]))
@@ -472,21 +644,42 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     t_all = time.perf_counter()
-    print(f"faiss {faiss.__version__}, numpy {np.__version__}, {args.threads} threads for builds and batch search; single-query latency on 1 thread")
+    print(
+        (
+            f"faiss {faiss.__version__}, numpy {np.__version__}, {args.threads} threads for builds and "
+            "batch search; single-query latency on 1 thread"
+        )
+    )
 
     t0 = time.perf_counter()
     real, names = real_vectors()
-    print(f"real vectors: {len(real)} demo slides encoded with PathAlign-R 'embedded-r' in {time.perf_counter() - t0:.1f} s (features cache {FEATURES.relative_to(ROOT)})")
+    print(
+        (
+            f"real vectors: {len(real)} demo slides encoded with PathAlign-R "
+            f"'embedded-r' in {time.perf_counter() - t0:.1f} "
+            f"s (features cache {FEATURES.relative_to(ROOT)})"
+        )
+    )
 
     t0 = time.perf_counter()
     xb_all, xq, kind, mix = make_data(real, max(sizes), n_query, args.iso)
     real_mask = kind != "synthetic"
     print(
-        f"synthetic base: {len(xb_all):,} x {DIM} float32 ({xb_all.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s: {CENTRES} centres "
-        f"= real + {CENTRE_SUB} x real covariance + {CENTRE_ISO * args.iso:.2f} x isotropic, vectors = centre + {POINT_SUB} x real covariance + {POINT_ISO * args.iso:.2f} x isotropic; "
+        f"synthetic base: {len(xb_all):,} x {DIM} float32 ({xb_all.nbytes / 2**20:.0f} "
+        f"MiB) in {time.perf_counter() - t0:.1f} "
+        f"s: {CENTRES} centres "
+        f"= real + {CENTRE_SUB} x real covariance + {CENTRE_ISO * args.iso:.2f} x isotropic, vectors "
+        f"= centre + {POINT_SUB} x real covariance + {POINT_ISO * args.iso:.2f} x isotropic; "
         f"the {len(real)} real vectors inside the first 10,000 rows (smaller sizes are prefixes)"
     )
-    print(f"queries: {len(xq)} = {int((kind == 'real').sum())} real (in the base) + {int((kind == 'real+jitter').sum())} real + jitter + {int((kind == 'synthetic').sum())} held-out synthetic; 'R@10 real' = the 80 real-derived")
+    print(
+        (
+            f"queries: {len(xq)} = {int((kind == 'real').sum())} real (in "
+            f"the base) + {int((kind == 'real+jitter').sum())} "
+            f"real + jitter + {int((kind == 'synthetic').sum())} held-out synthetic; 'R@10 real' = the "
+            "80 real-derived"
+        )
+    )
     print("shape check, real vs synthetic (40-vector samples):")
     print_shape(real, xb_all)
 
@@ -500,23 +693,50 @@ def main() -> None:
     n2 = crossing(sweep, 2 * args.exact_ms)
     exact_max = nice_floor(n1)
 
-    print(f"\n=== goal at {max(sizes):,}: p50 < {GOAL_MS:g} ms and recall@10 >= {GOAL_RECALL} (all queries); 'real' = also on the 80 real-derived queries")
+    print(
+        (
+            f"\n=== goal at {max(sizes):,}: p50 < {GOAL_MS:g} ms and recall@10 >= {GOAL_RECALL} (all queries); "
+            "'real' = also on the 80 real-derived queries"
+        )
+    )
     for r in (r for r in rows if r.size == max(sizes)):
         if r.note:
             print(f"  {'-':4} {'':4} {r.method:15} {r.params:26} {r.note}")
         else:
             real_ok = "real" if r.meets and r.recall_real >= GOAL_RECALL else ""
-            print(f"  {'MEET' if r.meets else 'no':4} {real_ok:4} {r.method:15} {r.params:26} p50 {r.p50:7.3f} ms  R@10 {r.recall:.3f} (real {r.recall_real:.3f})  build {r.build_s:6.1f} s  {r.nbytes / 2**20:7.1f} MB")
+            print(
+                (
+                    f"  {'MEET' if r.meets else 'no':4} {real_ok:4} {r.method:15} {r.params:26} p50 {r.p50:7.3f} "
+                    f"ms  R@10 {r.recall:.3f} (real {r.recall_real:.3f})  build "
+                    f"{r.build_s:6.1f} s  {r.nbytes / 2**20:7.1f} "
+                    "MB"
+                )
+            )
 
     print("\n=== recommendation")
-    print(f"FlatIP single-query p50 reaches {args.exact_ms:g} ms at N ~ {n1:,.0f} and {2 * args.exact_ms:g} ms at N ~ {n2:,.0f} (1 thread)")
+    print(
+        (
+            f"FlatIP single-query p50 reaches {args.exact_ms:g} ms at N ~ {n1:,.0f} and {2 * args.exact_ms:g} "
+            f"ms at N ~ {n2:,.0f} (1 thread)"
+        )
+    )
     print(f"EXACT_MAX = {exact_max:_}   # exact search (IndexFlatIP) up to here: p50 <= {args.exact_ms:g} ms, recall 1")
     above = [r for r in rows if r.size > exact_max and not r.note and r.method not in ("numpy brute", "FAISS FlatIP")]
     by_size = sorted({r.size for r in above})
-    print(f"above it, per index: the cheapest setting with p50 < {GOAL_MS:g} ms and R@10 >= {GOAL_RECALL} on all queries AND on the real-derived ones, at every measured size > EXACT_MAX ({', '.join(f'{s:,}' for s in by_size)})")
+    print(
+        (
+            f"above it, per index: the cheapest setting with p50 < {GOAL_MS:g} ms and R@10 >= {GOAL_RECALL} "
+            "on all queries AND on the real-derived ones, at every measured "
+            f"size > EXACT_MAX ({', '.join(f'{s:,}' for s in by_size)})"
+        )
+    )
 
     def key(r: Row) -> str:  # the setting, independent of N (IVF nlist follows N)
-        return r.params.split(" nlist=")[0] if r.method == "FAISS IVFPQ+RF" else " ".join(w for w in r.params.split() if not w.startswith("nlist="))
+        return (
+            r.params.split(" nlist=")[0]
+            if r.method == "FAISS IVFPQ+RF"
+            else " ".join(w for w in r.params.split() if not w.startswith("nlist="))
+        )
 
     best = {}
     for fam in dict.fromkeys(r.method for r in above):
@@ -528,15 +748,32 @@ def main() -> None:
         else:
             print(f"  {fam:15} none of its settings qualifies")
     for fam, at in best.items():
-        figs = "; ".join(f"N={r.size:,}: p50 {r.p50:.3f} ms, p99 {r.p99:.3f} ms, R@10 {r.recall:.3f} (real {r.recall_real:.3f}), build {r.build_s:.1f} s, {r.nbytes / 2**20:.0f} MB" for r in at)
+        figs = "; ".join(
+            (
+                f"N={r.size:,}: p50 {r.p50:.3f} ms, p99 {r.p99:.3f} ms, R@10 "
+                f"{r.recall:.3f} (real {r.recall_real:.3f}), "
+                f"build {r.build_s:.1f} s, {r.nbytes / 2**20:.0f} MB"
+            )
+            for r in at
+        )
         print(f"  {fam:15} {key(at[-1]):22} {figs}")
     pick = {f: at for f, at in best.items() if f != "HNSW 20 adds"}  # that one is the same index, grown differently
     if pick:
         fam, at = min(pick.items(), key=lambda kv: kv[1][-1].p50)
-        print(f"RECOMMENDED above EXACT_MAX: {fam} {at[-1].params} (lowest p50 at {max(sizes):,} among the qualifying settings)")
+        print(
+            (
+                f"RECOMMENDED above EXACT_MAX: {fam} {at[-1].params} (lowest p50 at {max(sizes):,} among the "
+                "qualifying settings)"
+            )
+        )
         for other, o in pick.items():
             if other != fam:
-                print(f"  alternative: {other} {o[-1].params} (p50 {o[-1].p50:.3f} ms, build {o[-1].build_s:.0f} s, {o[-1].nbytes / 2**20:.0f} MB at {max(sizes):,})")
+                print(
+                    (
+                        f"  alternative: {other} {o[-1].params} (p50 {o[-1].p50:.3f} ms, build {o[-1].build_s:.0f} "
+                        f"s, {o[-1].nbytes / 2**20:.0f} MB at {max(sizes):,})"
+                    )
+                )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS {peak:.2f} GiB, total {time.perf_counter() - t_all:.0f} s")
 

@@ -14,7 +14,8 @@ cache. Two parts, each in its own process (so peak RSS and model loading are eac
 
 The slide is made by make_big_pyramid.py (~40 s, 1.5 GiB in benchmarks/data/) when it is missing.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_workspace.py [SLIDE] [--quick] [--only core|gui]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_workspace.py \
+        [SLIDE] [--quick] [--only core|gui]
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from napari_pathalign.reporting.drafting import iter_draft
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "benchmarks" / "data" / "big-100000x80000.tif"
@@ -54,7 +57,7 @@ def timed(fn, *args, **kwargs):
 
 
 def grid_config(quick: bool):
-    from napari_pathalign.pipeline.features import GridConfig
+    from napari_pathalign.core.grid_config import GridConfig
 
     return GridConfig(max_patches=QUICK_PATCHES) if quick else GridConfig()
 
@@ -90,16 +93,20 @@ def stage_rows(steps: dict[str, float], prefix: str) -> list[list]:
         totals[name.split(":")[0]] = totals.get(name.split(":")[0], 0.0) + s
     for stage, s in totals.items():
         rows.append([f"{prefix}{stage}", s, ""])
-        rows += [[f"{prefix}  {name.split(': ')[1]}", t, ""] for name, t in steps.items() if ":" in name and name.startswith(stage)]
+        rows += [
+            [f"{prefix}  {name.split(': ')[1]}", t, ""]
+            for name, t in steps.items()
+            if ":" in name and name.startswith(stage)
+        ]
     return rows
 
 
 # ---------------------------------------------------------------------------------------- core
 def run_core(args, cache_dir: Path) -> dict:
+    from napari_pathalign.core.generators import run_to_end
+    from napari_pathalign.engine.analysis import SlideAnalysis
+    from napari_pathalign.engine.regions import rectangle
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.analysis import SlideAnalysis
-    from napari_pathalign.pipeline.generators import run_to_end
-    from napari_pathalign.pipeline.regions import rectangle
 
     slide = open_slide(args.slide)
     rows = []
@@ -112,7 +119,9 @@ def run_core(args, cache_dir: Path) -> dict:
             if p.stage != "features" or p.done in (0, p.total):
                 print(f"  [core {label}] {time.perf_counter() - t0:7.1f} s  {p}", file=sys.stderr, flush=True)
         total = time.perf_counter() - t0
-        rows.append([f"prepare, {label}: Analyse -> ready", total, f"{len(a.features.features)} patches, {a.device_info}"])
+        rows.append(
+            [f"prepare, {label}: Analyse -> ready", total, f"{len(a.features.features)} patches, {a.device_info}"]
+        )
         rows.extend(stage_rows(split_stages(log, t0), "  "))
         return a, total
 
@@ -128,8 +137,16 @@ def run_core(args, cache_dir: Path) -> dict:
         (f"text_heatmap('{TEXT}') again", "text cached", lambda: a.text_heatmap(TEXT)),
         ("attention_heatmap()", "mean over all", lambda: a.attention_heatmap()),
         (f"attention_heatmap(text='{TEXT}')", "queries weighted by the text", lambda: a.attention_heatmap(text=TEXT)),
-        ("attention_heatmap(layer=0, head=1, query=3)", "one query", lambda: a.attention_heatmap(layer=0, head=1, query=3)),
-        ("query_heatmaps() (dock gallery)", "the 32 maps; their thumbnails: GUI row _on_ready", lambda: a.query_heatmaps()),
+        (
+            "attention_heatmap(layer=0, head=1, query=3)",
+            "one query",
+            lambda: a.attention_heatmap(layer=0, head=1, query=3),
+        ),
+        (
+            "query_heatmaps() (dock gallery)",
+            "the 32 maps; their thumbnails: GUI row _on_ready",
+            lambda: a.query_heatmaps(),
+        ),
         ("zero_shot() (default classes)", "", lambda: a.zero_shot()),
     ]
     for name, note, fn in maps:
@@ -139,13 +156,19 @@ def run_core(args, cache_dir: Path) -> dict:
         rows.append([name, s, note])
 
     t0 = time.perf_counter()
-    gen = a.iter_draft()
+    gen = iter_draft(a)
     next(gen)
     first = time.perf_counter() - t0
     draft = run_to_end(gen)
     full = time.perf_counter() - t0
     rows.append(["draft: first streamed token", first, "greedy, after Analyse"])
-    rows.append(["draft: full text + support + evidence", full, f"{len(draft.sentences)} sentences, {len(draft.text)} characters"])
+    rows.append(
+        [
+            "draft: full text + support + evidence",
+            full,
+            f"{len(draft.sentences)} sentences, {len(draft.text)} characters",
+        ]
+    )
 
     # a quarter of the tissue: the left half of the patches (by centre x), then the upper half of those
     centres = a.features.xy_level0 + a.features.size_level0 / 2.0  # (N, 2) level-0 (x, y)
@@ -153,12 +176,26 @@ def run_core(args, cache_dir: Path) -> dict:
     y_mid = np.median(centres[centres[:, 0] <= x_mid, 1])
     x0, y0 = centres.min(0) - a.features.size_level0
     child, s = timed(a.region, rectangle(x0, y0, x_mid - x0, y_mid - y0))
-    rows.append(["region(polygon), a quarter of the tissue", s, f"{len(child.features.features)} of {n} patches; re-encodes them"])
+    rows.append(
+        [
+            "region(polygon), a quarter of the tissue",
+            s,
+            f"{len(child.features.features)} of {n} patches; re-encodes them",
+        ]
+    )
     rss_maps = peak_rss_mib()
     del a, child
 
     _, t_warm = prepare("warm cache")
-    return {"rows": rows, "patches": n, "t_cold": t_cold, "t_warm": t_warm, "rss_prepare": rss_prepare, "rss_maps": rss_maps, "rss_end": peak_rss_mib()}
+    return {
+        "rows": rows,
+        "patches": n,
+        "t_cold": t_cold,
+        "t_warm": t_warm,
+        "rss_prepare": rss_prepare,
+        "rss_maps": rss_maps,
+        "rss_end": peak_rss_mib(),
+    }
 
 
 # ---------------------------------------------------------------------------------------- GUI
@@ -172,7 +209,13 @@ def thread_cpu() -> dict[str, float]:
         except OSError:  # the thread ended
             continue
         comm, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        group = "GUI thread" if int(task.name) == os.getpid() else "llvmpipe (software GL)" if comm.startswith("llvmpipe") else "other threads"
+        group = (
+            "GUI thread"
+            if int(task.name) == os.getpid()
+            else "llvmpipe (software GL)"
+            if comm.startswith("llvmpipe")
+            else "other threads"
+        )
         out[group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return out
 
@@ -190,7 +233,11 @@ def where(frame) -> str:
     stack = traceback.extract_stack(frame)  # outermost first
     inner = stack[-1]
     if inner.filename.endswith("bench_workspace.py"):
-        return "Qt event loop (C++: painting, layout or waiting for the GIL)" if inner.name == "wait" else "(running its timer: not stalled)"
+        return (
+            "Qt event loop (C++: painting, layout or waiting for the GIL)"
+            if inner.name == "wait"
+            else "(running its timer: not stalled)"
+        )
     ours = [f for f in stack if "napari_pathalign" in f.filename]
     return f"{short(ours[-1])} -> {short(inner)}" if ours and ours[-1] is not inner else short(inner)
 
@@ -253,10 +300,17 @@ class TickRecorder:
         return self.ticks[0], self.ticks[-1]
 
     def stalls(self, stage_log: list, handlers: list) -> dict:
-        """Gap figures, and the longest gaps with the stage they fell in, the GUI handlers they overlap and the sampled stacks."""
+        """Gap figures, and the longest gaps with the stage they fell in, the GUI handlers they overlap
+        and the sampled stacks."""
         t = np.asarray(self.ticks)
         gaps = np.diff(t)
-        out = {"max": float(gaps.max()), "p99": float(np.percentile(gaps, 99)), "over": int((gaps > STALL_S).sum()), "ticks": len(t), "worst": []}
+        out = {
+            "max": float(gaps.max()),
+            "p99": float(np.percentile(gaps, 99)),
+            "over": int((gaps > STALL_S).sum()),
+            "ticks": len(t),
+            "worst": [],
+        }
         for i in np.argsort(gaps)[::-1][:6]:
             if gaps[i] <= STALL_S:
                 break
@@ -268,18 +322,31 @@ class TickRecorder:
                 if a < ts <= b:
                     for thread, w in seen.items():
                         causes.setdefault(thread, Counter())[w] += 1
-            out["worst"].append({"gap": float(gaps[i]), "at": float(a - t[0]), "stage": " -> ".join(dict.fromkeys(stages)) or "-", "handlers": during, "where": {k: c.most_common(2) for k, c in causes.items()}})
+            out["worst"].append(
+                {
+                    "gap": float(gaps[i]),
+                    "at": float(a - t[0]),
+                    "stage": " -> ".join(dict.fromkeys(stages)) or "-",
+                    "handlers": during,
+                    "where": {k: c.most_common(2) for k, c in causes.items()},
+                }
+            )
         return out
 
 
 def run_gui(args) -> dict:
     import napari
 
-    from napari_pathalign.pipeline import analysis as analysis_mod
+    from napari_pathalign.engine import analysis as analysis_mod
 
     cache = analysis_mod.default_cache_dir()
     if not str(cache).startswith(os.environ.get("XDG_CACHE_HOME", "\0")):
-        raise SystemExit(f"the widget's feature cache is {cache}, not under the fresh XDG_CACHE_HOME; features would come from an old cache")
+        raise SystemExit(
+            (
+                f"the widget's feature cache is {cache}, not under the fresh XDG_CACHE_HOME; features would "
+                "come from an old cache"
+            )
+        )
     stage_log: list = []  # (time, stage, done, total), appended in the worker thread
     prepare = analysis_mod.SlideAnalysis.iter_prepare
 
@@ -319,7 +386,9 @@ def run_gui(args) -> dict:
     rec = TickRecorder()
     result = {"rows": rows}
     warm = {"done": False}
-    widget.warm_up.finished.connect(lambda: warm.update(done=True))  # the dock imports torch and loads the models in a worker
+    widget.warm_up.finished.connect(
+        lambda: warm.update(done=True)
+    )  # the dock imports torch and loads the models in a worker
     t_warm = time.perf_counter()
     rec.wait(lambda: warm["done"], 600)
     rows.append(["dock warm-up (imports, models; worker)", time.perf_counter() - t_warm, "starts when the dock opens"])
@@ -344,7 +413,13 @@ def run_gui(args) -> dict:
     analysis = widget.analysis
     ready = [(n, s, e) for n, s, e in handlers if n == "_on_ready"]
     progress = [e - s for n, s, e in handlers if n == "_on_progress"]
-    rows.append(["Analyse -> ready (worker finished)", t_ready, f"{len(analysis.features.features)} patches, {analysis.device_info}"])
+    rows.append(
+        [
+            "Analyse -> ready (worker finished)",
+            t_ready,
+            f"{len(analysis.features.features)} patches, {analysis.device_info}",
+        ]
+    )
     rows.extend(stage_rows(split_stages(stage_log[1:], t0), "  "))
     rows.append(["  _on_ready (GUI thread: gallery)", ready[-1][2] - ready[-1][1], "32 query maps + thumbnails"])
     rows.append(["  _on_progress, longest of all (GUI thread)", max(progress), f"{len(progress)} calls"])
@@ -367,11 +442,23 @@ def run_gui(args) -> dict:
     if "t" not in done:
         raise SystemExit(f"show_text made no layer: {done.get('error', 'timed out')}")
     shows = [e - s for n, s, e in handlers if n == "show_heatmap"]
-    rows.append([f"show_text('{TEXT}') -> heatmap layer", done["t"] - t0, "worker encodes the text; layer made in the GUI thread"])
-    rows.append(["  show_heatmap (GUI thread)", shows[-1], f"layer {widget.heatmap_layer.data.shape[1]} x {widget.heatmap_layer.data.shape[0]} px"])
+    rows.append(
+        [
+            f"show_text('{TEXT}') -> heatmap layer",
+            done["t"] - t0,
+            "worker encodes the text; layer made in the GUI thread",
+        ]
+    )
+    rows.append(
+        [
+            "  show_heatmap (GUI thread)",
+            shows[-1],
+            f"layer {widget.heatmap_layer.data.shape[1]} x {widget.heatmap_layer.data.shape[0]} px",
+        ]
+    )
     result["text"] = rec.stalls([(t0, "show_text")], handlers)
     from napari_pathalign._napari.report_widget import ReportWidget
-    from napari_pathalign.pipeline.report_store import ReportStore
+    from napari_pathalign.reporting.report_store import ReportStore
 
     report = ReportWidget(viewer, ReportStore(Path(os.environ["XDG_CACHE_HOME"]) / "reports"))
     viewer.window.add_dock_widget(report, name="Report")
@@ -380,11 +467,21 @@ def run_gui(args) -> dict:
     drafted = {}
     t0 = time.perf_counter()
     draft_worker = report.start_draft()
-    draft_worker.yielded.connect(lambda item: drafted.setdefault("first", time.perf_counter()) if item[0] == "text" else None)
+    draft_worker.yielded.connect(
+        lambda item: drafted.setdefault("first", time.perf_counter()) if item[0] == "text" else None
+    )
     draft_worker.finished.connect(lambda: drafted.update(done=time.perf_counter()))
     rec.wait(lambda: "done" in drafted, 600)
-    rows.append(["Report dock: Draft -> first token in the editor", drafted.get("first", float("nan")) - t0, "streamed"])
-    rows.append(["Report dock: Draft -> done (support, evidence, saved)", drafted.get("done", float("nan")) - t0, report.status.text()[:60]])
+    rows.append(
+        ["Report dock: Draft -> first token in the editor", drafted.get("first", float("nan")) - t0, "streamed"]
+    )
+    rows.append(
+        [
+            "Report dock: Draft -> done (support, evidence, saved)",
+            drafted.get("done", float("nan")) - t0,
+            report.status.text()[:60],
+        ]
+    )
     result["draft"] = rec.stalls([(t0, "draft")], handlers)
     result["rss"] = peak_rss_mib()
     rec.sampler.stopped.set()
@@ -395,7 +492,12 @@ def run_gui(args) -> dict:
 # ---------------------------------------------------------------------------------------- report
 def print_report(res: dict, args) -> None:
     n = res.get("core", {}).get("patches")
-    print(f"\n{args.slide.name}: embedded models, CPU ({os.cpu_count()} cores), {n or '?'} patches{' (--quick)' if args.quick else ''}")
+    print(
+        (
+            f"\n{args.slide.name}: embedded models, CPU ({os.cpu_count()} "
+            f"cores), {n or '?'} patches{' (--quick)' if args.quick else ''}"
+        )
+    )
     print(f"{'step':52} {'seconds':>8}  note")
     for part in ("core", "gui"):
         if part not in res:
@@ -405,7 +507,12 @@ def print_report(res: dict, args) -> None:
             print(f"{step:52} {s:8.2f}  {note}")
     if "core" in res:
         c = res["core"]
-        print(f"\ncore peak RSS: {c['rss_prepare']:.0f} MiB after prepare, {c['rss_maps']:.0f} MiB after the maps, {c['rss_end']:.0f} MiB at the end (warm prepare)")
+        print(
+            (
+                f"\ncore peak RSS: {c['rss_prepare']:.0f} MiB after prepare, {c['rss_maps']:.0f} MiB after "
+                f"the maps, {c['rss_end']:.0f} MiB at the end (warm prepare)"
+            )
+        )
         print(f"warm cache: prepare {c['t_warm']:.1f} s vs {c['t_cold']:.1f} s cold")
     if "gui" not in res:
         return
@@ -413,13 +520,30 @@ def print_report(res: dict, args) -> None:
     print(f"GUI process peak RSS: {g['rss']:.0f} MiB")
     print("GUI process CPU seconds while Analyse ran: " + ", ".join(f"{k} {v:.1f}" for k, v in g["cpu"].items()))
     print(f"\nGUI event-loop stalls (gaps between {TICK_MS}-ms timer ticks; goal: max < {STALL_S * 1000:.0f} ms)")
-    for key, label in (("warmup", "dock warm-up"), ("idle", "idle, slide shown"), ("analyse", "while Analyse runs"), ("text", "show_text -> layer"), ("draft", "while drafting")):
+    for key, label in (
+        ("warmup", "dock warm-up"),
+        ("idle", "idle, slide shown"),
+        ("analyse", "while Analyse runs"),
+        ("text", "show_text -> layer"),
+        ("draft", "while drafting"),
+    ):
         s = g[key]
         verdict = "ok" if s["max"] < STALL_S else "OVER GOAL"
-        print(f"  {label:24} max {s['max'] * 1000:7.0f} ms   p99 {s['p99'] * 1000:5.0f} ms   gaps > {STALL_S * 1000:.0f} ms: {s['over']:3d} of {s['ticks']} ticks   {verdict}")
+        print(
+            (
+                f"  {label:24} max {s['max'] * 1000:7.0f} ms   p99 {s['p99'] * 1000:5.0f} "
+                f"ms   gaps > {STALL_S * 1000:.0f} "
+                f"ms: {s['over']:3d} of {s['ticks']} ticks   {verdict}"
+            )
+        )
     for key in ("analyse", "text", "draft"):
         for w in g[key]["worst"]:
-            print(f"  [{key}] {w['gap'] * 1000:.0f} ms gap at +{w['at']:.1f} s, stage {w['stage']}, GUI handlers: {', '.join(w['handlers']) or 'none'}")
+            print(
+                (
+                    f"  [{key}] {w['gap'] * 1000:.0f} ms gap at +{w['at']:.1f} s, stage {w['stage']}, GUI handlers: "
+                    f"{', '.join(w['handlers']) or 'none'}"
+                )
+            )
             for thread, locs in w["where"].items():
                 print(f"      {thread}: " + "; ".join(f"{loc} (x{k})" for loc, k in locs))
             if not w["where"]:
@@ -438,27 +562,37 @@ def ensure_slide(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("slide", nargs="?", type=Path, default=DEFAULT)
-    parser.add_argument("--quick", action="store_true", help=f"cap the grid at {QUICK_PATCHES} patches: a fast sanity run")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"cap the grid at {QUICK_PATCHES} patches: a fast sanity run"
+    )
     parser.add_argument("--only", choices=("core", "gui"), help="run one part")
     parser.add_argument("--child", choices=("core", "gui"), help=argparse.SUPPRESS)  # a part, in its own process
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        out = run_core(args, Path(os.environ["XDG_CACHE_HOME"]) / "core-features") if args.child == "core" else run_gui(args)
+        out = (
+            run_core(args, Path(os.environ["XDG_CACHE_HOME"]) / "core-features")
+            if args.child == "core"
+            else run_gui(args)
+        )
         args.result.write_text(json.dumps(out))
         return
 
     ensure_slide(args.slide)
     parts = [args.only] if args.only else ["core", "gui"]
     if "gui" in parts and not os.environ.get("DISPLAY"):
-        raise SystemExit('no display for the GUI part: run under xvfb-run -a -s "-screen 0 1600x1000x24" (or pass --only core)')
+        raise SystemExit(
+            'no display for the GUI part: run under xvfb-run -a -s "-screen 0 1600x1000x24" (or pass --only core)'
+        )
     res = {}
     for part in parts:
         with tempfile.TemporaryDirectory(prefix=f"bench-workspace-{part}-") as tmp:
             # a fresh cache per part: the core passes a folder in it, the dock's default cache moves with XDG_CACHE_HOME
             env = {**os.environ, "XDG_CACHE_HOME": tmp}
             result = Path(tmp) / "result.json"
-            cmd = [sys.executable, __file__, str(args.slide), "--child", part, "--result", str(result)] + (["--quick"] if args.quick else [])
+            cmd = [sys.executable, __file__, str(args.slide), "--child", part, "--result", str(result)] + (
+                ["--quick"] if args.quick else []
+            )
             print(f"== {part} part ...", file=sys.stderr, flush=True)
             if subprocess.run(cmd, env=env).returncode != 0 or not result.exists():
                 print(f"the {part} part failed (see above)", file=sys.stderr)

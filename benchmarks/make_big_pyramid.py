@@ -23,7 +23,11 @@ SOURCE = ROOT.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 
 def tissue_tiles(tile: int) -> list[np.ndarray]:
     img = tifffile.imread(SOURCE)  # 2967 x 2220 real H&E
-    return [img[y : y + tile, x : x + tile] for y in range(0, img.shape[0] - tile, tile) for x in range(0, img.shape[1] - tile, tile)]
+    return [
+        img[y : y + tile, x : x + tile]
+        for y in range(0, img.shape[0] - tile, tile)
+        for x in range(0, img.shape[1] - tile, tile)
+    ]
 
 
 def write(out: Path, width: int, height: int, tile: int = 256, step: int = 4) -> Path:
@@ -39,13 +43,24 @@ def write(out: Path, width: int, height: int, tile: int = 256, step: int = 4) ->
                 print(f"\r  {i + 1}/{n} tiles", end="\n" if i == n - 1 else "", file=sys.stderr, flush=True)
             yield tiles[(i * 7919) % len(tiles)]
 
-    opts = dict(tile=(tile, tile), compression="jpeg", compressionargs={"level": 90}, photometric="rgb", dtype=np.uint8, maxworkers=2)
+    opts = dict(
+        tile=(tile, tile),
+        compression="jpeg",
+        compressionargs={"level": 90},
+        photometric="rgb",
+        dtype=np.uint8,
+        maxworkers=2,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
     with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
         for k, (h, w) in enumerate(shapes):
             print(f"level {k}: {w} x {h}", file=sys.stderr)
-            extra = dict(subifds=len(shapes) - 1, resolution=(4e4, 4e4), resolutionunit="CENTIMETER") if k == 0 else dict(subfiletype=1)
+            extra = (
+                dict(subifds=len(shapes) - 1, resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
+                if k == 0
+                else dict(subfiletype=1)
+            )
             tw.write(tile_iter(h, w), shape=(h, w, 3), **extra, **opts)
     tmp.replace(out)  # never leave a half-written file under the final name
     return out

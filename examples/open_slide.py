@@ -1,6 +1,6 @@
 """Open a slide lazily, print what it is, read a region, and show it in napari.
 
-    python examples/open_slide.py [SLIDE]       # default: the bundled CMU-1-Small-Region sample
+python examples/open_slide.py [SLIDE]       # default: the bundled CMU-1-Small-Region sample
 """
 
 import sys

@@ -37,7 +37,7 @@ C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 
 
 def slides(tiles: Path, work: Path, name: str, count: int, seed: int) -> tuple[Path, list[dict]]:
-    from napari_pathalign.train.demo_data import make_demo_data
+    from napari_pathalign.demo.data import make_demo_data
 
     folder = work / name / "train"
     if not (folder / "slides.csv").is_file():
@@ -50,11 +50,11 @@ def analyse(folder: Path, rows: list[dict], desc: str) -> list[dict]:
     """Per slide: organ, head inputs, class shares per patch (report classes), truth, zero-shot measurement."""
     from tqdm import tqdm
 
+    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.eval.class_maps import patch_class_fractions, read_class_map
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.analysis import SlideAnalysis
-    from napari_pathalign.pipeline.claims import ClaimChecker
-    from napari_pathalign.pipeline.measure_head import patch_inputs
+    from napari_pathalign.reporting.claims import ClaimChecker
+    from napari_pathalign.reporting.measure_head import patch_inputs
 
     out = []
     for r in tqdm(rows, desc=desc, unit="slide"):
@@ -63,21 +63,25 @@ def analyse(folder: Path, rows: list[dict], desc: str) -> list[dict]:
             pass
         cmap = read_class_map(folder / r["slide"])
         organ = ORGAN_OF[r["source"]]
-        out.append({
-            "organ": organ,
-            "classes": list(cmap.classes),
-            "x": patch_inputs(a),
-            "shares": patch_class_fractions(cmap, a.features.xy_level0, a.features.size_level0),  # (N, C) per class of the map
-            "truth": json.loads(r["fractions"]),
-            "tumour_fraction": float(r["tumour_fraction"]),
-            "zero_shot": ClaimChecker(a, calibration={}, head=None).measure(organ, "zero-shot"),
-            "identity": _identity(a),
-        })
+        out.append(
+            {
+                "organ": organ,
+                "classes": list(cmap.classes),
+                "x": patch_inputs(a),
+                "shares": patch_class_fractions(
+                    cmap, a.features.xy_level0, a.features.size_level0
+                ),  # (N, C) per class of the map
+                "truth": json.loads(r["fractions"]),
+                "tumour_fraction": float(r["tumour_fraction"]),
+                "zero_shot": ClaimChecker(a, calibration={}, head=None).measure(organ, "zero-shot"),
+                "identity": _identity(a),
+            }
+        )
     return out
 
 
 def _identity(a) -> dict:
-    from napari_pathalign.pipeline.library_build import model_identity
+    from napari_pathalign.engine.library_build import model_identity
 
     return model_identity(a.models["generation"], a.encoder)
 
@@ -103,8 +107,8 @@ def fit_head(train: list[dict], calib: list[dict]):
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
-    from napari_pathalign.pipeline.claims import organ_classes
-    from napari_pathalign.pipeline.measure_head import OrganHead
+    from napari_pathalign.reporting.claims import organ_classes
+    from napari_pathalign.reporting.measure_head import OrganHead
 
     heads, chosen = {}, {}
     for organ in ORGAN_OF.values():
@@ -116,20 +120,32 @@ def fit_head(train: list[dict], calib: list[dict]):
         for c in C_GRID:
             lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xt), yt)
             loss = log_loss(yv, lr.predict_proba(scaler.transform(xv)), labels=lr.classes_)
-            print(f"  {organ}: C={c}: validation log-loss {loss:.4f}, accuracy {(lr.predict(scaler.transform(xv)) == yv).mean():.3f}")
+            print(
+                (
+                    f"  {organ}: C={c}: validation log-loss {loss:.4f}, accuracy "
+                    f"{(lr.predict(scaler.transform(xv)) == yv).mean():.3f}"
+                )
+            )
             if best is None or loss < best[0]:
                 best = (loss, c, lr)
         loss, c, lr = best
         if list(lr.classes_) != list(range(len(classes))):
-            raise ValueError(f"{organ}: the training patches lack some classes ({lr.classes_}); make more training slides")
+            raise ValueError(
+                f"{organ}: the training patches lack some classes ({lr.classes_}); make more training slides"
+            )
         heads[organ] = OrganHead(classes, scaler.mean_, scaler.scale_, lr.coef_, lr.intercept_)
-        chosen[organ] = {"C": c, "validation_log_loss": round(float(loss), 4), "training_patches": int(len(yt)), "validation_patches": int(len(yv))}
+        chosen[organ] = {
+            "C": c,
+            "validation_log_loss": round(float(loss), 4),
+            "training_patches": int(len(yt)),
+            "validation_patches": int(len(yv)),
+        }
     return heads, chosen
 
 
 def _line(xy: list[tuple[float, float]]) -> dict:
     """Least squares of the true logit on the measured logit, with the residual sigma."""
-    from napari_pathalign.pipeline.claims import _logit
+    from napari_pathalign.reporting.claims import _logit
 
     x = np.array([_logit(a) for a, _ in xy])
     y = np.array([_logit(b) for _, b in xy])
@@ -137,13 +153,18 @@ def _line(xy: list[tuple[float, float]]) -> dict:
     sigma = float(np.std(y - (slope * x + intercept), ddof=2))
     if slope <= 0:  # the measurement says nothing (or the opposite, on a few slides): the class's base rate instead
         slope, intercept, sigma = 0.0, float(y.mean()), float(np.std(y, ddof=1))
-    return {"slope": round(float(slope), 4), "intercept": round(float(intercept), 4), "sigma": round(sigma, 4), "pairs": len(xy)}
+    return {
+        "slope": round(float(slope), 4),
+        "intercept": round(float(intercept), 4),
+        "sigma": round(sigma, 4),
+        "pairs": len(xy),
+    }
 
 
 def fit_errors(calib: list[dict], measure) -> dict:
     """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``),
     and 'tissue_by_class': one line per tissue class (each class is measured with its own error)."""
-    from napari_pathalign.pipeline.claims import TUMOUR_CLASS
+    from napari_pathalign.reporting.claims import TUMOUR_CLASS
 
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
     by_class: dict[str, list] = {}
@@ -160,7 +181,13 @@ def fit_errors(calib: list[dict], measure) -> dict:
     fit = {kind: _line(xy) for kind, xy in pairs.items()}
     fit["tissue_by_class"] = {cls: _line(xy) for cls, xy in sorted(by_class.items())}
     for kind, f in [*((k, fit[k]) for k in pairs), *fit["tissue_by_class"].items()]:
-        print(f"  {kind}: true logit = {f['slope']:.3f} * measured logit + {f['intercept']:.3f}, sigma {f['sigma']:.3f} ({f['pairs']} pairs)")
+        print(
+            (
+                f"  {kind}: true logit = {f['slope']:.3f} * measured logit "
+                f"+ {f['intercept']:.3f}, sigma {f['sigma']:.3f} "
+                f"({f['pairs']} pairs)"
+            )
+        )
     return fit
 
 
@@ -180,7 +207,7 @@ def main() -> None:
     ap.add_argument("--resources", type=Path, default=ROOT / "resources")
     args = ap.parse_args()
 
-    from napari_pathalign.pipeline.measure_head import MeasureHead
+    from napari_pathalign.reporting.measure_head import MeasureHead
 
     train_dir, train_rows = slides(args.tiles, args.work, "head", args.train_slides, seed=8)
     calib_dir, calib_rows = slides(args.tiles, args.work, "calibration", args.calibration_slides, seed=7)
@@ -189,20 +216,45 @@ def main() -> None:
     print("measurement head:")
     organs, chosen = fit_head(train, calib)
     ident = calib[0]["identity"]
-    head = MeasureHead(organs, ident["model_hash"], ident["encoder_hash"], {
-        "script": "scripts/fit_claim_checker.py", "slides": len(train), "seed": 8, "tiles": "train split", "model": ident["model"],
-        "encoder": ident["encoder"], "inputs": "neighbourhood embedding (mean over queries) + encoder features", "organs": chosen, "date": time.strftime("%Y-%m-%d"),
-    })
+    head = MeasureHead(
+        organs,
+        ident["model_hash"],
+        ident["encoder_hash"],
+        {
+            "script": "scripts/fit_claim_checker.py",
+            "slides": len(train),
+            "seed": 8,
+            "tiles": "train split",
+            "model": ident["model"],
+            "encoder": ident["encoder"],
+            "inputs": "neighbourhood embedding (mean over queries) + encoder features",
+            "organs": chosen,
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    )
     print("measurement errors, head:")
-    head_fit = fit_errors(calib, lambda s: dict(zip(head.organs[s["organ"]].classes, head.organs[s["organ"]].probabilities(s["x"]).mean(0))))
+    head_fit = fit_errors(
+        calib,
+        lambda s: dict(zip(head.organs[s["organ"]].classes, head.organs[s["organ"]].probabilities(s["x"]).mean(0))),
+    )
     print("measurement errors, zero-shot:")
     zero_fit = fit_errors(calib, lambda s: s["zero_shot"])
     write_json(args.resources / "embedded_measure_head.json", head.to_dict())
-    write_json(args.resources / "claim_calibration.json", {
-        "head": head_fit,
-        "zero-shot": zero_fit,
-        "provenance": {"script": "scripts/fit_claim_checker.py", "slides": len(calib), "seed": 7, "tiles": "train split", "model": ident["model"], "date": time.strftime("%Y-%m-%d")},
-    })
+    write_json(
+        args.resources / "claim_calibration.json",
+        {
+            "head": head_fit,
+            "zero-shot": zero_fit,
+            "provenance": {
+                "script": "scripts/fit_claim_checker.py",
+                "slides": len(calib),
+                "seed": 7,
+                "tiles": "train split",
+                "model": ident["model"],
+                "date": time.strftime("%Y-%m-%d"),
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

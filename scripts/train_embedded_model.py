@@ -24,18 +24,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-R_MODEL = {"qformer": {"hidden_size": 256, "num_layers": 2, "num_heads": 4, "intermediate_size": 512, "num_queries": 1, "cross_attention_frequency": 1}, "embed_dim": 256, "losses": ["itc"]}
+R_MODEL = {
+    "qformer": {
+        "hidden_size": 256,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_size": 512,
+        "num_queries": 1,
+        "cross_attention_frequency": 1,
+    },
+    "embed_dim": 256,
+    "losses": ["itc"],
+}
 # ITM is left out: over 5 epochs its loss stayed at the 1/3-positive prior (0.637) and it cost 80% of
 # each step on 2 CPUs; the plugin never calls itm_score on the embedded model
-G_MODEL = {"qformer": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 512, "num_queries": 32, "cross_attention_frequency": 2}, "embed_dim": 256, "losses": ["itc", "itg"]}
+G_MODEL = {
+    "qformer": {
+        "hidden_size": 256,
+        "num_layers": 4,
+        "num_heads": 4,
+        "intermediate_size": 512,
+        "num_queries": 32,
+        "cross_attention_frequency": 2,
+    },
+    "embed_dim": 256,
+    "losses": ["itc", "itg"],
+}
 GRID = {"patch_size": 224, "target_mpp": 0.5, "max_patches": 2048}
 
 
 def step_encoder(args, work: Path) -> Path:
     from safetensors.torch import save_file
 
-    from napari_pathalign.train.demo_data import find_sources
     from napari_pathalign.train.ssl import SSLConfig, load_tiles, train_ssl
+    from napari_pathalign.train.tile_sources import find_sources
 
     out = work / "embedded_encoder.safetensors"
     if out.exists():
@@ -64,13 +86,17 @@ def step_probe(args, work: Path, weights: Path) -> dict:
     enc = load_patch_encoder("embedded", weights, "cpu")
     tiles = Path(args.tiles)
     t = time.time()
-    result = {**probe_pcam(enc, tiles / "pcam", seed=args.seed), **probe_kather(enc, tiles / "kather2016", seed=args.seed), "minutes": (time.time() - t) / 60}
+    result = {
+        **probe_pcam(enc, tiles / "pcam", seed=args.seed),
+        **probe_kather(enc, tiles / "kather2016", seed=args.seed),
+        "minutes": (time.time() - t) / 60,
+    }
     out.write_text(json.dumps(result, indent=2))
     return result
 
 
 def step_demo(args, work: Path) -> Path:
-    from napari_pathalign.train.demo_data import make_demo_data
+    from napari_pathalign.demo.data import make_demo_data
 
     demo = work / "demo"
     if not (demo / "test" / "reports.jsonl").exists():
@@ -81,10 +107,13 @@ def step_demo(args, work: Path) -> Path:
 def _truths(demo: Path) -> dict:
     import csv
 
-    from napari_pathalign.train.demo_reports import PartTruth
+    from napari_pathalign.reporting.vocabulary import PartTruth
 
     with open(demo / "train" / "slides.csv", newline="") as fh:
-        return {r["slide"]: PartTruth(r["source"], json.loads(r["fractions"]), float(r["tumour_fraction"])) for r in csv.DictReader(fh)}
+        return {
+            r["slide"]: PartTruth(r["source"], json.loads(r["fractions"]), float(r["tumour_fraction"]))
+            for r in csv.DictReader(fh)
+        }
 
 
 def stage1_table(demo: Path, seed: int, variants: int) -> Path:
@@ -95,11 +124,15 @@ def stage1_table(demo: Path, seed: int, variants: int) -> Path:
     """
     import numpy as np
 
-    from napari_pathalign.train.demo_reports import write_part
+    from napari_pathalign.reporting.vocabulary import write_part
 
     rng = np.random.default_rng(seed)
     rows = [json.loads(line) for line in (demo / "train" / "reports.jsonl").read_text().splitlines()]
-    rows += [{"slide": slide, "report": write_part(t, rng)} for slide, t in _truths(demo).items() for _ in range(variants - 1)]
+    rows += [
+        {"slide": slide, "report": write_part(t, rng)}
+        for slide, t in _truths(demo).items()
+        for _ in range(variants - 1)
+    ]
     out = demo / "train" / "stage1.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
@@ -109,7 +142,7 @@ def stage2_table(demo: Path, seed: int) -> Path:
     """Report drafts (two wordings) plus closed questions for every training slide (VQA)."""
     import numpy as np
 
-    from napari_pathalign.train.demo_reports import QUESTIONS, answers, write_part
+    from napari_pathalign.reporting.vocabulary import QUESTIONS, answers, write_part
 
     out = demo / "train" / "stage2.jsonl"
     rng = random.Random(seed)
@@ -136,12 +169,25 @@ def step_lm(args, work: Path, demo: Path) -> Path:
     texts = [f"{r['prompt']} {r['report']}" for r in rows]
     tmp = work / "lm.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    new_causal_lm(texts, tmp, CausalLMConfig(vocab_size=1200, n_layer=4, n_head=4, n_embd=256, n_positions=256), seed=args.seed)
-    fit = train_causal_lm(tmp, texts, steps=args.lm_steps, batch_size=16, lr=1e-3, seed=args.seed, position_offset=G_MODEL["qformer"]["num_queries"], progress=True)
+    new_causal_lm(
+        texts, tmp, CausalLMConfig(vocab_size=1200, n_layer=4, n_head=4, n_embd=256, n_positions=256), seed=args.seed
+    )
+    fit = train_causal_lm(
+        tmp,
+        texts,
+        steps=args.lm_steps,
+        batch_size=16,
+        lr=1e-3,
+        seed=args.seed,
+        position_offset=G_MODEL["qformer"]["num_queries"],
+        progress=True,
+    )
     # store float16 once, before stage 2 hashes it: the shipped LM is byte-identical to the trained one
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(tmp, local_files_only=True).half().save_pretrained(tmp, safe_serialization=True)
+    AutoModelForCausalLM.from_pretrained(tmp, local_files_only=True).half().save_pretrained(
+        tmp, safe_serialization=True
+    )
     (tmp / "fit.json").write_text(json.dumps(fit))
     tmp.rename(lm)
     return lm
@@ -153,11 +199,47 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
 
     stage1_table(demo, args.seed, 4)
     stage2_table(demo, args.seed)
-    common = {"features_dir": str(demo / "features"), "encoder": "embedded", "encoder_weights": str(weights), "grid": GRID, "seed": args.seed, "device": args.device}
+    common = {
+        "features_dir": str(demo / "features"),
+        "encoder": "embedded",
+        "encoder_weights": str(weights),
+        "grid": GRID,
+        "seed": args.seed,
+        "device": args.device,
+    }
     runs = {
-        "r": {"data": str(demo / "train" / "stage1.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "r"), "model": R_MODEL, "epochs": args.epochs, "batch_size": args.r_batch, "lr": 5e-4, "max_patches": args.r_max_patches},  # patch dropout: retrieval top-1 0.43 -> 0.63 on the test slides
-        "g1": {"data": str(demo / "train" / "stage1.jsonl"), "val_data": str(demo / "test" / "reports.jsonl"), "out": str(work / "g1"), "model": G_MODEL, "epochs": args.g_epochs, "batch_size": 64, "lr": 5e-4, "max_patches": args.g_max_patches},
-        "g2": {"data": str(demo / "train" / "stage2.jsonl"), "out": str(work / "g2"), "stage": 2, "init_from": str(work / "g1" / "model"), "model": {"lm": str(lm)}, "epochs": args.stage2_epochs, "batch_size": 32, "lr": args.stage2_lr or (5e-4 if args.stage2_qformer else 2e-3), "max_patches": args.g_max_patches, "train_qformer": args.stage2_qformer},
+        "r": {
+            "data": str(demo / "train" / "stage1.jsonl"),
+            "val_data": str(demo / "test" / "reports.jsonl"),
+            "out": str(work / "r"),
+            "model": R_MODEL,
+            "epochs": args.epochs,
+            "batch_size": args.r_batch,
+            "lr": 5e-4,
+            "max_patches": args.r_max_patches,
+        },  # patch dropout: retrieval top-1 0.43 -> 0.63 on the test slides
+        "g1": {
+            "data": str(demo / "train" / "stage1.jsonl"),
+            "val_data": str(demo / "test" / "reports.jsonl"),
+            "out": str(work / "g1"),
+            "model": G_MODEL,
+            "epochs": args.g_epochs,
+            "batch_size": 64,
+            "lr": 5e-4,
+            "max_patches": args.g_max_patches,
+        },
+        "g2": {
+            "data": str(demo / "train" / "stage2.jsonl"),
+            "out": str(work / "g2"),
+            "stage": 2,
+            "init_from": str(work / "g1" / "model"),
+            "model": {"lm": str(lm)},
+            "epochs": args.stage2_epochs,
+            "batch_size": 32,
+            "lr": args.stage2_lr or (5e-4 if args.stage2_qformer else 2e-3),
+            "max_patches": args.g_max_patches,
+            "train_qformer": args.stage2_qformer,
+        },
     }
     histories = {}
     for name, run in runs.items():
@@ -189,8 +271,12 @@ def ship(work: Path, weights: Path) -> None:
 
     res = ROOT / "resources"
     shutil.copy(weights, res / "embedded_encoder.safetensors")
-    PathAlign.load(work / "r" / "model", device="cpu").save(res / "pathalign_embedded_r", extra={"recipe": "scripts/train_embedded_model.py"}, half=True)
-    PathAlign.load(work / "g2" / "model", device="cpu").save(res / "pathalign_embedded", extra={"recipe": "scripts/train_embedded_model.py"}, half=True, bundle_lm=True)
+    PathAlign.load(work / "r" / "model", device="cpu").save(
+        res / "pathalign_embedded_r", extra={"recipe": "scripts/train_embedded_model.py"}, half=True
+    )
+    PathAlign.load(work / "g2" / "model", device="cpu").save(
+        res / "pathalign_embedded", extra={"recipe": "scripts/train_embedded_model.py"}, half=True, bundle_lm=True
+    )
     for name in ("metrics.json", "probe.json", "ssl.json"):
         if (work / name).exists():
             shutil.copy(work / name, res / f"embedded_{name}")
@@ -200,21 +286,47 @@ def ship(work: Path, weights: Path) -> None:
 
 DEMO_SLIDE = "test-pcam-005A.tif"  # held-out PCam tiles, one part, a moderate tumour focus
 SMALL_SET = {"seed": 0, "slides": 12}
-SMALL_KEYS = ["retrieval_top1", "retrieval_top3", "zero_shot_tumour_auc", "g_retrieval_top1", "fact_precision", "fact_recall", "vqa_tumour", "vqa_closed"]
+SMALL_KEYS = [
+    "retrieval_top1",
+    "retrieval_top3",
+    "zero_shot_tumour_auc",
+    "g_retrieval_top1",
+    "fact_precision",
+    "fact_recall",
+    "vqa_tumour",
+    "vqa_closed",
+]
 
 
 def small_set(work: Path, res: Path) -> dict:
     """Metrics of the shipped models on a small fixed set the tests rebuild (tests/test_embedded_model.py)."""
     import tempfile
 
+    from napari_pathalign.demo.data import make_demo_data
     from napari_pathalign.eval.evaluate import evaluate
     from napari_pathalign.models.pathalign import PathAlign
-    from napari_pathalign.train.demo_data import make_demo_data
 
     with tempfile.TemporaryDirectory() as tmp:
-        make_demo_data(Path(ROOT.parent / "shared" / "data" / "tiles"), Path(tmp), slides=0, seed=SMALL_SET["seed"], splits=("test",), test_slides=SMALL_SET["slides"], progress=False)
-        m = evaluate(PathAlign.load("embedded", device="cpu"), Path(tmp) / "test", PathAlign.load("embedded-r", device="cpu"), progress=False)
-    doc = {**SMALL_SET, "command": "tests/test_embedded_model.py rebuilds these slides and compares", "metrics": {k: m[k] for k in SMALL_KEYS}}
+        make_demo_data(
+            Path(ROOT.parent / "shared" / "data" / "tiles"),
+            Path(tmp),
+            slides=0,
+            seed=SMALL_SET["seed"],
+            splits=("test",),
+            test_slides=SMALL_SET["slides"],
+            progress=False,
+        )
+        m = evaluate(
+            PathAlign.load("embedded", device="cpu"),
+            Path(tmp) / "test",
+            PathAlign.load("embedded-r", device="cpu"),
+            progress=False,
+        )
+    doc = {
+        **SMALL_SET,
+        "command": "tests/test_embedded_model.py rebuilds these slides and compares",
+        "metrics": {k: m[k] for k in SMALL_KEYS},
+    }
     (res / "embedded_small_set.json").write_text(json.dumps(doc, indent=2))
     return doc
 
@@ -224,18 +336,60 @@ def main() -> None:
     ap.add_argument("--tiles", default=str(ROOT.parent / "shared" / "data" / "tiles"))
     ap.add_argument("--work", default=str(ROOT / "runs" / "embedded"))
     ap.add_argument("--ssl-minutes", type=float, default=18.0)
-    ap.add_argument("--ssl-colour", type=float, default=1.0, help="colour-jitter strength of the SSL views (2.5 was worse: PCam probe AUC 0.855, Kather balanced accuracy 0.67, vs 0.853 and 0.77 at 1)")
+    ap.add_argument(
+        "--ssl-colour",
+        type=float,
+        default=1.0,
+        help=(
+            "colour-jitter strength of the SSL views (2.5 was worse: PCam probe AUC 0.855, Kather balanced "
+            "accuracy 0.67, vs 0.853 and 0.77 at 1)"
+        ),
+    )
     ap.add_argument("--slides", type=int, default=360, help="training demo slides")
     ap.add_argument("--test-slides", type=int, default=40, help="test demo slides (from held-out tiles)")
     ap.add_argument("--lm-steps", type=int, default=1500)
     ap.add_argument("--epochs", type=int, default=25, help="PathAlign-R epochs")
-    ap.add_argument("--r-max-patches", type=int, default=48, help="patches per slide per PathAlign-R training step (patch dropout)")
+    ap.add_argument(
+        "--r-max-patches", type=int, default=48, help="patches per slide per PathAlign-R training step (patch dropout)"
+    )
     ap.add_argument("--r-batch", type=int, default=64, help="PathAlign-R batch: the ITC negatives per slide")
-    ap.add_argument("--g-epochs", type=int, default=15, help="PathAlign-G stage-1 epochs (10 saves 4 min; with the 404-d encoder it gave fact precision/recall 0.67/0.61 vs 0.71/0.65)")
+    ap.add_argument(
+        "--g-epochs",
+        type=int,
+        default=15,
+        help=(
+            "PathAlign-G stage-1 epochs (10 saves 4 min; with the 404-d encoder it gave fact precision/recall "
+            "0.67/0.61 vs 0.71/0.65)"
+        ),
+    )
     ap.add_argument("--stage2-epochs", type=int, default=10)
-    ap.add_argument("--stage2-qformer", action=argparse.BooleanOptionalAction, default=True, help="stage 2 trains the Q-Former with the projection, as BLIP-2 does (--no-stage2-qformer: only the projection; on one stage-1 model, fact precision / recall 0.71 / 0.65 instead of 0.83 / 0.72 on the 40 test slides)")
-    ap.add_argument("--stage2-lr", type=float, help="stage-2 peak learning rate; default 5e-4 with the Q-Former, 2e-3 for the projection alone (2e-3 with the Q-Former drove the LM loss up)")
-    ap.add_argument("--g-max-patches", type=int, default=64, help="patches per slide per PathAlign-G training step (random subset: patch dropout; 1024 -> 64 raised fact recall 0.47 -> 0.69)")
+    ap.add_argument(
+        "--stage2-qformer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "stage 2 trains the Q-Former with the projection, as BLIP-2 does (--no-stage2-qformer: only "
+            "the projection; on one stage-1 model, fact precision / recall 0.71 / 0.65 instead of 0.83 "
+            "/ 0.72 on the 40 test slides)"
+        ),
+    )
+    ap.add_argument(
+        "--stage2-lr",
+        type=float,
+        help=(
+            "stage-2 peak learning rate; default 5e-4 with the Q-Former, 2e-3 for the projection alone "
+            "(2e-3 with the Q-Former drove the LM loss up)"
+        ),
+    )
+    ap.add_argument(
+        "--g-max-patches",
+        type=int,
+        default=64,
+        help=(
+            "patches per slide per PathAlign-G training step (random subset: patch dropout; 1024 -> 64 "
+            "raised fact recall 0.47 -> 0.69)"
+        ),
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--until", choices=["encoder", "probe", "demo", "lm", "train", "evaluate"], default="evaluate")

@@ -53,7 +53,14 @@ def write_big_pyramid(path: Path, side: int = 8192, tile: int = 256, min_side: i
 
     opts = dict(tile=(tile, tile), compression="jpeg", photometric="rgb", dtype=np.uint8)
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
-        tw.write(tiles(sides[0]), shape=(sides[0], sides[0], 3), subifds=len(sides) - 1, resolution=(4e4, 4e4), resolutionunit="CENTIMETER", **opts)
+        tw.write(
+            tiles(sides[0]),
+            shape=(sides[0], sides[0], 3),
+            subifds=len(sides) - 1,
+            resolution=(4e4, 4e4),
+            resolutionunit="CENTIMETER",
+            **opts,
+        )
         for n in sides[1:]:
             tw.write(tiles(n), shape=(n, n, 3), subfiletype=1, **opts)
     return path

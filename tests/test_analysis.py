@@ -10,9 +10,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+from napari_pathalign.core.generators import run_to_end  # noqa: E402
+from napari_pathalign.engine.analysis import SlideAnalysis  # noqa: E402
+from napari_pathalign.engine.maps import background_vocabulary  # noqa: E402
 from napari_pathalign.io import open_slide  # noqa: E402
-from napari_pathalign.pipeline.analysis import SlideAnalysis, background_vocabulary  # noqa: E402
-from napari_pathalign.pipeline.generators import run_to_end  # noqa: E402
+from napari_pathalign.reporting.drafting import iter_answer, iter_draft, statements_at  # noqa: E402
 
 DEMO = files("napari_pathalign.resources") / "demo-lymph-node.tif"
 
@@ -22,13 +24,19 @@ def models():
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
 
-    return PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu"), load_patch_encoder("embedded", device="cpu")
+    return (
+        PathAlign.load("embedded", device="cpu"),
+        PathAlign.load("embedded-r", device="cpu"),
+        load_patch_encoder("embedded", device="cpu"),
+    )
 
 
 @pytest.fixture(scope="module")
 def analysis(models, tmp_path_factory):
     g, r, enc = models
-    a = SlideAnalysis(open_slide(str(DEMO)), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path_factory.mktemp("features"))
+    a = SlideAnalysis(
+        open_slide(str(DEMO)), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path_factory.mktemp("features")
+    )
     stages = [p.stage for p in a.iter_prepare()]
     a.stages = stages
     return a
@@ -48,7 +56,7 @@ def test_prepare_reports_progress_and_computes_everything_once(analysis):
 
 
 def test_attention_selection_and_reduction(analysis):
-    a = analysis._attention  # (L, H, Q, N)
+    a = analysis.cross_attention  # (L, H, Q, N)
     one = analysis.attention_heatmap(layer=1, head=2, query=5)
     np.testing.assert_allclose(one.values, a[1, 2, 5], rtol=1e-6)
     mean = analysis.attention_heatmap()
@@ -107,7 +115,10 @@ def test_zero_shot_probabilities_and_class_maps(analysis):
     assert z.best == "tumour"  # the demo node holds a 22.6% tumour focus
     stacked = np.stack([z.heatmaps[c].values for c in z.probabilities])  # (C, N)
     np.testing.assert_allclose(stacked.sum(0), 1, atol=1e-5)
-    custom = analysis.zero_shot({"fat": ["adipose tissue", "mature fat"], "nodes": "lymphoid tissue", "tumour": ["metastatic carcinoma"]}, model="generation")
+    custom = analysis.zero_shot(
+        {"fat": ["adipose tissue", "mature fat"], "nodes": "lymphoid tissue", "tumour": ["metastatic carcinoma"]},
+        model="generation",
+    )
     assert len(custom.probabilities) == 3 and custom.model == "generation"
     for bad in ({"only": ["one class"]}, {"a": [], "b": ["x"]}, {"a": ["x"], "": ["y"]}, ["not", "a", "dict"]):
         with pytest.raises(ValueError):
@@ -158,7 +169,13 @@ def test_encoder_mismatch_and_bad_checkpoints_are_clear_errors(models, tmp_path)
     from napari_pathalign.models.encoders import load_patch_encoder
 
     g, r, _ = models
-    a = SlideAnalysis(open_slide(str(DEMO)), encoder=load_patch_encoder("test-tiny", device="cpu"), model=g, retrieval_model=r, cache_dir=tmp_path)
+    a = SlideAnalysis(
+        open_slide(str(DEMO)),
+        encoder=load_patch_encoder("test-tiny", device="cpu"),
+        model=g,
+        retrieval_model=r,
+        cache_dir=tmp_path,
+    )
     with pytest.raises(ValueError, match="pick 'embedded' as the encoder"):
         list(a.iter_prepare())
     assert a.features is None  # refused before any patch was embedded
@@ -210,34 +227,45 @@ def test_draft_streams_and_every_sentence_has_support_and_evidence(analysis):
     from napari_pathalign.models.decoder import GenerationConfig
 
     parts = []
-    draft = run_to_end(analysis.iter_draft(), parts.append)
+    draft = run_to_end(iter_draft(analysis), parts.append)
     assert len(parts) > 5 and all(b.startswith(a[: len(a) - 1]) for a, b in zip(parts, parts[1:]))  # it grows
     assert draft.text and draft.text == parts[-1] and "lymph node" in draft.text.lower()
     assert len(draft.sentences) >= 2
     for s in draft.sentences:
         assert 0 <= s.support <= 1 and len(s.evidence.top_patches) == 6 and s.evidence.heatmap.kind == "text"
     p = draft.provenance
-    assert p.model == "embedded" and p.retrieval_model == "embedded-r" and len(p.slide_fingerprint) == 16 and p.prompt == "Final diagnosis:"
+    assert (
+        p.model == "embedded"
+        and p.retrieval_model == "embedded-r"
+        and len(p.slide_fingerprint) == 16
+        and p.prompt == "Final diagnosis:"
+    )
     d = draft.to_dict()
     assert d["sentences"][0]["evidence_xy_level0"] and d["provenance"]["decoding"]["num_beams"] == 1
-    beam = list(analysis.iter_draft(GenerationConfig(num_beams=3)))
+    beam = list(iter_draft(analysis, GenerationConfig(num_beams=3)))
     assert len(beam) == 1 and beam[0]  # beam search cannot stream: one piece
-    stopped = analysis.iter_draft()
+    stopped = iter_draft(analysis)
     next(stopped)
     stopped.close()  # Stop: the decoding thread ends, nothing hangs
 
 
 def test_support_checks_each_claim_against_the_slide(analysis):
     """The demo node: metastatic carcinoma over 23 % of the tissue (moderate), the rest lymphoid."""
-    from napari_pathalign.pipeline.drafting import build_statements
+    from napari_pathalign.reporting.drafting import build_statements
 
-    text = "Lymph node, sentinel, excision: Metastatic carcinoma. Negative for metastatic carcinoma. Tumour forms a moderate proportion. Tumour forms a small focus. Background shows lymphoid tissue. Background shows desmoplastic stroma."
+    text = (
+        "Lymph node, sentinel, excision: Metastatic carcinoma. Negative for metastatic carcinoma. "
+        "Tumour forms a moderate proportion. Tumour forms a small focus. Background shows lymphoid "
+        "tissue. Background shows desmoplastic stroma."
+    )
     s = build_statements(analysis, text)
     assert [len(x.claims) for x in s] == [1] * 6
     right_call, wrong_call, right_extent, wrong_extent, right_tissue, wrong_tissue = s
     assert right_call.support > 0.9 > 0.1 > wrong_call.support
     assert right_extent.support > 0.5 > wrong_extent.support
-    assert right_tissue.support > 0.9 and wrong_tissue.support < 0.3 and wrong_tissue.flagged and not right_tissue.flagged
+    assert (
+        right_tissue.support > 0.9 and wrong_tissue.support < 0.3 and wrong_tissue.flagged and not right_tissue.flagged
+    )
     extent = right_extent.claims[0]
     assert extent.kind == "extent" and 0.1 < extent.measured < 0.35 and "measured at about" in extent.basis
     # what the measurement counted lies on the tumour (the demo node's class map says where it is)
@@ -251,24 +279,33 @@ def test_support_checks_each_claim_against_the_slide(analysis):
     assert slide_auc(measured.values, on_tumour) > 0.8
     assert right_call.evidence.measurement is None  # a diagnosis is the LM's choice: nothing measured
     assert "lymphoid tissue" in right_tissue.basis and all(0 <= c.probability <= 1 for x in s for c in x.claims)
-    yes, no = build_statements(analysis, "Yes.", "Is tumour present?", "Is tumour present?"), build_statements(analysis, "No.", "Is tumour present?", "Is tumour present?")
+    yes, no = (
+        build_statements(analysis, "Yes.", "Is tumour present?", "Is tumour present?"),
+        build_statements(analysis, "No.", "Is tumour present?", "Is tumour present?"),
+    )
     assert yes[0].claims[0].kind == "answer" and yes[0].support > 0.8 > 0.2 > no[0].support
     specimen = build_statements(analysis, "Lymph node, sentinel, excision:")[0]
     assert not specimen.claims and "similarity rank" in specimen.basis  # nothing to check: the rank, said so
-    assert analysis._claim_checker.method() == "head" and "measurement head" in right_tissue.basis  # the shipped head fits the shipped models
+    assert (
+        analysis.cache["claim_checker"].method() == "head" and "measurement head" in right_tissue.basis
+    )  # the shipped head fits the shipped models
 
 
 def test_zero_shot_measurement_without_a_head(analysis):
     """A model without a measurement head measures with its zero-shot maps, and says so."""
-    from napari_pathalign.pipeline.claims import ClaimChecker, TUMOUR_CLASS
+    from napari_pathalign.reporting.claims import TUMOUR_CLASS, ClaimChecker
 
     checker = ClaimChecker(analysis, head=None)
     assert checker.method() == "zero-shot"
     measured = checker.measure("lymph node tissue")
     assert set(measured) == {"normal", TUMOUR_CLASS["lymph node tissue"]} and abs(sum(measured.values()) - 1) < 1e-5
-    assert checker.organ("Tumour forms a small focus.") == "lymph node tissue"  # no organ named: the slide itself says which
+    assert (
+        checker.organ("Tumour forms a small focus.") == "lymph node tissue"
+    )  # no organ named: the slide itself says which
     assert checker.organ("Colon, sigmoid, biopsy:") == "colorectal tissue"  # named in the text: taken as written
-    right, wrong = checker.check(["Background shows lymphoid tissue.", "Background shows desmoplastic stroma."], "Final diagnosis:")
+    right, wrong = checker.check(
+        ["Background shows lymphoid tissue.", "Background shows desmoplastic stroma."], "Final diagnosis:"
+    )
     assert right[0].probability > 0.8 > 0.3 > wrong[0].probability and "zero-shot map" in right[0].basis
 
 
@@ -278,7 +315,11 @@ def test_attribution_is_what_the_similarity_used(analysis):
 
     text = "Metastatic carcinoma."
     (attribution,) = analysis.similarity_attribution([text])
-    assert attribution.kind == "attribution" and len(attribution) == len(analysis.features.xy_level0) and np.isfinite(attribution.values).all()
+    assert (
+        attribution.kind == "attribution"
+        and len(attribution) == len(analysis.features.xy_level0)
+        and np.isfinite(attribution.values).all()
+    )
     d = deletion_test(analysis, attribution, text, "retrieval")
     assert d.drop_top > d.drop_random and d.drop_top > 0
     with pytest.raises(ValueError):
@@ -286,20 +327,29 @@ def test_attribution_is_what_the_similarity_used(analysis):
 
 
 def test_answers_history_region_and_statements_at(analysis):
-    answer = run_to_end(analysis.iter_answer("Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")]))
-    assert answer.question == "Is tumour present?" and answer.text and not answer.history_used and "not trained with conversation history" in answer.note
+    answer = run_to_end(
+        iter_answer(analysis, "Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")])
+    )
+    assert (
+        answer.question == "Is tumour present?"
+        and answer.text
+        and not answer.history_used
+        and "not trained with conversation history" in answer.note
+    )
     for bad in ("", "   ", "x" * 5000):
         with pytest.raises(ValueError):
-            next(analysis.iter_answer(bad))
+            next(iter_answer(analysis, bad))
     f = analysis.features
-    region = analysis.region(np.array([[0, 0], [f.xy_level0[:, 0].max(), 0], [f.xy_level0[:, 0].max(), 600], [0, 600]], float))
-    regional = list(region.iter_answer("Is tumour present?"))
+    region = analysis.region(
+        np.array([[0, 0], [f.xy_level0[:, 0].max(), 0], [f.xy_level0[:, 0].max(), 600], [0, 600]], float)
+    )
+    regional = list(iter_answer(region, "Is tumour present?"))
     assert regional and region.statements is not analysis.statements
-    here = analysis.statements_at(f.xy_level0[0] + 3)
+    here = statements_at(analysis, f.xy_level0[0] + 3)
     assert here.patch == 0 and here.statements and abs(sum(here.class_probabilities.values()) - 1) < 1e-5
     values = [v for _, v in here.statements]
     assert values == sorted(values, reverse=True) and all(0 <= v <= 1 for v in values)
-    assert analysis.statements_at((-50, -50)) is None
+    assert statements_at(analysis, (-50, -50)) is None
 
 
 def test_retrieval_model_cannot_draft(models, tmp_path):
@@ -307,14 +357,19 @@ def test_retrieval_model_cannot_draft(models, tmp_path):
     a = SlideAnalysis(open_slide(str(DEMO)), encoder=enc, model=r, retrieval_model=r, cache_dir=tmp_path)
     list(a.iter_prepare())
     with pytest.raises(ValueError, match="no language model"):
-        list(a.iter_draft())
+        list(iter_draft(a))
 
 
 def test_case_report_reads_back_as_parts():
-    from napari_pathalign.pipeline.drafting import case_report
+    from napari_pathalign.reporting.drafting import case_report
     from napari_pathalign.train.reports import split_report
 
-    text = case_report([("A", "Lymph node, sentinel, excision: Metastatic carcinoma."), ("B", "Lymph node, axillary, excision: No tumour identified.")])
+    text = case_report(
+        [
+            ("A", "Lymph node, sentinel, excision: Metastatic carcinoma."),
+            ("B", "Lymph node, axillary, excision: No tumour identified."),
+        ]
+    )
     parts = split_report(text).parts
     assert set(parts) == {"A", "B"} and "Metastatic" in parts["A"] and "No tumour" in parts["B"]
 
@@ -330,7 +385,9 @@ def test_cli_draft_case_report_and_ask(tmp_path, capsys):
     assert doc["text"] and doc["provenance"]["model"] == "embedded" and doc["sentences"]
     assert all("support" in x and "claims" in x and x["evidence_xy_level0"] for x in doc["sentences"])
     assert any(c["kind"] == "diagnosis" for x in doc["sentences"] for c in x["claims"])
-    assert main(["draft", str(DEMO), *common, "--out", str(out)]) == 2 and "--overwrite" in capsys.readouterr().err  # never replaced unasked
+    assert (
+        main(["draft", str(DEMO), *common, "--out", str(out)]) == 2 and "--overwrite" in capsys.readouterr().err
+    )  # never replaced unasked
     case = tmp_path / "case.md"
     assert main(["draft", str(DEMO), "--case", str(DEMO), *common, "--out", str(case)]) == 0
     printed = capsys.readouterr().out
@@ -342,15 +399,43 @@ def test_cli_draft_case_report_and_ask(tmp_path, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert answer["answer"] and 0 <= answer["support"] <= 1 and answer["evidence"][0]["claims"][0]["kind"] == "answer"
     assert main(["ask", str(DEMO), "  ", *common]) == 2 and "empty" in capsys.readouterr().err
-    assert main(["draft", str(DEMO), *common, "--model", "embedded-r"]) == 2 and "no language model" in capsys.readouterr().err
+    assert (
+        main(["draft", str(DEMO), *common, "--model", "embedded-r"]) == 2
+        and "no language model" in capsys.readouterr().err
+    )
 
 
 def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_path):
     """The real CMU-1 (skin) gets a warning with its draft; the held-out demo lymph node does not."""
     g, r, enc = models
-    skin = SlideAnalysis(open_slide(str(files("napari_pathalign.resources") / "CMU-1-Small-Region.svs")), encoder=enc, model=g, retrieval_model=r, cache_dir=tmp_path)
+    skin = SlideAnalysis(
+        open_slide(str(files("napari_pathalign.resources") / "CMU-1-Small-Region.svs")),
+        encoder=enc,
+        model=g,
+        retrieval_model=r,
+        cache_dir=tmp_path,
+    )
     list(skin.iter_prepare())
-    draft = run_to_end(skin.iter_draft())
+    draft = run_to_end(iter_draft(skin))
     assert draft.in_distribution is not None and draft.in_distribution.warn
     assert "unlike the model's training tissue" in draft.note and draft.to_dict()["in_distribution"]["warn"]
     assert not analysis.in_distribution().warn
+
+
+def test_a_second_analysis_reads_its_caches_and_the_01_path_keeps_working(analysis, models):
+    """Analyse of a slide analysed before reads the features and the neighbourhood embeddings from the
+    cache (the warm workspace), and ``napari_pathalign.pipeline.analysis.SlideAnalysis`` still drafts."""
+    from napari_pathalign.pipeline.analysis import SlideAnalysis as SlideAnalysis01
+
+    g, r, enc = models
+    again = SlideAnalysis01(analysis.slide, encoder=enc, model=g, retrieval_model=r, cache_dir=analysis.cache_dir)
+    regions = [p for p in again.iter_prepare() if p.stage == "regions"]
+    assert len(regions) == 1 and regions[0].done == regions[0].total  # read back, not recomputed batch by batch
+    assert list(analysis.cache_dir.glob("*.neighbourhoods.npy"))
+    np.testing.assert_array_equal(again.neighbourhoods, analysis.neighbourhoods)
+    draft = run_to_end(again.iter_draft())
+    assert draft.text and draft.sentences and again.statements_at(again.features.xy_level0[0] + 3) is not None
+    xy = again.features.xy_level0
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0) + again.features.size_level0
+    child = again.region(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    assert isinstance(child, SlideAnalysis01) and child.parent is again and len(child.features.features) == len(xy)

@@ -62,7 +62,10 @@ def test_corrupt_tile_fails_when_read_with_its_position(tmp_path):
     with open_slide(path) as slide:  # opening reads no tile data
         ok = slide.read_region((0, 0), (256, 256))  # tile (0, 0) is fine
         assert ok.shape == (256, 256, 3) and ok.mean() < 255
-        with pytest.raises(SlideError, match=r"corrupt\.tif: the stored tile at row 1, column 1 of level 0 \(level pixels x=256, y=256\)"):
+        with pytest.raises(
+            SlideError,
+            match=r"corrupt\.tif: the stored tile at row 1, column 1 of level 0 \(level pixels x=256, y=256\)",
+        ):
             slide.read_region((300, 300), (10, 10))
         with pytest.raises(Exception, match="corrupt.tif.*could not be decoded"):
             slide.levels[0][256:300, 256:300].compute()  # the display path says the same

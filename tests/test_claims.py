@@ -1,4 +1,4 @@
-"""Claims in report sentences (pipeline/claims.py): finding them, and the calibrated measurement error."""
+"""Claims in report sentences (reporting/claims.py): finding them, and the calibrated measurement error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_pathalign.pipeline.claims import Calibration, calibration_file, find_claims, load_calibration
+from napari_pathalign.reporting.claims import Calibration, calibration_file, find_claims, load_calibration
 
 
 def kinds(sentence, question=None):
@@ -18,13 +18,19 @@ def kinds(sentence, question=None):
     "sentence, expected",
     [
         # a negative call is one claim, not a negative and a nested positive
-        ("Lymph node, left axillary, excision: Negative for metastatic carcinoma.", [("diagnosis", "negative", "Negative for metastatic carcinoma")]),
+        (
+            "Lymph node, left axillary, excision: Negative for metastatic carcinoma.",
+            [("diagnosis", "negative", "Negative for metastatic carcinoma")],
+        ),
         ("Colon, sigmoid, biopsy: Invasive adenocarcinoma.", [("diagnosis", "positive", "Invasive adenocarcinoma")]),
         # the extent phrase wins over the percentage that repeats it
         ("Tumour forms a small focus (about 4% of the tissue).", [("extent", "small", "a small focus")]),
         ("Approximately 20% of the tissue is involved.", [("extent", "moderate", "20%")]),
         ("Less than 10% of the tissue.", [("extent", "small", "Less than 10%")]),
-        ("Background shows fibrous stroma and adipose tissue.", [("tissue", "STROMA", "fibrous stroma"), ("tissue", "ADIPOSE", "adipose tissue")]),
+        (
+            "Background shows fibrous stroma and adipose tissue.",
+            [("tissue", "STROMA", "fibrous stroma"), ("tissue", "ADIPOSE", "adipose tissue")],
+        ),
         ("Lymph node, sentinel, biopsy:", []),  # a specimen line claims nothing
         ("Yes.", []),  # "yes" is a claim only as an answer to a question
         ("Tumour-associated stroma.", [("tissue", "STROMA", "Tumour-associated stroma")]),  # not a tumour call
@@ -37,7 +43,9 @@ def test_find_claims(sentence, expected):
 def test_answers_are_claims_only_after_a_question():
     assert kinds("Yes.", "Is tumour present?") == [("answer", "yes", "Yes")]
     assert kinds("No, none seen.", "Is tumour present?") == [("answer", "no", "No")]
-    assert kinds("Nodal lymphoid parenchyma.", "Which tissues are present?") == [("tissue", "normal", "Nodal lymphoid parenchyma")]
+    assert kinds("Nodal lymphoid parenchyma.", "Which tissues are present?") == [
+        ("tissue", "normal", "Nodal lymphoid parenchyma")
+    ]
 
 
 def test_calibration_buckets_are_probabilities_and_follow_the_measurement():
@@ -55,19 +63,32 @@ def test_calibration_buckets_are_probabilities_and_follow_the_measurement():
 def test_the_shipped_calibration_says_how_it_was_fitted():
     data = json.loads(calibration_file().read_text())
     cal = load_calibration()
-    assert set(cal) == {"head", "zero-shot"} and all({"tumour", "tissue", "tissue:LYMPHO", "tissue:normal"} <= set(c) for c in cal.values())
-    assert all(c.sigma > 0 and c.slope >= 0 for per in cal.values() for c in per.values())  # 0: a class the method cannot measure
+    assert set(cal) == {"head", "zero-shot"} and all(
+        {"tumour", "tissue", "tissue:LYMPHO", "tissue:normal"} <= set(c) for c in cal.values()
+    )
+    assert all(
+        c.sigma > 0 and c.slope >= 0 for per in cal.values() for c in per.values()
+    )  # 0: a class the method cannot measure
     assert all(c.slope > 0 for c in cal["head"].values())
     assert data["provenance"]["script"] == "scripts/fit_claim_checker.py" and data["head"]["tumour"]["pairs"] >= 20
-    assert np.isfinite([data[m][k][f] for m in ("head", "zero-shot") for k in ("tumour", "tissue") for f in ("slope", "intercept", "sigma")]).all()
+    assert np.isfinite(
+        [
+            data[m][k][f]
+            for m in ("head", "zero-shot")
+            for k in ("tumour", "tissue")
+            for f in ("slope", "intercept", "sigma")
+        ]
+    ).all()
 
 
 def test_measure_head_round_trip_and_probabilities():
-    from napari_pathalign.pipeline.measure_head import MeasureHead, OrganHead, load_head
+    from napari_pathalign.reporting.measure_head import MeasureHead, OrganHead, load_head
 
     rng = np.random.default_rng(0)
     three = OrganHead(["a", "b", "c"], np.zeros(4), np.ones(4), rng.normal(size=(3, 4)), np.zeros(3))
-    two = OrganHead(["normal", "tumour"], np.ones(4), np.full(4, 2.0), rng.normal(size=(1, 4)), np.array([0.5]))  # sklearn's binary form
+    two = OrganHead(
+        ["normal", "tumour"], np.ones(4), np.full(4, 2.0), rng.normal(size=(1, 4)), np.array([0.5])
+    )  # sklearn's binary form
     head = MeasureHead({"x": three, "y": two}, "m" * 16, "e" * 16, {"script": "test"})
     again = MeasureHead.from_dict(json.loads(json.dumps(head.to_dict())))
     x = rng.normal(size=(5, 4))
@@ -79,4 +100,7 @@ def test_measure_head_round_trip_and_probabilities():
     assert again.applies_to("m" * 16, "e" * 16) and not again.applies_to("m" * 16, "other")
     shipped = load_head()
     assert shipped is not None and set(shipped.organs) == {"lymph node tissue", "colorectal tissue"}
-    assert shipped.organs["colorectal tissue"].classes[0] == "TUMOR" and shipped.provenance["script"] == "scripts/fit_claim_checker.py"
+    assert (
+        shipped.organs["colorectal tissue"].classes[0] == "TUMOR"
+        and shipped.provenance["script"] == "scripts/fit_claim_checker.py"
+    )

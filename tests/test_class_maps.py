@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_pathalign.demo.data import KATHER_CLASSES, make_demo_data
 from napari_pathalign.eval.class_maps import GLASS, ClassMap, class_map_path, patch_class_fractions, read_class_map
 from napari_pathalign.io import open_slide
-from napari_pathalign.train.demo_data import KATHER_CLASSES, make_demo_data
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiles"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -64,7 +64,15 @@ def test_rendered_pixels_follow_the_class_map(demo):
             h, w = cm.shape_level0
             rgb = sl.read_region((0, 0), (w, h))
         assert rgb.shape == (h, w, 3)
-        glass = np.array([[looks_like_glass(rgb[r * s + m : (r + 1) * s - m, c * s + m : (c + 1) * s - m]) for c in range(cm.grid.shape[1])] for r in range(cm.grid.shape[0])])
+        glass = np.array(
+            [
+                [
+                    looks_like_glass(rgb[r * s + m : (r + 1) * s - m, c * s + m : (c + 1) * s - m])
+                    for c in range(cm.grid.shape[1])
+                ]
+                for r in range(cm.grid.shape[0])
+            ]
+        )
         on_glass = cm.grid == GLASS
         assert glass[on_glass].all(), f"{slide.name}: a cell the map calls glass holds tissue"
         # a few real tiles are nearly blank (PCam normal), so tissue is checked in bulk

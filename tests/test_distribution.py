@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from napari_pathalign.core.resources import RESOURCES
 from napari_pathalign.io.features import SlideFeatures
 from napari_pathalign.models.distribution import FeatureDistribution, InDistribution, load_embedded_distribution
-from napari_pathalign.models.encoders import RESOURCES
 
 D = 12
 
@@ -24,7 +24,9 @@ def _correlated(rng, n: int, shift: float = 0.0) -> np.ndarray:
 def fitted() -> FeatureDistribution:
     rng = np.random.default_rng(0)
     calibration = [_correlated(rng, 60) for _ in range(20)]
-    return FeatureDistribution.fit(_correlated(rng, 3000), calibration, encoder="test-tiny", weights_hash="abc", training_data="the test data")
+    return FeatureDistribution.fit(
+        _correlated(rng, 3000), calibration, encoder="test-tiny", weights_hash="abc", training_data="the test data"
+    )
 
 
 def test_fit_and_score_shapes(fitted):
@@ -73,7 +75,12 @@ def test_save_load_round_trip(fitted, tmp_path):
     back = FeatureDistribution.load(path)
     x = _correlated(np.random.default_rng(5), 30, shift=0.5)
     np.testing.assert_allclose(back.patch_scores(x), fitted.patch_scores(x), rtol=1e-6)
-    assert (back.threshold, back.reference, back.encoder, back.weights_hash) == (fitted.threshold, fitted.reference, "test-tiny", "abc")
+    assert (back.threshold, back.reference, back.encoder, back.weights_hash) == (
+        fitted.threshold,
+        fitted.reference,
+        "test-tiny",
+        "abc",
+    )
     assert back.provenance == json.loads(json.dumps(fitted.provenance))
 
 
@@ -119,15 +126,19 @@ def test_shipped_distribution_is_small_and_belongs_to_the_embedded_encoder():
 @pytest.fixture(scope="module")
 def embedded_scores(tmp_path_factory) -> dict[str, InDistribution]:
     pytest.importorskip("torch")
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import embed_slide
     from napari_pathalign.io import open_slide
     from napari_pathalign.models.encoders import load_patch_encoder
-    from napari_pathalign.pipeline.features import GridConfig, embed_slide
 
     encoder = load_patch_encoder("embedded", device="cpu")
     dist = load_embedded_distribution(encoder)
     cache = tmp_path_factory.mktemp("features")
     slides = {"skin": RESOURCES / "CMU-1-Small-Region.svs", "lymph node": RESOURCES / "demo-lymph-node.tif"}
-    return {name: dist.slide_score(embed_slide(open_slide(path), encoder, GridConfig(), cache_dir=cache)) for name, path in slides.items()}
+    return {
+        name: dist.slide_score(embed_slide(open_slide(path), encoder, GridConfig(), cache_dir=cache))
+        for name, path in slides.items()
+    }
 
 
 def test_real_skin_biopsy_warns(embedded_scores):

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_pathalign.models.encoders import RESOURCES, load_patch_encoder
+from napari_pathalign.core.resources import RESOURCES
+from napari_pathalign.models.encoders import load_patch_encoder
 from napari_pathalign.models.pathalign import PathAlign
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiles"
@@ -21,19 +22,28 @@ def test_shipped_weights_load_offline():
     g, r = PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu")
     assert g.cfg.qformer.num_queries == 32 and g.lm is not None and r.cfg.qformer.num_queries == 1
     assert g.cfg.patch_encoder == r.cfg.patch_encoder == "embedded" and g.cfg.patch_encoder_hash == enc.weights_hash
-    size = sum(p.stat().st_size for p in RESOURCES.rglob("*") if p.is_file() and ("embedded" in str(p.relative_to(RESOURCES))))
+    size = sum(
+        p.stat().st_size for p in RESOURCES.rglob("*") if p.is_file() and ("embedded" in str(p.relative_to(RESOURCES)))
+    )
     assert size <= 40e6, f"embedded weights take {size / 1e6:.1f} MB; the budget is 40 MB"
 
 
 @pytest.mark.slow
 def test_documented_metrics_on_a_small_fixed_set(tmp_path):
     """The same command as the model card, on 8 fixed slides from held-out tiles, within tolerance."""
+    from napari_pathalign.demo.data import make_demo_data
     from napari_pathalign.eval.evaluate import evaluate
-    from napari_pathalign.train.demo_data import make_demo_data
 
     doc = json.loads(DOCUMENTED.read_text())
-    make_demo_data(TILES, tmp_path, slides=0, seed=doc["seed"], splits=("test",), test_slides=doc["slides"], progress=False)
-    metrics = evaluate(PathAlign.load("embedded", device="cpu"), tmp_path / "test", PathAlign.load("embedded-r", device="cpu"), progress=False)
+    make_demo_data(
+        TILES, tmp_path, slides=0, seed=doc["seed"], splits=("test",), test_slides=doc["slides"], progress=False
+    )
+    metrics = evaluate(
+        PathAlign.load("embedded", device="cpu"),
+        tmp_path / "test",
+        PathAlign.load("embedded-r", device="cpu"),
+        progress=False,
+    )
     for key, expected in doc["metrics"].items():
         assert metrics[key] == pytest.approx(expected, abs=0.1), (key, metrics[key], expected)
     for key, interval in metrics["ci95"].items():  # bootstrap intervals around the point values

@@ -21,7 +21,18 @@ def _save(module, path):
 
 def test_registry_names_and_specs():
     names = set(available_encoders())
-    assert {"embedded", "test-tiny", "uni", "uni2-h", "gigapath", "virchow2", "h-optimus-0", "phikon", "phikon-v2", "conch"} <= names
+    assert {
+        "embedded",
+        "test-tiny",
+        "uni",
+        "uni2-h",
+        "gigapath",
+        "virchow2",
+        "h-optimus-0",
+        "phikon",
+        "phikon-v2",
+        "conch",
+    } <= names
     assert encoder_spec("virchow2").dim == 2560 and encoder_spec("conch").input_size == 448
     with pytest.raises(EncoderError, match="unknown patch encoder 'nope'; available: conch"):
         encoder_spec("nope")
@@ -37,11 +48,13 @@ def test_embedded_without_trained_weights_says_so(tmp_path, monkeypatch):
     """An install without the shipped file refuses to run the architecture with random weights."""
     import dataclasses
 
-    from napari_pathalign.models import encoder_zoo, encoders
+    from napari_pathalign.models import encoder_zoo, encoders, spec
 
     missing = tmp_path / "embedded_encoder.safetensors"
     monkeypatch.setattr(encoder_zoo, "EMBEDDED_WEIGHTS", missing)
-    monkeypatch.setitem(encoders._REGISTRY, "embedded", dataclasses.replace(encoders.encoder_spec("embedded"), default_weights=missing))
+    monkeypatch.setitem(
+        spec.ENCODERS, "embedded", dataclasses.replace(encoders.encoder_spec("embedded"), default_weights=missing)
+    )
     with pytest.raises(EncoderError, match="trained weights are not in this install"):
         load_patch_encoder("embedded")
 
@@ -63,7 +76,9 @@ def test_embedded_round_trip(tmp_path):
     small = PATCHES[:, :112, :112]
     feats = enc.encode(small)
     assert feats.shape == (3, 404) and feats.dtype == np.float32
-    x = (torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(enc.std).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)
+    ) / torch.tensor(enc.std).view(1, 3, 1, 1)
     with torch.inference_mode():
         np.testing.assert_allclose(feats, module(x).numpy(), rtol=1e-4, atol=1e-5)
 
@@ -93,7 +108,11 @@ def test_stain_statistics_are_standardised_on_the_tiles_they_are_fitted_on():
     stats = StainStats()
     tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 3, 24, 24), dtype=np.uint8))
     stats.fit(tiles, size=32)
-    z = stats(torch.nn.functional.interpolate(tiles.float() / 255, size=(32, 32), mode="bilinear", antialias=True, align_corners=False))
+    z = stats(
+        torch.nn.functional.interpolate(
+            tiles.float() / 255, size=(32, 32), mode="bilinear", antialias=True, align_corners=False
+        )
+    )
     np.testing.assert_allclose(z.mean(0).numpy(), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(0).numpy(), 1, atol=1e-3)
 
@@ -111,7 +130,10 @@ def _hf_round_trip(tmp_path, name, config_fn, model_cls):
     torch.manual_seed(0)
     extra = {"add_pooling_layer": False} if model_cls.__name__ == "ViTModel" else {}
     model = model_cls(getattr(encoder_zoo, config_fn)(), **extra).eval()
-    x = (torch.from_numpy(PATCHES).permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(PATCHES).permute(0, 3, 1, 2).float() / 255
+        - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    ) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.inference_mode():
         expected = model(pixel_values=x).last_hidden_state[:, 0].numpy()
     folder = tmp_path / name
@@ -165,7 +187,9 @@ def test_timm_round_trip(tmp_path, name):
     weights = tmp_path / "pytorch_model.bin"
     torch.save(model.state_dict(), weights)
     enc = load_patch_encoder(name, weights=weights, device="cpu")
-    x = (torch.from_numpy(PATCHES[:1]).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(enc.std).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(PATCHES[:1]).permute(0, 3, 1, 2).float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)
+    ) / torch.tensor(enc.std).view(1, 3, 1, 1)
     with torch.inference_mode():
         np.testing.assert_allclose(enc.encode(PATCHES[:1]), model(x).numpy(), rtol=1e-3, atol=1e-3)
 

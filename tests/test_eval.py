@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from napari_pathalign.core.metrics import top_k_accuracy
 from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
-from napari_pathalign.eval.retrieval import top_k_accuracy
-from napari_pathalign.train.demo_reports import PartTruth, answers, bucket, truth_tissues, write_part
+from napari_pathalign.reporting.vocabulary import PartTruth, answers, bucket, truth_tissues, write_part
 
 KATHER = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]
 
@@ -31,7 +31,10 @@ def test_parser_reads_back_every_written_report():
 
 def test_parser_is_not_fooled_by_negations():
     assert parse_facts("Lymph node: negative for metastatic carcinoma.") == {("tumour", "no")}
-    assert parse_facts("No evidence of malignancy. Background shows adipose tissue.") == {("tumour", "no"), ("tissue", "ADIPOSE")}
+    assert parse_facts("No evidence of malignancy. Background shows adipose tissue.") == {
+        ("tumour", "no"),
+        ("tissue", "ADIPOSE"),
+    }
     assert ("tumour", "yes") in parse_facts("Involved by metastatic carcinoma, about 45% of the tissue.")
     assert ("extent", "extensive") in parse_facts("Involved by metastatic carcinoma, about 45% of the tissue.")
     assert parse_facts("") == set()
@@ -74,11 +77,22 @@ def test_bootstrap_interval_matches_the_binomial_spread():
 
 
 def test_bootstrap_skips_undefined_resamples_and_checks_columns():
+    from napari_pathalign.core.metrics import auc
     from napari_pathalign.eval.bootstrap import bootstrap_ci
-    from napari_pathalign.eval.evaluate import _auc
 
-    score, tumour = np.arange(10.0), np.arange(10) >= 9  # one positive, ranked first: ~35% of resamples lack it
-    assert bootstrap_ci(_auc, {"score": score, "tumour": tumour}) == (1.0, 1.0)  # those are skipped, not scored
-    assert bootstrap_ci(lambda score, tumour: None, {"score": score, "tumour": tumour}) is None
+    score, positive = np.arange(10.0), np.arange(10) >= 9  # one positive, ranked first: ~35% of resamples lack it
+    assert bootstrap_ci(auc, {"score": score, "positive": positive}) == (1.0, 1.0)  # those are skipped, not scored
+    assert bootstrap_ci(lambda score, positive: None, {"score": score, "positive": positive}) is None
     with pytest.raises(ValueError, match="one length"):
-        bootstrap_ci(_auc, {"score": score, "tumour": tumour[:5]})
+        bootstrap_ci(auc, {"score": score, "positive": positive[:5]})
+
+
+def test_auc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from napari_pathalign.core.metrics import auc
+
+    rng = np.random.default_rng(0)
+    score, positive = rng.integers(0, 5, 200).astype(float), rng.random(200) < 0.3  # many ties
+    assert auc(score, positive) == pytest.approx(roc_auc_score(positive, score))
+    assert auc(score, np.zeros(200, bool)) is None

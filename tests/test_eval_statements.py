@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from napari_pathalign.eval.class_maps import GLASS, ClassMap, patch_class_fractions
-from napari_pathalign.eval.statements import SlideStatements, region_pair, sentence_facts, sentence_label, support_metrics
-from napari_pathalign.train.demo_reports import PartTruth
+from napari_pathalign.eval.statements import (
+    SlideStatements,
+    region_pair,
+    sentence_facts,
+    sentence_label,
+    support_metrics,
+)
+from napari_pathalign.reporting.vocabulary import PartTruth
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiles"
 POSITIVE = PartTruth("pcam", {"normal": 0.8, "tumour": 0.2}, 0.2)  # moderate extent, lymphoid background
@@ -27,7 +33,11 @@ NEGATIVE = PartTruth("kather", {"STROMA": 0.6, "ADIPOSE": 0.4}, 0.0)
         ("Background shows reactive lymphoid tissue.", POSITIVE, True),
         ("Background shows reactive lymphoid tissue and mature fat.", POSITIVE, False),  # one of two facts wrong
         ("Colon, sigmoid, biopsy: No tumour identified.", NEGATIVE, True),
-        ("Extent: a small focus, approximately 4% of the tissue.", NEGATIVE, False),  # states tumour on a negative slide
+        (
+            "Extent: a small focus, approximately 4% of the tissue.",
+            NEGATIVE,
+            False,
+        ),  # states tumour on a negative slide
         ("The remaining tissue is fibrous stroma and fatty tissue.", NEGATIVE, True),
         ("Lymph node, sentinel, excision:", POSITIVE, None),  # no fact: skipped
     ],
@@ -37,20 +47,39 @@ def test_sentence_label(text, truth, expected):
 
 
 def test_extent_sentence_states_tumour_and_its_bucket():
-    assert sentence_facts("Tumour forms widespread replacement.", "kather") == {("tumour", "yes"), ("extent", "extensive")}
+    assert sentence_facts("Tumour forms widespread replacement.", "kather") == {
+        ("tumour", "yes"),
+        ("extent", "extensive"),
+    }
     assert sentence_facts("Background shows adipose tissue.", "kather") == {("tissue", "ADIPOSE")}
 
 
 def test_support_metrics_on_hand_made_sentences():
     def slide(support, true):
         n = len(support)
-        return SlideStatements(np.array(support, float), np.array(true, bool), np.full(n, 0.2), np.full(n, 0.1), np.full(n, 0.3), np.full(n, 0.4), 1)
+        return SlideStatements(
+            np.array(support, float),
+            np.array(true, bool),
+            np.full(n, 0.2),
+            np.full(n, 0.1),
+            np.full(n, 0.3),
+            np.full(n, 0.4),
+            1,
+        )
 
-    slides = [slide([0.9, 0.8, 0.2], [True, True, False]), slide([0.7, 0.1], [True, False]), slide([0.95, 0.3], [True, False])]
+    slides = [
+        slide([0.9, 0.8, 0.2], [True, True, False]),
+        slide([0.7, 0.1], [True, False]),
+        slide([0.95, 0.3], [True, False]),
+    ]
     m, ci = support_metrics(slides)
     assert m["support_auc"] == 1.0 and m["support_true_sentences"] == 4 and m["support_false_sentences"] == 3
     assert m["support_precision_unflagged"] == 1.0 and m["support_precision_flagged"] == 0.0
-    assert m["support_unflagged_sentences"] == 4 and m["support_flagged_sentences"] == 3 and m["support_skipped_sentences"] == 3
+    assert (
+        m["support_unflagged_sentences"] == 4
+        and m["support_flagged_sentences"] == 3
+        and m["support_skipped_sentences"] == 3
+    )
     assert m["evidence_text_map_faithful_share"] == 1.0 and m["evidence_sentences"] == 7
     assert m["evidence_attribution_faithful_share"] == 0.0  # its top deletions drop less than the random ones
     assert ci["support_auc"] == (1.0, 1.0)
@@ -108,25 +137,29 @@ def test_region_pair_skips_slides_without_both_squares():
 def prepared(tmp_path_factory):
     """Six held-out demo slides (10 x 12 cells) prepared with the shipped embedded models."""
     pytest.importorskip("torch")
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.demo.data import make_demo_data
     from napari_pathalign.eval.evaluate import _prepare, read_truth
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.train.demo_data import make_demo_data
 
     root = tmp_path_factory.mktemp("statements")
-    make_demo_data(TILES, root / "demo", slides=0, test_slides=6, grid=(10, 12), seed=0, splits=("test",), progress=False)
+    make_demo_data(
+        TILES, root / "demo", slides=0, test_slides=6, grid=(10, 12), seed=0, splits=("test",), progress=False
+    )
     data = root / "demo" / "test"
     rows, truths, _ = read_truth(data)
     model, retrieval = PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu")
-    keep, analyses, maps = _prepare(model, retrieval, load_patch_encoder("embedded", device="cpu"), GridConfig(), data, rows, root / "features")
+    keep, analyses, maps = _prepare(
+        model, retrieval, load_patch_encoder("embedded", device="cpu"), GridConfig(), data, rows, root / "features"
+    )
     return analyses, maps, [truths[i] for i in keep], model
 
 
 @pytest.mark.slow
 def test_statement_metrics_end_to_end(prepared):
     from napari_pathalign.eval.statements import statement_metrics
-    from napari_pathalign.pipeline.drafting import trained_with_history
+    from napari_pathalign.reporting.drafting import trained_with_history
 
     analyses, maps, truths, model = prepared
     assert len(analyses) == 6
@@ -136,11 +169,25 @@ def test_statement_metrics_end_to_end(prepared):
     assert 0 < m["evidence_sentences"] <= sentences
     for key in ("support_precision_unflagged", "support_precision_flagged", "support_auc"):
         assert m[key] is None or 0 <= m[key] <= 1, key
-    for key in ("evidence_text_map_faithful_share", "evidence_attribution_faithful_share", "vqa_followup_tumour", "vqa_single_turn_tumour", "region_accuracy", "region_tumour_accuracy", "region_normal_accuracy"):
+    for key in (
+        "evidence_text_map_faithful_share",
+        "evidence_attribution_faithful_share",
+        "vqa_followup_tumour",
+        "vqa_single_turn_tumour",
+        "region_accuracy",
+        "region_tumour_accuracy",
+        "region_normal_accuracy",
+    ):
         assert 0 <= m[key] <= 1, key
-    assert np.isfinite(m["evidence_text_map_drop_top"]) and np.isfinite(m["evidence_attribution_drop_top"]) and np.isfinite(m["evidence_attribution_drop_random"])
+    assert (
+        np.isfinite(m["evidence_text_map_drop_top"])
+        and np.isfinite(m["evidence_attribution_drop_top"])
+        and np.isfinite(m["evidence_attribution_drop_random"])
+    )
     assert m["vqa_followup_slides"] == 6
-    assert m["vqa_followup_history_used"] == float(trained_with_history(model))  # the embedded model says whether it reads history
+    assert m["vqa_followup_history_used"] == float(
+        trained_with_history(model)
+    )  # the embedded model says whether it reads history
     assert 0 < m["region_slides"] <= sum(t.tumour_fraction > 0 for t in truths)
     for key, interval in ci.items():
         assert key in m and (interval is None or interval[0] <= interval[1]), key

@@ -9,11 +9,12 @@ import pytest
 
 pytest.importorskip("torch")
 
+from napari_pathalign.core.grid_config import GridConfig
+from napari_pathalign.engine.batch import embed_many, expand_slides  # noqa: E402
+from napari_pathalign.engine.features import embed_slide  # noqa: E402
 from napari_pathalign.io import open_slide  # noqa: E402
 from napari_pathalign.io.features import SlideFeatures, read_features, write_features  # noqa: E402
 from napari_pathalign.models.encoders import load_patch_encoder  # noqa: E402
-from napari_pathalign.pipeline.batch import embed_many, expand_slides  # noqa: E402
-from napari_pathalign.pipeline.features import GridConfig, embed_slide  # noqa: E402
 from tests.synthetic import write_pyramid  # noqa: E402
 
 SMALL = GridConfig(patch_size=64, target_mpp=1.0, max_patches=200)
@@ -27,12 +28,28 @@ def tiny():
 def test_trident_layout_round_trip(tmp_path):
     import h5py
 
-    feats = SlideFeatures(np.random.rand(5, 8).astype(np.float32), np.arange(10).reshape(5, 2) * 448, 224, 448, 0.5, 0.25, (8000, 9000), "test-tiny", "abc", "key1")
+    feats = SlideFeatures(
+        np.random.rand(5, 8).astype(np.float32),
+        np.arange(10).reshape(5, 2) * 448,
+        224,
+        448,
+        0.5,
+        0.25,
+        (8000, 9000),
+        "test-tiny",
+        "abc",
+        "key1",
+    )
     path = write_features(tmp_path / "s.h5", feats)
     with h5py.File(path) as f:  # what TRIDENT / CLAM readers look for
         assert f["coords"].shape == (5, 2) and f["features"].shape == (5, 8)
         a = f["coords"].attrs
-        assert (a["patch_size"], a["patch_size_level0"], a["level0_magnification"], a["target_magnification"]) == (224, 448, 40.0, 20.0)
+        assert (a["patch_size"], a["patch_size_level0"], a["level0_magnification"], a["target_magnification"]) == (
+            224,
+            448,
+            40.0,
+            20.0,
+        )
         assert (a["level0_width"], a["level0_height"]) == (9000, 8000)
     back = read_features(path)
     np.testing.assert_array_equal(back.features, feats.features)
@@ -46,14 +63,23 @@ def test_reads_a_trident_file_without_our_attributes(tmp_path):
     path = tmp_path / "trident.h5"
     with h5py.File(path, "w") as f:  # as TRIDENT writes it: no encoder/mpp attributes of ours
         c = f.create_dataset("coords", data=np.array([[0, 0], [512, 0]]))
-        c.attrs.update(patch_size=256, patch_size_level0=512, level0_magnification=40, target_magnification=20, level0_width=1024, level0_height=512)
+        c.attrs.update(
+            patch_size=256,
+            patch_size_level0=512,
+            level0_magnification=40,
+            target_magnification=20,
+            level0_width=1024,
+            level0_height=512,
+        )
         f.create_dataset("features", data=np.ones((2, 4), np.float32))
     feats = read_features(path)
     assert feats.target_mpp == pytest.approx(0.5) and feats.mpp == pytest.approx(0.25) and feats.size_level0 == 512
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    feats = SlideFeatures(np.zeros((2, 3), np.float32), np.zeros((2, 2), np.int64), 224, 224, None, None, (10, 10), "x", "y")
+    feats = SlideFeatures(
+        np.zeros((2, 3), np.float32), np.zeros((2, 2), np.int64), 224, 224, None, None, (10, 10), "x", "y"
+    )
     import h5py
 
     def boom(*args, **kwargs):
@@ -117,7 +143,25 @@ def test_batch_skips_a_bad_slide_and_finishes_the_rest(tmp_path, wsi_dir):
 def test_cli_embed_on_a_local_dask_cluster(tmp_path, wsi_dir):
     from napari_pathalign.cli import main
 
-    code = main(["embed", str(wsi_dir / "CMU-1-Small-Region.svs"), str(tmp_path / "missing.svs"), "--encoder", "test-tiny", "--out", str(tmp_path / "out"), "--patch-size", "64", "--target-mpp", "1.0", "--workers", "1", "--device", "cpu"])
+    code = main(
+        [
+            "embed",
+            str(wsi_dir / "CMU-1-Small-Region.svs"),
+            str(tmp_path / "missing.svs"),
+            "--encoder",
+            "test-tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--patch-size",
+            "64",
+            "--target-mpp",
+            "1.0",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1  # one slide failed, and said so
     assert len(list((tmp_path / "out").glob("*.h5"))) == 1
 

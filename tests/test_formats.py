@@ -9,7 +9,6 @@ import pytest
 import tifffile
 
 from napari_pathalign.io import Slide, open_slide
-
 from tests.synthetic import tissue_like, write_pyramid
 
 
@@ -54,7 +53,15 @@ def test_tiff_without_pyramid_gets_lazy_lower_levels(tmp_path):
     """A flat TIFF still gets a pyramid, built on demand by 2x2 box averaging."""
     path = tmp_path / "flat.tif"
     img = tissue_like((3000, 4100))
-    tifffile.imwrite(path, img, tile=(256, 256), compression="zlib", photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path,
+        img,
+        tile=(256, 256),
+        compression="zlib",
+        photometric="rgb",
+        resolution=(2e4, 2e4),
+        resolutionunit="CENTIMETER",
+    )
     with open_slide(path) as slide:
         assert slide.n_stored_levels == 1
         assert slide.level_shapes == [(3000, 4100), (1500, 2050), (750, 1025), (375, 512)]
@@ -63,7 +70,9 @@ def test_tiff_without_pyramid_gets_lazy_lower_levels(tmp_path):
         level2 = slide.read_region((0, 0), (1025, 750), level=2)
         expected = img[:3000, :4100].astype(np.uint16).reshape(1500, 2, 2050, 2, 3).sum(axis=(1, 3))
         expected = ((expected + 2) // 4).astype(np.uint8)
-        expected = ((expected[:1500, :2050].astype(np.uint16).reshape(750, 2, 1025, 2, 3).sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+        expected = (
+            (expected[:1500, :2050].astype(np.uint16).reshape(750, 2, 1025, 2, 3).sum(axis=(1, 3)) + 2) // 4
+        ).astype(np.uint8)
         np.testing.assert_array_equal(level2, expected)
         # each stored tile decoded once although two derived levels were built from it
         assert slide.tiles_decoded - decoded_before == 12 * 17

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.core.heatmap import Heatmap
 
 MPP, S = 0.5, 100
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import napari_pathalign.io.heatmap_files as hf
+from napari_pathalign.core.heatmap import Heatmap
 from napari_pathalign.io.heatmap_files import read_heatmap, write_heatmap
-from napari_pathalign.pipeline.heatmap import Heatmap
 
 S = 224
 
@@ -32,7 +32,13 @@ def _assert_same(a: Heatmap, b: Heatmap) -> None:
     np.testing.assert_array_equal(a.raw_values, b.raw_values)
     np.testing.assert_array_equal(a.xy_level0, b.xy_level0)
     assert b.xy_level0.dtype == np.int64
-    assert (a.size_level0, a.mpp, a.kind, a.label, a.normalisation) == (b.size_level0, b.mpp, b.kind, b.label, b.normalisation)
+    assert (a.size_level0, a.mpp, a.kind, a.label, a.normalisation) == (
+        b.size_level0,
+        b.mpp,
+        b.kind,
+        b.label,
+        b.normalisation,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".geojson", ".h5"])
@@ -55,7 +61,9 @@ def _reject_nan(name):
 
 
 def test_geojson_is_qupath_tiles(heatmap, tmp_path):
-    doc = json.loads(write_heatmap(heatmap, tmp_path / "map.geojson").read_text(encoding="utf-8"), parse_constant=_reject_nan)
+    doc = json.loads(
+        write_heatmap(heatmap, tmp_path / "map.geojson").read_text(encoding="utf-8"), parse_constant=_reject_nan
+    )
     assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(heatmap)
     assert doc["pathalign"]["kind"] == "text" and doc["pathalign"]["normalisation"] == "percentile"
     for (x, y), v, f in zip(heatmap.xy_level0.tolist(), heatmap.values, doc["features"]):

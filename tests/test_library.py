@@ -29,7 +29,7 @@ DIM = 32
 MODEL = dict(model="embedded-r", model_hash="m0d31", encoder="embedded", encoder_hash="e4c0", dim=DIM)
 LABELS = ("adenocarcinoma", "normal", "lymphoma", "melanoma")
 SITES = ("colon", "lung", "skin", "node")
-NASTY = "Robert'); DROP TABLE slides;-- 50% \"quoted\" a_b \\ SELECT * FROM meta"
+NASTY = 'Robert\'); DROP TABLE slides;-- 50% "quoted" a_b \\ SELECT * FROM meta'
 
 
 def tiny_png(seed: int = 0) -> bytes:
@@ -449,6 +449,7 @@ def test_batch_writes_the_index_files_once(folder, monkeypatch):
     records = make_records(12)
     writes = []
     real_write = vectors_module.VectorIndex.write
+
     def counted_write(self, path):
         writes.append(path)
         real_write(self, path)

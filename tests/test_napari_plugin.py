@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 
 @pytest.fixture
 def viewer(make_napari_viewer_proxy):
-    claim_slide_extensions()  # what the plugin's activation does on first use
+    claim_slide_extensions()  # the opt-in (pathalign set-default-reader): these tests open files by path
     return make_napari_viewer_proxy(show=True)
 
 
@@ -44,7 +44,11 @@ def test_slide_without_mpp_stays_in_pixels_and_says_so(viewer, wsi_dir, monkeypa
 
 
 def test_every_slide_pattern_reaches_our_reader(viewer, wsi_dir, tmp_path):
-    for name in ("CMU-1-Small-Region.pyramid.generic.tif", "CMU-1-Small-Region.pyramid.ome.tif", "highdicom_sm_image.dcm"):
+    for name in (
+        "CMU-1-Small-Region.pyramid.generic.tif",
+        "CMU-1-Small-Region.pyramid.ome.tif",
+        "highdicom_sm_image.dcm",
+    ):
         layer = viewer.open(str(wsi_dir / name), plugin=None)[0]
         assert layer.source.reader_plugin == PLUGIN, name
         assert layer.multiscale
@@ -65,7 +69,9 @@ def test_drag_and_drop_uses_our_reader(make_napari_viewer, wsi_dir, qtbot):
     viewer = make_napari_viewer(show=True)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(wsi_dir / "CMU-1-Small-Region.svs"))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     viewer.window._qt_viewer.dropEvent(event)
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5000)
     assert viewer.layers[0].source.reader_plugin == PLUGIN and viewer.layers[0].multiscale
@@ -84,16 +90,22 @@ def test_preferences_claim_only_unassigned_patterns(make_napari_viewer):
     assert claim_slide_extensions() == []  # idempotent
 
 
-def test_plugin_activation_claims_slide_patterns(make_napari_viewer):
-    """npe2 runs ``on_activate`` the first time any contribution of ours is used."""
+def test_using_the_plugin_leaves_reader_preferences_alone(make_napari_viewer):
+    """A plugin must not change persistent preferences unasked: using every kind of contribution
+    (sample data, reader, dock) records nothing; ``pathalign set-default-reader`` is the opt-in."""
     from napari.settings import get_settings
     from npe2 import PluginManager
+
+    from napari_pathalign.cli import main
 
     viewer = make_napari_viewer()
     assert get_settings().plugins.extension2reader == {}
     pm = PluginManager.instance()
     pm.deactivate(PLUGIN)
     viewer.open_sample(PLUGIN, "cmu1-small-region")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Patches")
+    assert get_settings().plugins.extension2reader == {}
+    main(["set-default-reader"])
     assert get_settings().plugins.extension2reader["*.svs"] == PLUGIN
 
 

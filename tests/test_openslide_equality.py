@@ -125,4 +125,8 @@ def test_ome_subresolutions_equal_openslide_generic_pyramid(wsi_dir):
         assert slide.n_stored_levels == osr.level_count == 4
         for level in range(1, 4):
             w, h = osr.level_dimensions[level]
-            assert_same_pixels(slide.read_region((0, 0), (w, h), level), openslide_read(osr, (0, 0), level, (w, h)), f"OME level {level}")
+            assert_same_pixels(
+                slide.read_region((0, 0), (w, h), level),
+                openslide_read(osr, (0, 0), level, (w, h)),
+                f"OME level {level}",
+            )

@@ -18,14 +18,29 @@ REPORTS = [
 
 
 def tiny_qformer(num_queries=4, feature_dim=16) -> QFormerConfig:
-    return QFormerConfig(feature_dim=feature_dim, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_queries=num_queries, cross_attention_frequency=1, dropout=0.0)
+    return QFormerConfig(
+        feature_dim=feature_dim,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        num_queries=num_queries,
+        cross_attention_frequency=1,
+        dropout=0.0,
+    )
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     """A tiny GPT-2 that has learned the report sentences (as the embedded LM learns its corpus)."""
-    path = new_causal_lm(REPORTS * 3 + ["Final diagnosis:"], tmp_path_factory.mktemp("lm") / "lm", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32))
-    fit = train_causal_lm(path, [f"Final diagnosis: {r}" for r in REPORTS], steps=400, batch_size=8, lr=3e-3, position_offset=4)
+    path = new_causal_lm(
+        REPORTS * 3 + ["Final diagnosis:"],
+        tmp_path_factory.mktemp("lm") / "lm",
+        CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32),
+    )
+    fit = train_causal_lm(
+        path, [f"Final diagnosis: {r}" for r in REPORTS], steps=400, batch_size=8, lr=3e-3, position_offset=4
+    )
     assert fit["last_loss"] < 0.5 * fit["first_loss"]
     return path
 
@@ -33,7 +48,13 @@ def lm_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(lm_dir):
     torch.manual_seed(0)
-    cfg = PathAlignConfig(qformer=tiny_qformer(), embed_dim=16, lm=str(lm_dir), losses=["itc", "itm", "itg", "lm"], patch_encoder="test-tiny")
+    cfg = PathAlignConfig(
+        qformer=tiny_qformer(),
+        embed_dim=16,
+        lm=str(lm_dir),
+        losses=["itc", "itm", "itg", "lm"],
+        patch_encoder="test-tiny",
+    )
     return PathAlign(cfg).eval()
 
 

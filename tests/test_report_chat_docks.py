@@ -25,7 +25,7 @@ DEMO = str(files("napari_pathalign.resources") / "demo-lymph-node.tif")
 def docks(make_napari_viewer, tmp_path, monkeypatch):
     from napari_pathalign._napari.chat_widget import ChatWidget
     from napari_pathalign._napari.report_widget import ReportWidget
-    from napari_pathalign.pipeline.report_store import ReportStore
+    from napari_pathalign.reporting.report_store import ReportStore
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     errors = []
@@ -37,8 +37,8 @@ def docks(make_napari_viewer, tmp_path, monkeypatch):
     viewer.window.add_dock_widget(report, name="Report")
     viewer.window.add_dock_widget(chat, name="Chat", tabify=True)
     viewer.layers.selection.active = layer
-    report._layer_changed()
-    chat._layer_changed()
+    report.layer_changed()
+    chat.layer_changed()
     report.confirm = chat.confirm = lambda question: True
     return viewer, layer, report, chat, store, errors
 
@@ -67,14 +67,20 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     before = tuple(viewer.camera.center)
     report.evidence.buttons[0].click()
     assert tuple(viewer.camera.center) != before
-    assert "measured" in report.evidence.label.text() or "probability" in report.evidence.label.text()  # how the support was reached
+    assert (
+        "measured" in report.evidence.label.text() or "probability" in report.evidence.label.text()
+    )  # how the support was reached
     shown = np.asarray(report.evidence.layer.data).copy()
     report.evidence.map.setCurrentIndex(1)  # what the similarity used: another map, the same statement
     assert "gradient x input" in report.evidence.label.text() and len(report.evidence.buttons) == 6
     assert not np.array_equal(np.asarray(report.evidence.layer.data), shown, equal_nan=True)
-    report.evidence.map.setCurrentIndex(2)  # what the claim measured: the first sentence is a diagnosis, nothing measured
+    report.evidence.map.setCurrentIndex(
+        2
+    )  # what the claim measured: the first sentence is a diagnosis, nothing measured
     assert "no measured claim" in report.evidence.label.text()
-    extent = next((k for k, s in enumerate(report.draft.sentences) if any(c.kind in ("extent", "tissue") for c in s.claims)), None)
+    extent = next(
+        (k for k, s in enumerate(report.draft.sentences) if any(c.kind in ("extent", "tissue") for c in s.claims)), None
+    )
     assert extent is not None  # the demo node's draft names its extent and background
     report.show_evidence(extent)
     assert "was measured on" in report.evidence.label.text()
@@ -82,14 +88,17 @@ def test_draft_edit_autosave_restore_versions_export(docks, qtbot, tmp_path, out
     # evidence the other way: a click on a patch lists what the draft says about it
     xy = report.draft.sentences[0].evidence.top_xy_level0[0] + 5
     report._on_click(viewer, type("E", (), {"position": layer.data_to_world((xy[1], xy[0]))})())
-    assert "the statements it supports most" in report.here.text() and report.draft.sentences[0].text[:20] in report.here.text()
+    assert (
+        "the statements it supports most" in report.here.text()
+        and report.draft.sentences[0].text[:20] in report.here.text()
+    )
     # an edit (unicode included) is on disk within 2 s, and comes back in a new dock
     report.editor.setPlainText(text + "\nComment: Ki-67 ≈ 5 % — réviser ✓")
     qtbot.wait(2100)
     assert store.latest_text(fp).endswith("réviser ✓")
     assert store.model_draft(fp).text == text  # edits never replace the model's draft
     again = ReportWidget(viewer, store)
-    again._layer_changed()
+    again.layer_changed()
     assert again.editor.toPlainText().endswith("réviser ✓") and "restored" in again.status.text().lower()
     assert report.save_version("accepted") and store.load(fp).versions[-1].kind == "accepted"
     # exports, never overwriting without asking
@@ -118,7 +127,9 @@ def test_closing_napari_with_unsaved_edits_asks_and_keeps_them(docks, qtbot):
 
     window = viewer.window._qt_window
     assert report._watched() is window  # the dock watches napari's main window (its contents get no close event)
-    report.eventFilter(window, QCloseEvent())  # what Qt calls when the user closes napari (closing for real would end the test's viewer)
+    report.eventFilter(
+        window, QCloseEvent()
+    )  # what Qt calls when the user closes napari (closing for real would end the test's viewer)
     assert asked and "unsaved edits" in asked[0] and not report.dirty
     assert store.latest_text(fp) == "Lymph node: my own words, not saved yet."
 
@@ -136,7 +147,9 @@ def test_case_report_of_the_open_slides(docks, qtbot, wsi_dir):
     report.editor.setPlainText("FINAL DIAGNOSIS:\nLymph node, sentinel, excision: Metastatic carcinoma.")
     text = report.compose_case()
     parts = split_report(text).parts
-    assert set(parts) == {"A", "B"} and "Metastatic carcinoma" in parts["A"] and "Skin" in parts["B"]  # layer order: the demo node first
+    assert (
+        set(parts) == {"A", "B"} and "Metastatic carcinoma" in parts["A"] and "Skin" in parts["B"]
+    )  # layer order: the demo node first
     assert report.editor.toPlainText() == text and report.dirty and "A. demo-lymph-node" in report.status.text()
 
 
@@ -152,7 +165,7 @@ def test_unwritable_store_keeps_the_text_and_says_where(docks, qtbot, tmp_path):
     """The store's folder cannot be made (its parent is a file: no user, root included, can write
     there), as with a read-only or missing app-data folder: the dock says so and keeps the text."""
     from napari_pathalign._napari.report_widget import slide_key
-    from napari_pathalign.pipeline.report_store import ReportStore
+    from napari_pathalign.reporting.report_store import ReportStore
 
     viewer, layer, report, chat, store, errors = docks
     blocker = tmp_path / "not-a-folder"
@@ -178,13 +191,19 @@ def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
     chat.show_evidence(1)
     assert chat.evidence.layer in viewer.layers
     chat.conversation.setCurrentRow(1)
-    assert chat.copy_to_report() is report and answer.text in report.editor.toPlainText()
+    assert chat.copy_to_report() is True and answer.text in report.editor.toPlainText()
     turns = store.load(slide_key(layer.metadata["slide"])[0]).chat
     assert turns[-1].question == "Is tumour present?" and turns[-1].answer == answer.text
     for bad, message in (("", "empty"), ("x" * 5000, "characters")):
         assert chat.ask(bad) is None and message in chat.status.text()
     chat.scope.setCurrentText("selected shape")
     assert chat.ask("Is tumour present?") is None and "no shape is selected" in chat.status.text()
+    # a closed Report dock leaves the viewer: its click callback and its link to the Chat dock are gone
+    assert report._on_click in viewer.mouse_drag_callbacks
+    report.close()
+    assert report._on_click not in viewer.mouse_drag_callbacks and not report.busy
+    chat.conversation.setCurrentRow(1)
+    assert chat.copy_to_report() is False and "Open the Report dock" in chat.status.text()
     chat.scope.setCurrentText("current view")
     worker = chat.ask("Is tumour present?")
     _finish(qtbot, worker)
@@ -193,14 +212,14 @@ def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
 
 CHILD = r"""
 import sys, time
-from napari_pathalign.pipeline.report_store import ReportStore
+from napari_pathalign.reporting.report_store import ReportStore
 import napari
 from qtpy.QtWidgets import QApplication
 from napari_pathalign._napari.report_widget import ReportWidget
 viewer = napari.Viewer(show=False)
 viewer.open(sys.argv[1], plugin="napari-pathalign")
 w = ReportWidget(viewer, ReportStore(sys.argv[2]))
-w._layer_changed()
+w.layer_changed()
 w.editor.setPlainText(sys.argv[3])
 end = time.monotonic() + 2.5
 while time.monotonic() < end:
@@ -215,12 +234,18 @@ while True:
 
 def test_kill_9_after_an_edit_keeps_the_edit(tmp_path):
     """napari killed 2.5 s after an edit: on restart the edit is there."""
-    from napari_pathalign.pipeline.features import slide_fingerprint
-    from napari_pathalign.pipeline.report_store import ReportStore
+    from napari_pathalign.engine.features import slide_fingerprint
+    from napari_pathalign.reporting.report_store import ReportStore
 
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), NAPARI_CONFIG=str(tmp_path / "napari.yaml"))
     text = "Edit typed just before the crash: metastatic carcinoma, 2 foci."
-    child = subprocess.Popen([sys.executable, "-c", CHILD, DEMO, str(tmp_path / "reports"), text], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, DEMO, str(tmp_path / "reports"), text],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "typed" not in (child.stdout.readline() or ""):

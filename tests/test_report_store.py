@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_pathalign.io import report_files
+from napari_pathalign.core import atomic
 from napari_pathalign.io.report_files import write_report_json, write_report_markdown
-from napari_pathalign.pipeline.report_store import ReportStore, ReportStoreError, default_report_dir
+from napari_pathalign.reporting.report_store import ReportStore, ReportStoreError, default_report_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 FP = "0123456789abcdef"
@@ -27,7 +27,12 @@ DRAFT = {
     "text": "Colon, biopsy: adenocarcinoma. Margins clear.",
     "provenance": {"model": "embedded", "model_hash": "abc123", "slide_fingerprint": FP, "decoding": {"num_beams": 1}},
     "sentences": [
-        {"text": "Colon, biopsy: adenocarcinoma.", "support": 0.91, "flagged": False, "evidence_xy_level0": [[224, 448], [672, 0]]},
+        {
+            "text": "Colon, biopsy: adenocarcinoma.",
+            "support": 0.91,
+            "flagged": False,
+            "evidence_xy_level0": [[224, 448], [672, 0]],
+        },
         {"text": "Margins clear.", "support": 0.32, "flagged": True, "evidence_xy_level0": [[0, 0]]},
     ],
 }
@@ -65,7 +70,9 @@ def test_versions_round_trip_in_order(tmp_path):
 
 def test_model_draft_is_never_lost_under_edits(tmp_path):
     store = ReportStore(tmp_path)
-    first = dict(DRAFT, sentences=[dict(DRAFT["sentences"][0], support=np.float32(0.5), evidence_xy_level0=np.array([[1, 2]]))])
+    first = dict(
+        DRAFT, sentences=[dict(DRAFT["sentences"][0], support=np.float32(0.5), evidence_xy_level0=np.array([[1, 2]]))]
+    )
     store.add_version(FP, SLIDE, "draft", "first draft", "model", draft=first)
     for i in range(5):
         store.add_version(FP, SLIDE, "edit", f"edit {i}", "user")
@@ -74,9 +81,13 @@ def test_model_draft_is_never_lost_under_edits(tmp_path):
     store.add_version(FP, SLIDE, "edit", "final edit", "user")
 
     assert store.model_draft(FP, "first").text == "first draft"
-    assert store.model_draft(FP, "first").draft["sentences"][0]["evidence_xy_level0"] == [[1, 2]]  # numpy became plain JSON
+    assert store.model_draft(FP, "first").draft["sentences"][0]["evidence_xy_level0"] == [
+        [1, 2]
+    ]  # numpy became plain JSON
     assert store.model_draft(FP).text == "redrafted" and store.model_draft(FP).draft == DRAFT
-    assert [v.text for v in store.load(FP).versions if v.kind == "edit"] == [f"edit {i}" for i in range(5)] + ["final edit"]
+    assert [v.text for v in store.load(FP).versions if v.kind == "edit"] == [f"edit {i}" for i in range(5)] + [
+        "final edit"
+    ]
     assert store.model_draft("feedbeef") is None
     with pytest.raises(ValueError, match="'first' or 'last'"):
         store.model_draft(FP, "middle")
@@ -89,7 +100,10 @@ def test_autosave_newer_than_the_last_version_is_the_latest_text(tmp_path):
     assert store.latest_text(FP) == "saved, and typing"
     report = store.load(FP)
     assert report.versions[-1].text == "saved"  # the autosave sits beside the version, never in place of it
-    assert report.restored_message.startswith("restored unsaved text autosaved ") and "last saved: the edit saved" in report.restored_message
+    assert (
+        report.restored_message.startswith("restored unsaved text autosaved ")
+        and "last saved: the edit saved" in report.restored_message
+    )
 
     store.add_version(FP, SLIDE, "edit", "saved again", "user")  # a save clears the autosave
     assert store.load(FP).autosave is None and store.latest_text(FP) == "saved again"
@@ -109,7 +123,14 @@ def test_autosave_alone_and_chat_round_trip(tmp_path):
     store.autosave(FP, SLIDE, "started typing before any draft")
     assert store.latest_text(FP) == "started typing before any draft"
     polygon = np.array([[0.0, 0.0], [100.5, 0.0], [100.5, 80.0]])
-    store.add_chat_turn(FP, SLIDE, "Is there tumour here?", "Yes: adenocarcinoma.", region=polygon, answer_meta={"support": np.float64(0.8), "nan": float("nan")})
+    store.add_chat_turn(
+        FP,
+        SLIDE,
+        "Is there tumour here?",
+        "Yes: adenocarcinoma.",
+        region=polygon,
+        answer_meta={"support": np.float64(0.8), "nan": float("nan")},
+    )
     store.add_chat_turn(FP, SLIDE, "Grade?", "Moderately differentiated.")
     report = ReportStore(tmp_path).load(FP)
     assert [t.question for t in report.chat] == ["Is there tumour here?", "Grade?"]
@@ -140,7 +161,17 @@ def test_writers_in_two_threads_lose_no_version(tmp_path):
     assert [v.text for v in store.load(FP).versions] == [f"save {i}" for i in range(20)]
 
 
-@pytest.mark.parametrize("content", [b'{"schema_version": 1, "slide": {"pa', b"", b"\xff\xfe not utf-8", b'{"schema_version": 1, "slide": {}}', b"[1, 2, 3]", b'{"schema_version": "one"}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"schema_version": 1, "slide": {"pa',
+        b"",
+        b"\xff\xfe not utf-8",
+        b'{"schema_version": 1, "slide": {}}',
+        b"[1, 2, 3]",
+        b'{"schema_version": "one"}',
+    ],
+)
 def test_corrupt_file_is_set_aside_never_overwritten(tmp_path, content):
     store = ReportStore(tmp_path)
     store.add_version(FP, SLIDE, "edit", "to be corrupted", "user")
@@ -220,7 +251,7 @@ def test_full_disk_raises_and_leaves_no_partial_file(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(report_files.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     with pytest.raises(ReportStoreError) as info:
         store.add_version(FP, SLIDE, "edit", "not saved " * 1000, "user")
     assert str(tmp_path) in str(info.value) and os.strerror(errno.ENOSPC) in str(info.value)
@@ -231,7 +262,16 @@ def test_full_disk_raises_and_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_unicode_round_trips(tmp_path):
-    texts = ["Ünïcödé ß µm — “quotes”", "結腸、生検：腺癌。", "سرطان غدي في القولون", "аденокарцинома", "🔬🧫 tumour 👍🏽 ❤️‍🔥", "e\u0301 combining", "lone surrogate \ud800 kept", "tab\tnew\nline \x00 nul"]
+    texts = [
+        "Ünïcödé ß µm — “quotes”",
+        "結腸、生検：腺癌。",
+        "سرطان غدي في القولون",
+        "аденокарцинома",
+        "🔬🧫 tumour 👍🏽 ❤️‍🔥",
+        "e\u0301 combining",
+        "lone surrogate \ud800 kept",
+        "tab\tnew\nline \x00 nul",
+    ]
     store = ReportStore(tmp_path)
     for t in texts:
         store.add_version(FP, "/slides/スライド 🔬.svs", "edit", t, "user", note=t)
@@ -262,7 +302,10 @@ def test_find_by_path_reports_a_changed_slide(tmp_path):
     store.add_version("other", tmp_path / "other.svs", "edit", "another slide", "user")
     (tmp_path / "oldcontent.corrupt-20260101T000000Z.json").write_text("ignored")
     assert store.find_by_path(slide) == ["newcontent", "oldcontent"]
-    assert store.find_by_path(str(tmp_path / "." / "case.svs")) == ["newcontent", "oldcontent"]  # same file, other spelling
+    assert store.find_by_path(str(tmp_path / "." / "case.svs")) == [
+        "newcontent",
+        "oldcontent",
+    ]  # same file, other spelling
     assert store.find_by_path(tmp_path / "never.svs") == []
     assert ReportStore(tmp_path / "absent").find_by_path(slide) == []
 
@@ -289,7 +332,7 @@ def test_bad_input_is_refused(tmp_path):
 
 _KILL_CHILD = r"""
 import sys
-from napari_pathalign.pipeline.report_store import ReportStore
+from napari_pathalign.reporting.report_store import ReportStore
 store = ReportStore(sys.argv[1])
 store.add_version("{fp}", "/slides/k.svs", "edit", "the saved version", "user")
 print("ready", flush=True)
@@ -303,7 +346,9 @@ while True:
 
 @pytest.mark.parametrize("run_s", [0.1, 0.25, 0.4, 0.6, 0.8])  # a naive write tears ~40 % of kills
 def test_kill_9_while_autosaving_leaves_a_whole_file(tmp_path, run_s):
-    child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD.format(fp=FP), str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD.format(fp=FP), str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "ready"
         time.sleep(run_s)
@@ -318,10 +363,12 @@ def test_kill_9_while_autosaving_leaves_a_whole_file(tmp_path, run_s):
     assert store.last_message == "" and not list(tmp_path.glob("*.corrupt-*"))
     assert [v.text for v in report.versions] == ["the saved version"]
     text = doc["autosave"]["text"]
-    i = int(text[1:text.index(">")])
+    i = int(text[1 : text.index(">")])
     assert i >= 1 and text == f"<{i}>" + "tumour 🔬 " * (i % 4000) + f"</{i}>"
     assert report.latest_text == text
-    store.add_version(FP, "/slides/k.svs", "edit", "after the crash", "user")  # a leftover temporary file does not get in the way
+    store.add_version(
+        FP, "/slides/k.svs", "edit", "after the crash", "user"
+    )  # a leftover temporary file does not get in the way
     assert store.latest_text(FP) == "after the crash"
 
 
@@ -329,7 +376,9 @@ def test_kill_9_while_autosaving_leaves_a_whole_file(tmp_path, run_s):
 
 
 def test_exports_read_back_and_refuse_to_overwrite(tmp_path):
-    sentences = DRAFT["sentences"] + [{"text": "Pipe | in text, NaN support.", "support": float("nan"), "evidence_xy_level0": np.array([[3, 4]])}]
+    sentences = DRAFT["sentences"] + [
+        {"text": "Pipe | in text, NaN support.", "support": float("nan"), "evidence_xy_level0": np.array([[3, 4]])}
+    ]
     json_path = write_report_json("Final 🔬 report.", DRAFT["provenance"], sentences, tmp_path / "out" / "report.json")
     doc = json.loads(json_path.read_text(encoding="utf-8"))
     assert doc["text"] == "Final 🔬 report." and doc["provenance"] == DRAFT["provenance"]

@@ -32,7 +32,10 @@ SPECIMEN_DASH = """Specimen 1 - Skin, left forearm, shave: basal cell carcinoma,
 Specimen 2 - Skin, right cheek, punch: seborrheic keratosis.
 """
 
-INLINE = "Diagnosis: A. Prostate, left base, needle biopsy: benign prostatic tissue. B. Prostate, right apex, needle biopsy: adenocarcinoma, Gleason score 3+4=7."
+INLINE = (
+    "Diagnosis: A. Prostate, left base, needle biopsy: benign prostatic tissue. B. Prostate, right "
+    "apex, needle biopsy: adenocarcinoma, Gleason score 3+4=7."
+)
 
 NUMBERED_FINDINGS = """Colon, biopsy: adenocarcinoma.
 Comment: features favour
@@ -78,7 +81,9 @@ def test_free_text_numbers_are_not_parts():
     assert split_report("Lymph node with metastatic carcinoma.").parts == {}
 
 
-@pytest.mark.parametrize("raw, norm", [("A", "A"), ("b.", "B"), ("Part 2", "2"), ("SPECIMEN #03", "3"), ("(c)", "C"), ("part A", "A")])
+@pytest.mark.parametrize(
+    "raw, norm", [("A", "A"), ("b.", "B"), ("Part 2", "2"), ("SPECIMEN #03", "3"), ("(c)", "C"), ("part A", "A")]
+)
 def test_normalise_label(raw, norm):
     assert normalise_label(raw) == norm
 

@@ -27,25 +27,46 @@ def models():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, models):
     """8 held-out demo slides (small grids) in a library, with reports, labels and sites."""
+    from napari_pathalign.core.generators import run_to_end
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.demo.data import make_demo_data
+    from napari_pathalign.engine.library_build import iter_build, model_identity
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.pipeline.generators import run_to_end
-    from napari_pathalign.pipeline.library_build import iter_build, model_identity
-    from napari_pathalign.train.demo_data import make_demo_data
 
     root = tmp_path_factory.mktemp("similar")
-    make_demo_data(TILES, root / "demo", slides=0, test_slides=8, grid=(10, 12), seed=0, splits=("test",), progress=False)
+    make_demo_data(
+        TILES, root / "demo", slides=0, test_slides=8, grid=(10, 12), seed=0, splits=("test",), progress=False
+    )
     data = root / "demo" / "test"
     rows, truths, texts = read_truth(data)
-    table = {(data / r["slide"]).resolve(): {"report": x, "label": "tumour" if t.tumour_fraction > 0 else "no tumour", "site": r["source"]} for r, t, x in zip(rows, truths, texts)}
+    table = {
+        (data / r["slide"]).resolve(): {
+            "report": x,
+            "label": "tumour" if t.tumour_fraction > 0 else "no tumour",
+            "site": r["source"],
+        }
+        for r, t, x in zip(rows, truths, texts)
+    }
     model, encoder = models
     slides = [data / r["slide"] for r in rows]
     lib = Library.create(root / "lib", **model_identity(model, encoder))
     progress = []
-    results = run_to_end(iter_build(slides, lib, model, encoder, GridConfig(), root / "features", table), lambda item: progress.append(item[0]))
+    results = run_to_end(
+        iter_build(slides, lib, model, encoder, GridConfig(), root / "features", table),
+        lambda item: progress.append(item[0]),
+    )
     lib.close()
-    return {"root": root, "data": data, "rows": rows, "slides": slides, "results": results, "progress": progress, "lib": root / "lib", "features": root / "features"}
+    return {
+        "root": root,
+        "data": data,
+        "rows": rows,
+        "slides": slides,
+        "results": results,
+        "progress": progress,
+        "lib": root / "lib",
+        "features": root / "features",
+    }
 
 
 def test_build_adds_every_slide_with_its_metadata(built):
@@ -60,16 +81,20 @@ def test_build_adds_every_slide_with_its_metadata(built):
 
 
 def test_slide_region_and_text_queries(built, models):
+    from napari_pathalign.engine.regions import rectangle
+    from napari_pathalign.engine.similar import locate_region, slide_query, text_vector
     from napari_pathalign.index import Library
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.regions import rectangle
-    from napari_pathalign.pipeline.similar import locate_region, slide_query, text_vector
 
     model, encoder = models
     with Library.open(built["lib"]) as lib, open_slide(built["slides"][0]) as slide:
         vec, side = slide_query(slide, model, encoder, built["features"])
         hits = lib.search(vec, k=3)
-        assert side is None and hits[0].path == str(built["slides"][0].resolve()) and hits[0].score == pytest.approx(1, abs=1e-4)
+        assert (
+            side is None
+            and hits[0].path == str(built["slides"][0].resolve())
+            and hits[0].score == pytest.approx(1, abs=1e-4)
+        )
         assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
         h0, w0 = slide.shape_level0
         region = rectangle(w0 * 0.25, h0 * 0.25, w0 * 0.5, h0 * 0.5)
@@ -95,18 +120,25 @@ def test_cli_index_commands(built, tmp_path, capsys):
     lib, feats = str(built["lib"]), str(built["features"])
     assert main(["index", "info", lib]) == 0
     assert "EXACT_MAX" in capsys.readouterr().out
-    assert main(["index", "search", lib, "--slide", str(built["slides"][1]), "-k", "3", "--features", feats, "--json"]) == 0
+    assert (
+        main(["index", "search", lib, "--slide", str(built["slides"][1]), "-k", "3", "--features", feats, "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert len(out["hits"]) == 3 and out["majority_vote"]["label"] in ("tumour", "no tumour")
     assert main(["index", "search", lib, "--text", "adipose tissue", "-k", "2"]) == 0
-    assert main(["index", "search", lib, "--slide", str(built["slides"][1]), "--region", "a,b", "--features", feats]) == 2
+    assert (
+        main(["index", "search", lib, "--slide", str(built["slides"][1]), "--region", "a,b", "--features", feats]) == 2
+    )
     assert "x,y,w,h" in capsys.readouterr().err
     assert main(["index", "search", str(tmp_path), "--text", "x"]) == 2  # not a library
     assert "library" in capsys.readouterr().err
     # a new library from two slides, one of them unreadable: reported and skipped
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00" + b"\x00" * 100)
-    rc = main(["index", "build", str(built["slides"][2]), str(bad), "--out", str(tmp_path / "new"), "--features", feats])
+    rc = main(
+        ["index", "build", str(built["slides"][2]), str(bad), "--out", str(tmp_path / "new"), "--features", feats]
+    )
     printed = capsys.readouterr()
     assert rc == 1 and "skipped" in printed.out + printed.err and "1 of 2 slides added" in printed.out
     assert main(["index", "remove", str(tmp_path / "new"), str(built["slides"][2])]) == 0
@@ -126,7 +158,9 @@ def test_leave_one_out_evaluation(built, models):
 
 @pytest.fixture
 def dock(make_napari_viewer, built, monkeypatch):
-    return open_plugin_dock(make_napari_viewer, monkeypatch, built["slides"][0], "Similar cases", built["root"] / "cache")
+    return open_plugin_dock(
+        make_napari_viewer, monkeypatch, built["slides"][0], "Similar cases", built["root"] / "cache"
+    )
 
 
 def _run(widget, qtbot, worker):
@@ -150,7 +184,9 @@ def test_dock_searches_reveals_and_opens_a_hit(dock, qtbot, built, output_dir):
     # region query: a drawn rectangle over the slide's middle; hits say where they match
     h0, w0 = layer.metadata["shape_level0"]
     corners = np.array([[h0 * 0.3, w0 * 0.3], [h0 * 0.7, w0 * 0.7]])
-    shapes = viewer.add_shapes([np.array([layer.data_to_world(c) for c in corners])], shape_type="rectangle", name="roi")
+    shapes = viewer.add_shapes(
+        [np.array([layer.data_to_world(c) for c in corners])], shape_type="rectangle", name="roi"
+    )
     shapes.selected_data = {0}
     widget.mode.setCurrentIndex(1)
     _run(widget, qtbot, widget.search())
@@ -170,7 +206,9 @@ def test_dock_searches_reveals_and_opens_a_hit(dock, qtbot, built, output_dir):
     qtbot.wait(200)
     from PIL import Image
 
-    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)[..., :3]).save(output_dir / "similar-cases-dock.png")
+    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)[..., :3]).save(
+        output_dir / "similar-cases-dock.png"
+    )
 
 
 def test_dock_bad_library_and_adding_the_current_slide(dock, qtbot, built, tmp_path):

@@ -58,7 +58,9 @@ def test_tissue_mask_of_a_real_slide(wsi_dir):
     with open_slide(wsi_dir / "CMU-1-Small-Region.svs") as slide:
         mask = tissue_mask(slide)
         assert mask.mpp == pytest.approx(8.0, rel=0.05)
-        assert mask.mask.shape == (round(2967 * 0.499 / 8), round(2220 * 0.499 / 8)) or abs(mask.mask.shape[0] - 185) <= 1
+        assert (
+            mask.mask.shape == (round(2967 * 0.499 / 8), round(2220 * 0.499 / 8)) or abs(mask.mask.shape[0] - 185) <= 1
+        )
         assert 0.25 < mask.tissue_fraction < 0.75  # the biopsy strip on glass
 
 
@@ -92,7 +94,9 @@ def test_grid_cap_is_spatially_even_and_seeded(tmp_path):
         assert np.bincount(quadrant, minlength=4).min() >= 256 // 4 - 8
         other = patch_grid(slide, mask, patch_size=64, target_mpp=0.25, max_patches=256, seed=1)
         assert not np.array_equal(other.xy_level0, capped.xy_level0)
-        assert np.array_equal(patch_grid(slide, mask, patch_size=64, target_mpp=0.25, max_patches=256, seed=1).xy_level0, other.xy_level0)
+        assert np.array_equal(
+            patch_grid(slide, mask, patch_size=64, target_mpp=0.25, max_patches=256, seed=1).xy_level0, other.xy_level0
+        )
 
 
 def test_grid_without_mpp_works_in_pixels_and_says_so(wsi_dir):
@@ -105,14 +109,21 @@ def test_grid_without_mpp_works_in_pixels_and_says_so(wsi_dir):
 def test_grid_rejects_bad_arguments(pyramid_tif):
     with open_slide(pyramid_tif) as slide:
         mask = tissue_mask(slide)
-        for kwargs, match in [({"patch_size": 2}, "patch_size"), ({"min_tissue": 1.5}, "min_tissue"), ({"target_mpp": -1}, "target_mpp"), ({"max_patches": 0}, "max_patches")]:
+        for kwargs, match in [
+            ({"patch_size": 2}, "patch_size"),
+            ({"min_tissue": 1.5}, "min_tissue"),
+            ({"target_mpp": -1}, "target_mpp"),
+            ({"max_patches": 0}, "max_patches"),
+        ]:
             with pytest.raises(ValueError, match=match):
                 patch_grid(slide, mask, **kwargs)
 
 
 def test_extraction_matches_read_region(tmp_path):
     with _grid_slide(tmp_path) as slide:
-        grid = patch_grid(slide, tissue_mask(slide), patch_size=100, target_mpp=0.25)  # level 0, 100-px patches over 256-px tiles
+        grid = patch_grid(
+            slide, tissue_mask(slide), patch_size=100, target_mpp=0.25
+        )  # level 0, 100-px patches over 256-px tiles
         seen = np.zeros(len(grid), bool)
         for patches, index in extract_patches(slide, grid, batch_size=37):
             assert patches.shape[1:] == (100, 100, 3) and patches.dtype == np.uint8
@@ -144,7 +155,9 @@ def test_extraction_resizes_from_the_coarser_level(tmp_path):
         np.testing.assert_array_equal(patches[0], slide.read_region((int(x), int(y)), (224, 224), level=1))
 
 
-@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "CMU-1-Small-Region.pyramid.generic.tif"])  # Aperio RGB JPEG + shared tables; YCbCr JPEG
+@pytest.mark.parametrize(
+    "name", ["CMU-1-Small-Region.svs", "CMU-1-Small-Region.pyramid.generic.tif"]
+)  # Aperio RGB JPEG + shared tables; YCbCr JPEG
 def test_codec_scaled_tiles_match_the_box_averaged_full_decode(wsi_dir, name):
     with open_slide(wsi_dir / name) as slide:
         assert slide.can_read_scaled(0, 2)
@@ -177,10 +190,22 @@ def test_extraction_at_half_resolution_decodes_each_tile_once_at_half_size(wsi_d
     # level derived from it is not used) patches read 440 px of level 0, decoded at 220, sized to 224
     with open_slide(wsi_dir / "CMU-1-Small-Region.svs") as slide:
         grid = patch_grid(slide, tissue_mask(slide), patch_size=224, target_mpp=0.98, min_tissue=0.1)
-        assert grid.level == 0 and grid.read_size == 440 and codec_scale(slide, grid.level, grid.read_size, 224) == 2 and len(grid) >= 4
-        touched = {(r, c) for x, y in grid.xy_level0 for r in range(y // 240, (y + 439) // 240 + 1) for c in range(x // 240, (x + 439) // 240 + 1)}
+        assert (
+            grid.level == 0
+            and grid.read_size == 440
+            and codec_scale(slide, grid.level, grid.read_size, 224) == 2
+            and len(grid) >= 4
+        )
+        touched = {
+            (r, c)
+            for x, y in grid.xy_level0
+            for r in range(y // 240, (y + 439) // 240 + 1)
+            for c in range(x // 240, (x + 439) // 240 + 1)
+        }
         before = slide.tiles_decoded
-        out = {int(i): p for patches, index in extract_patches(slide, grid, batch_size=3) for p, i in zip(patches, index)}
+        out = {
+            int(i): p for patches, index in extract_patches(slide, grid, batch_size=3) for p, i in zip(patches, index)
+        }
         assert slide.tiles_decoded - before == len(touched), "each stored tile decoded exactly once"
         assert sorted(out) == list(range(len(grid)))
         ours, lanczos = [], []  # mean |difference| from a box-average resize, ours vs PIL's Lanczos

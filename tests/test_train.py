@@ -16,7 +16,14 @@ from napari_pathalign.train.config import TrainConfig
 from napari_pathalign.train.dataset import FeatureBank
 from napari_pathalign.train.loop import retrieval_top1, train
 
-TINY_QFORMER = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "cross_attention_frequency": 1, "dropout": 0.0}
+TINY_QFORMER = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "cross_attention_frequency": 1,
+    "dropout": 0.0,
+}
 REPORTS = [
     "Lymph node, excision: metastatic carcinoma.",
     "Lymph node, excision: no tumour seen.",
@@ -32,7 +39,17 @@ def write_slide_features(folder, n_slides, seed=0, encoder="test-tiny"):
     paths = []
     for i in range(n_slides):
         n = int(rng.integers(20, 60))
-        f = SlideFeatures(rng.normal(size=(n, 32)).astype(np.float32), rng.integers(0, 40000, (n, 2)), 224, 448, 0.5, 0.25, (40000, 40000), encoder, "none")
+        f = SlideFeatures(
+            rng.normal(size=(n, 32)).astype(np.float32),
+            rng.integers(0, 40000, (n, 2)),
+            224,
+            448,
+            0.5,
+            0.25,
+            (40000, 40000),
+            encoder,
+            "none",
+        )
         paths.append(write_features(folder / f"slide{i}.h5", f))
     return paths
 
@@ -52,7 +69,14 @@ def dataset(tmp_path):
 
 def write_config(folder, name="train.json", **overrides):
     cfg = {
-        "data": "pairs.jsonl", "out": "run", "encoder": "test-tiny", "epochs": 60, "batch_size": 6, "lr": 3e-3, "seed": 0, "device": "cpu",
+        "data": "pairs.jsonl",
+        "out": "run",
+        "encoder": "test-tiny",
+        "epochs": 60,
+        "batch_size": 6,
+        "lr": 3e-3,
+        "seed": 0,
+        "device": "cpu",
         "model": {"qformer": {**TINY_QFORMER, "num_queries": 1}, "embed_dim": 32, "losses": ["itc"]},
     }
     cfg.update(overrides)
@@ -129,12 +153,27 @@ def test_resume_continues_and_refuses_another_config(dataset):
 
 
 def test_stage2_trains_only_the_projection_into_a_frozen_lm(dataset):
-    lm = new_causal_lm([f"Final diagnosis: {r}" for r in REPORTS], dataset / "lm", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32))
+    lm = new_causal_lm(
+        [f"Final diagnosis: {r}" for r in REPORTS],
+        dataset / "lm",
+        CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32),
+    )
     train_causal_lm(lm, [f"Final diagnosis: {r}" for r in REPORTS], steps=100, batch_size=8, lr=3e-3, position_offset=4)
-    g_model = {"qformer": {**TINY_QFORMER, "num_queries": 4}, "embed_dim": 32, "text_trainable_layers": 1, "losses": ["itc", "itm", "itg"]}
-    stage1 = train(TrainConfig.from_json(write_config(dataset, "g1.json", out="g1", epochs=2, model=g_model)), log=lambda s: None)
+    g_model = {
+        "qformer": {**TINY_QFORMER, "num_queries": 4},
+        "embed_dim": 32,
+        "text_trainable_layers": 1,
+        "losses": ["itc", "itm", "itg"],
+    }
+    stage1 = train(
+        TrainConfig.from_json(write_config(dataset, "g1.json", out="g1", epochs=2, model=g_model)), log=lambda s: None
+    )
     assert {"itc", "itm", "itg", "train_top1"} <= set(stage1.history[-1])
-    lm_before = {k: v.clone() for k, v in PathAlign.load(stage1.checkpoint, device="cpu", lm=None).state_dict().items() if k.startswith("qformer.")}
+    lm_before = {
+        k: v.clone()
+        for k, v in PathAlign.load(stage1.checkpoint, device="cpu", lm=None).state_dict().items()
+        if k.startswith("qformer.")
+    }
     cfg2 = write_config(dataset, "g2.json", out="g2", stage=2, init_from="g1/model", epochs=3, model={"lm": "lm"})
     stage2 = train(TrainConfig.from_json(cfg2), log=lambda s: None)
     assert stage2.history[-1]["lm"] < stage2.history[0]["lm"]
@@ -143,21 +182,33 @@ def test_stage2_trains_only_the_projection_into_a_frozen_lm(dataset):
     assert all(torch.equal(lm_before[k], after[k]) for k in lm_before)  # the Q-Former stayed as stage 1 left it
     stage1_text = PathAlign.load(stage1.checkpoint, device="cpu").state_dict()
     tuned = [k for k in after if k.startswith("text.model.encoder.layer.5.")]
-    assert tuned and all(torch.equal(stage1_text[k], after[k]) for k in tuned)  # the tuned text layer travels into stage 2
+    assert tuned and all(
+        torch.equal(stage1_text[k], after[k]) for k in tuned
+    )  # the tuned text layer travels into stage 2
     feats = FeatureBank([dataset / "feats" / "slide0.h5"]).items[0]
     draft = model.generate(model.encode_slide(feats), "Final diagnosis:")
     assert isinstance(draft, str) and len(draft) > 0
     with pytest.raises(CheckpointError, match="differs from the one this checkpoint was trained with"):
-        other = new_causal_lm(["something else entirely"], dataset / "lm2", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32))
+        other = new_causal_lm(
+            ["something else entirely"], dataset / "lm2", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32)
+        )
         PathAlign.load(stage2.checkpoint, device="cpu", lm=other)
 
 
 def test_stage2_with_train_qformer_tunes_the_qformer(dataset):
-    new_causal_lm([f"Final diagnosis: {r}" for r in REPORTS], dataset / "lm", CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32))
+    new_causal_lm(
+        [f"Final diagnosis: {r}" for r in REPORTS],
+        dataset / "lm",
+        CausalLMConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32),
+    )
     g_model = {"qformer": {**TINY_QFORMER, "num_queries": 4}, "embed_dim": 32, "losses": ["itc", "itg"]}
-    stage1 = train(TrainConfig.from_json(write_config(dataset, "g1.json", out="g1", epochs=1, model=g_model)), log=lambda s: None)
+    stage1 = train(
+        TrainConfig.from_json(write_config(dataset, "g1.json", out="g1", epochs=1, model=g_model)), log=lambda s: None
+    )
     before = PathAlign.load(stage1.checkpoint, device="cpu", lm=None).state_dict()
-    cfg2 = write_config(dataset, "g2.json", out="g2", stage=2, init_from="g1/model", epochs=2, model={"lm": "lm"}, train_qformer=True)
+    cfg2 = write_config(
+        dataset, "g2.json", out="g2", stage=2, init_from="g1/model", epochs=2, model={"lm": "lm"}, train_qformer=True
+    )
     model = PathAlign.load(train(TrainConfig.from_json(cfg2), log=lambda s: None).checkpoint, device="cpu")
     after = model.state_dict()
     moved = [k for k in before if k.startswith("qformer.") and not torch.equal(before[k], after[k])]
@@ -172,7 +223,13 @@ def test_cli_train_embeds_real_slides_then_trains(tmp_path, capsys):
         write_pyramid(tmp_path / f"s{i}.tif", shape=(1024, 1536 + 256 * i), levels=2)  # distinct content
         rows.append({"slide": f"s{i}.tif", "report": REPORTS[i]})
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = write_config(tmp_path, epochs=2, batch_size=3, features_dir="features", grid={"patch_size": 64, "target_mpp": 1.0, "max_patches": 64})
+    cfg = write_config(
+        tmp_path,
+        epochs=2,
+        batch_size=3,
+        features_dir="features",
+        grid={"patch_size": 64, "target_mpp": 1.0, "max_patches": 64},
+    )
     assert main(["train", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "checkpoint:" in out and "train_top1" in out

@@ -33,7 +33,7 @@ def _analyse(widget, qtbot):
 def test_analyse_then_text_attention_zero_shot_export(dock, qtbot, tmp_path, output_dir):
     viewer, layer, widget = dock
     assert not widget.tabs.isEnabled()
-    analysis = _analyse(widget, qtbot)
+    assert _analyse(widget, qtbot).ready
     assert widget.tabs.isEnabled() and "patches analysed on cpu" in widget.status.text()
     assert widget.progress.value() == widget.progress.maximum()
     # text -> region: typed like a user, shown as an image layer aligned with the slide in µm
@@ -119,7 +119,13 @@ def test_slide_without_mpp_is_refused_in_the_dock(dock, qtbot, wsi_dir):
     assert "microns-per-pixel" in widget.status.text() and widget.errors
 
 
-@pytest.mark.parametrize("field,value,expect", [("model", "not-a-folder", "not a PathAlign checkpoint"), ("encoder", "test-tiny", "pick 'embedded' as the encoder")])
+@pytest.mark.parametrize(
+    "field,value,expect",
+    [
+        ("model", "not-a-folder", "not a PathAlign checkpoint"),
+        ("encoder", "test-tiny", "pick 'embedded' as the encoder"),
+    ],
+)
 def test_bad_model_or_encoder_is_a_message_not_a_crash(dock, qtbot, field, value, expect):
     viewer, layer, widget = dock
     if field == "encoder":
@@ -134,7 +140,10 @@ def test_bad_model_or_encoder_is_a_message_not_a_crash(dock, qtbot, field, value
 def test_cancel_and_closing_the_layer_mid_job(dock, qtbot):
     viewer, layer, widget = dock
     worker = widget.analyse()
-    qtbot.waitUntil(lambda: widget.progress.value() > 0 or "Embedding" in widget.status.text() or "Models" in widget.status.text(), timeout=60000)
+    qtbot.waitUntil(
+        lambda: widget.progress.value() > 0 or "Embedding" in widget.status.text() or "Models" in widget.status.text(),
+        timeout=60000,
+    )
     widget.cancel_button.click()
     with qtbot.waitSignal(worker.finished, timeout=60000):
         pass

@@ -19,6 +19,7 @@ class AnalysisRegistry:
         self.models: dict[tuple, object] = {}  # (spec, device) -> PathAlign
         self.encoders: dict[tuple, object] = {}  # (name, weights, device) -> PatchEncoder
         self._loading = threading.Lock()  # the warm-up and an Analyse may ask for the same model at once
+        self.links = None  # the docks' DockLinks (signals between docks), made by the first dock that needs them
 
     def get(self, slide):
         return self._analyses.get(id(slide)) if slide is not None else None
@@ -43,11 +44,16 @@ class AnalysisRegistry:
 
     def iter_ready(self, slide, device: str = "auto"):
         """Generator of progress; returns the slide's prepared analysis (the default models), made once."""
-        from napari_pathalign.pipeline.analysis import SlideAnalysis
+        from napari_pathalign.engine.analysis import SlideAnalysis
 
         analysis = self.get(slide)
         if analysis is None or not analysis.ready:
-            analysis = SlideAnalysis(slide, encoder=self.encoder("embedded", None, device), model=self.model("embedded", device), retrieval_model=self.model("embedded-r", device))
+            analysis = SlideAnalysis(
+                slide,
+                encoder=self.encoder("embedded", None, device),
+                model=self.model("embedded", device),
+                retrieval_model=self.model("embedded-r", device),
+            )
             yield from analysis.iter_prepare()
             self.put(slide, analysis)
         return analysis

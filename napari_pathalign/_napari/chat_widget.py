@@ -7,39 +7,52 @@ from __future__ import annotations
 import napari
 import numpy as np
 from napari.qt.threading import thread_worker
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
 
-from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.dock import SlideDock, dock_links
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.report_widget import slide_key
 from napari_pathalign._napari.slide_geometry import query_polygon
 from napari_pathalign._napari.slide_info import slide_of
-from napari_pathalign._napari.status_line import show_status
+from napari_pathalign.reporting.drafting import iter_answer, iter_draft
 
-QUICK = {"diagnosis": "Final diagnosis:", "tumour?": "Is tumour present?", "tissues": "Which tissues are present?", "extent": "What fraction of the tissue is tumour?"}
+QUICK = {
+    "diagnosis": "Final diagnosis:",
+    "tumour?": "Is tumour present?",
+    "tissues": "Which tissues are present?",
+    "extent": "What fraction of the tissue is tumour?",
+}
 SCOPES = ["whole slide", "current view", "selected shape"]
 
 
 @thread_worker
 def _answer(registry, slide, polygon, question, history):
-    from napari_pathalign.pipeline.generators import mapped
+    from napari_pathalign.core.generators import mapped
 
     analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
     target = analysis.region(polygon) if polygon is not None else analysis
-    gen = target.iter_draft(prompt=question) if question.endswith(":") else target.iter_answer(question, history)
+    gen = iter_draft(target, prompt=question) if question.endswith(":") else iter_answer(target, question, history)
     return (yield from mapped(gen, lambda text: ("text", text)))
 
 
-class ChatWidget(QWidget):
-    def __init__(self, napari_viewer: napari.Viewer, store=None):
-        from napari_pathalign.pipeline.report_store import ReportStore
+class ChatWidget(SlideDock):
+    title = "Chat"
 
-        super().__init__()
-        self.viewer = napari_viewer
-        self.registry = registry_of(napari_viewer)
+    def __init__(self, napari_viewer: napari.Viewer, store=None):
+        from napari_pathalign.reporting.report_store import ReportStore
+
+        super().__init__(napari_viewer)
         self.store = store if store is not None else ReportStore()
         self.answers: list = []  # Answer per conversation row (None for question rows)
-        self.worker = None
         self.layer = None
         self.slide_label = QLabel("Select a slide layer.")
         self.history_note = QLabel("")
@@ -55,8 +68,6 @@ class ChatWidget(QWidget):
         self.stop_button.setEnabled(False)
         self.copy_button = QPushButton("Copy answer to report")
         self.evidence = EvidenceView(napari_viewer)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         quick = QHBoxLayout()
         for name, q in QUICK.items():
             b = QPushButton(name)
@@ -76,18 +87,14 @@ class ChatWidget(QWidget):
         layout.addWidget(self.status)
         self.ask_button.clicked.connect(lambda: self.ask(self.question.text()))
         self.question.returnPressed.connect(lambda: self.ask(self.question.text()))
-        self.stop_button.clicked.connect(lambda: self.worker.quit() if self.worker is not None else None)
+        self.stop_button.clicked.connect(self.stop)
         self.copy_button.clicked.connect(self.copy_to_report)
         self.conversation.itemClicked.connect(lambda item: self.show_evidence(self.conversation.row(item)))
-        self.viewer.layers.selection.events.active.connect(self._layer_changed)
-        self._layer_changed()
+        self.follow_slide_selection()
 
-    def _say(self, text: str, error: bool = False):
-        show_status(self.status, text, error, "Chat")
-
-    def _layer_changed(self, *_):
-        from napari_pathalign.pipeline.drafting import trained_with_history
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+    def layer_changed(self, *_):
+        from napari_pathalign.reporting.drafting import trained_with_history
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         layer = self.viewer.layers.selection.active
         if slide_of(layer) is None or layer is self.layer or (self.worker is not None and self.stop_button.isEnabled()):
@@ -99,14 +106,21 @@ class ChatWidget(QWidget):
         try:
             report = self.store.load(slide_key(slide_of(layer))[0])
         except ReportStoreError as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             report = None
-        for turn in (getattr(report, "chat", None) or []):
+        for turn in getattr(report, "chat", None) or []:
             self._add_row(f"Q: {turn.question}", None)
             self._add_row(f"A: {turn.answer}", None)
         model = self.registry.models.get(("embedded", "auto"))
         uses = model is not None and trained_with_history(model)
-        self.history_note.setText("The model sees the conversation so far." if uses else "Each question is answered from the slide and that question alone (the model was not trained with conversation history).")
+        self.history_note.setText(
+            "The model sees the conversation so far."
+            if uses
+            else (
+                "Each question is answered from the slide and that question alone (the model was not trained "
+                "with conversation history)."
+            )
+        )
 
     def _add_row(self, text: str, answer) -> QListWidgetItem:
         item = QListWidgetItem(text)
@@ -118,21 +132,25 @@ class ChatWidget(QWidget):
         scope = self.scope.currentText()
         if scope == "whole slide":
             return None
-        if scope == "selected shape" and not any(isinstance(lyr, napari.layers.Shapes) and lyr.selected_data for lyr in self.viewer.layers):
-            raise ValueError("no shape is selected: draw one with the Shapes tool and select it, or ask about the whole slide")
+        if scope == "selected shape" and not any(
+            isinstance(lyr, napari.layers.Shapes) and lyr.selected_data for lyr in self.viewer.layers
+        ):
+            raise ValueError(
+                "no shape is selected: draw one with the Shapes tool and select it, or ask about the whole slide"
+            )
         return query_polygon(self.viewer, self.layer)
 
     def ask(self, question: str):
-        from napari_pathalign.pipeline.drafting import check_question
+        from napari_pathalign.reporting.drafting import check_question
 
         if self.layer is None:
-            self._say("Select a slide layer opened by PathAlign first.", error=True)
+            self.say("Select a slide layer opened by PathAlign first.", error=True)
             return None
         try:
             question = check_question(question)
             polygon = self._polygon()
         except ValueError as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             return None
         history = [(q, a.text) for q, a in self._pairs()]
         slide = slide_of(self.layer)
@@ -140,16 +158,20 @@ class ChatWidget(QWidget):
         where = "" if polygon is None else f" [{self.scope.currentText()}]"
         self._add_row(f"Q{where}: {question}", None)
         pending = self._add_row("A: ...", None)
-        worker.yielded.connect(lambda item: pending.setText(f"A: {item[1]}") if item[0] == "text" else self.status.setText(item[1]))
-        worker.returned.connect(lambda answer, layer=self.layer, q=question, p=polygon, row=self.conversation.row(pending): self._on_answer(layer, q, p, row, answer))
-        worker.errored.connect(lambda exc: self._say(f"Could not answer: {exc}", error=True))
-        worker.aborted.connect(lambda: self._say("Stopped: the partial answer is shown and not kept."))
+        worker.yielded.connect(
+            lambda item: pending.setText(f"A: {item[1]}") if item[0] == "text" else self.status.setText(item[1])
+        )
+        worker.returned.connect(
+            lambda answer, layer=self.layer, q=question, p=polygon, row=self.conversation.row(pending): self._on_answer(
+                layer, q, p, row, answer
+            )
+        )
+        worker.errored.connect(lambda exc: self.say(f"Could not answer: {exc}", error=True))
+        worker.aborted.connect(lambda: self.say("Stopped: the partial answer is shown and not kept."))
         worker.finished.connect(lambda: (self.ask_button.setEnabled(True), self.stop_button.setEnabled(False)))
         self.ask_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        worker.start()
-        self.worker = worker
-        return worker
+        return self.start_worker(worker)
 
     def _pairs(self):
         out = []
@@ -159,19 +181,30 @@ class ChatWidget(QWidget):
         return out
 
     def _on_answer(self, layer, question, polygon, row, answer):
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         self.answers[row] = answer
         low = any(s.flagged for s in answer.sentences)
-        self.conversation.item(row).setText(f"A: {answer.text}" + ("  ⚠ low support" if low else "") + (f"\n({answer.note})" if answer.note else ""))
-        self.conversation.item(row).setToolTip("\n".join(f"support {s.support:.0%}: {s.basis}" for s in answer.sentences))
+        self.conversation.item(row).setText(
+            f"A: {answer.text}" + ("  ⚠ low support" if low else "") + (f"\n({answer.note})" if answer.note else "")
+        )
+        self.conversation.item(row).setToolTip(
+            "\n".join(f"support {s.support:.0%}: {s.basis}" for s in answer.sentences)
+        )
         fp, path = slide_key(slide_of(layer))
         try:
-            self.store.add_chat_turn(fp, path, question, answer.text, region=None if polygon is None else np.asarray(polygon).tolist(), answer_meta=answer.to_dict())
+            self.store.add_chat_turn(
+                fp,
+                path,
+                question,
+                answer.text,
+                region=None if polygon is None else np.asarray(polygon).tolist(),
+                answer_meta=answer.to_dict(),
+            )
         except ReportStoreError as exc:
-            self._say(f"The answer is shown but could not be kept: {exc}", error=True)
+            self.say(f"The answer is shown but could not be kept: {exc}", error=True)
             return
-        self._say("Answered. Click it to see its evidence on the slide.")
+        self.say("Answered. Click it to see its evidence on the slide.")
 
     def show_evidence(self, row: int):
         answer = self.answers[row] if 0 <= row < len(self.answers) else None
@@ -182,12 +215,12 @@ class ChatWidget(QWidget):
         row = self.conversation.currentRow()
         answer = self.answers[row] if 0 <= row < len(self.answers) else None
         if answer is None:
-            self._say("Select an answer first.", error=True)
+            self.say("Select an answer first.", error=True)
             return None
-        report = getattr(self.registry, "report_widget", None)
-        if report is None:
-            self._say("Open the Report dock to copy answers into the report.", error=True)
-            return None
-        report.editor.appendPlainText(f"{answer.question} {answer.text}" if answer.question else answer.text)
-        self._say("Copied to the report (marked as an answer in the text; it autosaves).")
-        return report
+        links = dock_links(self.registry)
+        if not links.report_docks:
+            self.say("Open the Report dock to copy answers into the report.", error=True)
+            return False
+        links.text_for_report.emit(f"{answer.question} {answer.text}" if answer.question else answer.text)
+        self.say("Copied to the report (marked as an answer in the text; it autosaves).")
+        return True

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import napari
 
-from napari_pathalign._napari.preferences import claim_slide_extensions
 from napari_pathalign._napari.sample_data import DEMO_SLIDE
 
 PLUGIN = "napari-pathalign"
 
 
 def build_viewer(show: bool = True) -> napari.Viewer:
-    claim_slide_extensions()
     viewer = napari.Viewer(title="napari-pathalign demo", show=show)
     viewer.open_sample(PLUGIN, "cmu1-small-region")
     if (files("napari_pathalign.resources") / DEMO_SLIDE).is_file():
@@ -41,7 +39,9 @@ def open_workspace(viewer: napari.Viewer):
     slide_layer = viewer.layers.selection.active
     worker = widget.analyse()
     if worker is not None:
-        worker.returned.connect(lambda _: (widget.tabs.setCurrentIndex(1), widget.text.show_requested.emit(DEMO_PHRASE)))
+        worker.returned.connect(
+            lambda _: (widget.tabs.setCurrentIndex(1), widget.text.show_requested.emit(DEMO_PHRASE))
+        )
     return widget, slide_layer
 
 
@@ -56,14 +56,18 @@ def open_report_and_chat(viewer: napari.Viewer, workspace):
     report, chat = ReportWidget(viewer), ChatWidget(viewer)
     viewer.window.add_dock_widget(report, name="Report", area="right")
     viewer.window.add_dock_widget(chat, name="Chat", area="right")
-    report._layer_changed()
-    chat._layer_changed()
+    report.layer_changed()
+    chat.layer_changed()
     report.confirm = lambda question: True  # the demo replaces an earlier demo draft without asking
 
     def start(_):
         worker = report.start_draft()
-        chat.demo_question_restored = any(chat.conversation.item(i).text() == f"Q: {DEMO_QUESTION}" for i in range(chat.conversation.count()))
-        if worker is not None and not chat.demo_question_restored:  # an earlier demo's question is restored from the store: not asked again
+        chat.demo_question_restored = any(
+            chat.conversation.item(i).text() == f"Q: {DEMO_QUESTION}" for i in range(chat.conversation.count())
+        )
+        if (
+            worker is not None and not chat.demo_question_restored
+        ):  # an earlier demo's question is restored from the store: not asked again
             worker.finished.connect(lambda: chat.ask(DEMO_QUESTION))
 
     if workspace.worker is not None:
@@ -97,13 +101,18 @@ def open_similar_cases(viewer: napari.Viewer, slide_layer):
     tiles = shared_tiles()
     folder = demo_library_folder()
     if tiles is None and not (folder / "library").is_dir():
-        widget._say("The demo library is built from ../shared/data/tiles, which is not beside the project; open a library instead.")
+        widget.say(
+            (
+                "The demo library is built from ../shared/data/tiles, which is not beside the project; open "
+                "a library instead."
+            )
+        )
         return widget
     exclude = (slide_layer.metadata["slide"].path,)
 
     @thread_worker
     def build():
-        from napari_pathalign.pipeline.demo_library import iter_demo_library
+        from napari_pathalign.demo.library import iter_demo_library
 
         model = widget.registry.model("embedded-r", "auto")
         encoder = widget.registry.encoder("embedded", None, "auto")
@@ -116,8 +125,8 @@ def open_similar_cases(viewer: napari.Viewer, slide_layer):
             widget.search()
 
     worker = build(_ignore_errors=True)
-    worker.yielded.connect(widget._say)
-    worker.errored.connect(lambda exc: widget._say(f"Demo library: {exc}", error=True))
+    worker.yielded.connect(widget.say)
+    worker.errored.connect(lambda exc: widget.say(f"Demo library: {exc}", error=True))
     worker.returned.connect(lambda _: search())
     worker.start()
     widget.demo_worker = worker
@@ -166,9 +175,18 @@ def run_demo(screenshot: Path | None = None) -> Path | None:
         return None
     if not _wait(lambda: widget.heatmap_layer is not None or "failed" in widget.status.text().lower()):
         print("warning: the workspace did not finish analysing in time; the screenshot shows it unfinished")
-    if not _wait(lambda: bool(search.hits) or "rror" in search.status.text() or "not beside" in search.status.text(), 600):
+    if not _wait(
+        lambda: bool(search.hits) or "rror" in search.status.text() or "not beside" in search.status.text(), 600
+    ):
         print("warning: the similar-cases search did not finish in time")
-    if not _wait(lambda: any(a is not None for a in chat.answers) or "ould not" in chat.status.text() or (report.draft is not None and getattr(chat, "demo_question_restored", False)), 300):
+    if not _wait(
+        lambda: (
+            any(a is not None for a in chat.answers)
+            or "ould not" in chat.status.text()
+            or (report.draft is not None and getattr(chat, "demo_question_restored", False))
+        ),
+        300,
+    ):
         print("warning: the draft and the demo question did not finish in time")
     _raise_dock(viewer, widget)  # the workspace tab in front: the screenshot shows its heatmap controls
     for _ in range(10):  # let the window lay out its docks

@@ -19,7 +19,11 @@ from napari_pathalign._napari.heatmap_layers import heatmap_layer_data
 from napari_pathalign._napari.workspace_panels import pixmap_of
 
 EVIDENCE_LAYER = "evidence"  # suffix of the layer that shows the selected statement's evidence
-MAPS = {"where the words match": "heatmap", "what the similarity used": "attribution", "what the claim measured": "measurement"}  # picker text -> Evidence field
+MAPS = {
+    "where the words match": "heatmap",
+    "what the similarity used": "attribution",
+    "what the claim measured": "measurement",
+}  # picker text -> Evidence field
 
 
 def patch_rgb(slide, xy_level0, size_level0: int, px: int = 64) -> np.ndarray:
@@ -46,7 +50,14 @@ class EvidenceView(QWidget):
         self.layer = None
         self.map = QComboBox()
         self.map.addItems(list(MAPS))
-        self.map.setToolTip("where the words match: the text heatmap (a reader's check);\nwhat the similarity used: gradient x input of the slide-sentence similarity (faithful: deleting its top patches lowers the similarity most);\nwhat the claim measured: each patch's probability of the class an extent or tissue claim was measured on (the words' map when the sentence has no such claim)")
+        self.map.setToolTip(
+            (
+                "where the words match: the text heatmap (a reader's check);\nwhat the similarity used: gradient "
+                "x input of the slide-sentence similarity (faithful: deleting its top patches lowers the similarity "
+                "most);\nwhat the claim measured: each patch's probability of the class an extent or tissue "
+                "claim was measured on (the words' map when the sentence has no such claim)"
+            )
+        )
         self.map.currentIndexChanged.connect(lambda _=0: self._reshow())
         self._shown = None  # (statement, slide layer) on display
         layout = QVBoxLayout(self)
@@ -60,15 +71,22 @@ class EvidenceView(QWidget):
             self.show(*self._shown)
 
     def _map(self, statement):
-        """The picked map of a statement (the words' map when it has not that one), its top patches, and what it shows."""
+        """The picked map of a statement (the words' map when it has not that one), its top patches,
+        and what it shows."""
         ev = statement.evidence
         field = MAPS[self.map.currentText()]
         picked = getattr(ev, field, None)
         if picked is None or picked is ev.heatmap:
-            missing = "" if field == "heatmap" else ("no measured claim in this sentence, so: " if field == "measurement" else "no attribution, so: ")
+            missing = (
+                ""
+                if field == "heatmap"
+                else ("no measured claim in this sentence, so: " if field == "measurement" else "no attribution, so: ")
+            )
             return ev.heatmap, ev.top_xy_level0, missing + "where the slide matches the words"
         top = picked.top_patches(len(ev.top_xy_level0))
-        what = "what the slide-sentence similarity used (gradient x input)" if picked is ev.attribution else picked.label
+        what = (
+            "what the slide-sentence similarity used (gradient x input)" if picked is ev.attribution else picked.label
+        )
         return picked, picked.xy_level0[top], what
 
     def show(self, statement, slide_layer) -> None:
@@ -84,7 +102,13 @@ class EvidenceView(QWidget):
         self.viewer.layers.selection.active = slide_layer
         flag = " (low support: check it)" if statement.flagged else ""
         basis = html.escape(statement.basis).replace("\n", "<br>")
-        self.label.setText(f"<b>support {statement.support:.0%}</b>{flag}: {html.escape(statement.text)}<br><small>{basis}<br>evidence: {what}, ranked over the slide's patches; top patches:</small>")
+        self.label.setText(
+            (
+                f"<b>support {statement.support:.0%}</b>{flag}: "
+                f"{html.escape(statement.text)}<br><small>{basis}<br>evidence: "
+                f"{what}, ranked over the slide's patches; top patches:</small>"
+            )
+        )
         for b in self.buttons:
             b.deleteLater()
         self.buttons = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.core.heatmap import Heatmap
 
 SMOOTH_FACTOR = 4  # raster pixels per patch side in the smoothed view
 HEATMAP_KEY = "pathalign_heatmap"  # layer.metadata key holding the Heatmap shown
@@ -40,7 +40,9 @@ def smoothed_image(image: np.ndarray, factor: int = SMOOTH_FACTOR) -> np.ndarray
     return out.astype(np.float32)
 
 
-def heatmap_layer_data(heatmap: Heatmap, slide_layer, smoothed: bool = False, colormap: str = "inferno", opacity: float = 0.55) -> tuple:
+def heatmap_layer_data(
+    heatmap: Heatmap, slide_layer, smoothed: bool = False, colormap: str = "inferno", opacity: float = 0.55
+) -> tuple:
     """(data, kwargs, 'image') aligned with ``slide_layer`` (its translate is added to the raster's)."""
     r = heatmap.raster()
     image, scale, translate = r.image, r.scale, r.translate

@@ -14,7 +14,12 @@ def tissue_layer_data(slide, mask, name: str) -> tuple:
     s = world_per_level0_px(slide)
     dy, dx = mask.downsample
     labels = mask.mask.astype(np.uint8) + 2 * mask.ink.astype(np.uint8)  # 1 tissue, 2 ink
-    kwargs = {"name": f"{name} tissue", "scale": (dy * s, dx * s), "opacity": 0.35, "metadata": {"tissue_fraction": mask.tissue_fraction}}
+    kwargs = {
+        "name": f"{name} tissue",
+        "scale": (dy * s, dx * s),
+        "opacity": 0.35,
+        "metadata": {"tissue_fraction": mask.tissue_fraction},
+    }
     return labels, kwargs, "labels"
 
 
@@ -30,6 +35,11 @@ def grid_layer_data(slide, grid, name: str) -> tuple:
         "border_color": "yellow",
         "border_width": 0.06,
         "features": {"tissue_fraction": grid.tissue_fraction},
-        "metadata": {"patch_size": grid.patch_size, "target_mpp": grid.target_mpp, "level": grid.level, "note": grid.note},
+        "metadata": {
+            "patch_size": grid.patch_size,
+            "target_mpp": grid.target_mpp,
+            "level": grid.level,
+            "note": grid.note,
+        },
     }
     return centres, kwargs, "points"

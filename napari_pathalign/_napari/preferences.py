@@ -1,9 +1,11 @@
-"""Make napari open slides with this plugin's lazy reader, without asking the user each time.
+"""Opt in to this plugin's lazy reader as napari's default for slide files: ``pathalign set-default-reader``.
 
 napari's built-in reader also claims ``*.svs`` and ``*.tif`` and loads level 0 eagerly (12 s and
-3.9 GB for a 40k x 30k slide), and with two candidate readers napari asks the user to choose. We
-record our reader as the preferred one for slide extensions, only where the user has not chosen
-a reader already: a user's own choice is never overwritten.
+3.9 GB for a 40k x 30k slide), and with two candidate readers napari asks the user to choose. A
+plugin must not change a user's persistent preferences unasked, so nothing here runs on its own:
+the user asks for it once (the command above, documented in the README), and even then only the
+slide patterns the user has not assigned a reader are recorded; a user's own choice is never
+overwritten. Without it napari asks which reader to use, and remembers the answer if told to.
 """
 
 from __future__ import annotations
@@ -22,8 +24,3 @@ def claim_slide_extensions() -> list[str]:
     if claimed:
         plugins.extension2reader = {**current, **{p: PLUGIN for p in claimed}}
     return claimed
-
-
-def activate(context=None) -> None:
-    """npe2 ``on_activate`` hook: runs when napari first uses any of this plugin's contributions."""
-    claim_slide_extensions()

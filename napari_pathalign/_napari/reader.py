@@ -37,12 +37,18 @@ def get_reader(path):
 
 
 def _napari_tiff_reader(path: Path, why: SlideError):
-    """A scientific TIFF that is not a brightfield slide: hand it to napari's own TIFF reader, and say so."""
-    from napari_builtins.io import napari_get_reader
+    """A scientific TIFF that is not a brightfield slide: hand it to napari's own TIFF reader (through npe2's
+    public ``read``, by plugin name: napari's internals may move), and say so."""
+    import npe2
 
-    reader = napari_get_reader(str(path))
-    if reader is None:
-        show_warning(f"PathAlign could not open this file: {why}")
-        return None
-    show_info(f"{path.name} is not a brightfield slide ({why}); opened with napari's built-in TIFF reader instead")
-    return reader
+    def read_with_napari(_path):
+        try:
+            layers = npe2.read([str(path)], stack=False, plugin_name="napari")
+        except ValueError as exc:  # npe2: no reader of that plugin could read it; napari shows this message
+            raise ValueError(
+                f"PathAlign could not open {path.name} ({why}), and napari's TIFF reader could not either: {exc}"
+            ) from None
+        show_info(f"{path.name} is not a brightfield slide ({why}); opened with napari's built-in TIFF reader instead")
+        return layers
+
+    return read_with_napari

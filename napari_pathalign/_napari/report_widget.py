@@ -13,12 +13,23 @@ from pathlib import Path
 import napari
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+)
 
-from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.dock import SlideDock, dock_links
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.slide_info import slide_of
-from napari_pathalign._napari.status_line import show_status
+from napari_pathalign.reporting.drafting import iter_draft, statements_at
 
 AUTOSAVE_MS = 1500  # an edit is on disk within 2 s
 DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p 0.9 (sampled)": {"top_p": 0.9}}
@@ -27,30 +38,28 @@ DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p
 @thread_worker
 def _draft(registry, slide, config, prompt):
     """Prepare the slide's analysis when needed, then stream the draft."""
-    from napari_pathalign.pipeline.generators import mapped
+    from napari_pathalign.core.generators import mapped
 
     analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
-    return (yield from mapped(analysis.iter_draft(config, prompt), lambda text: ("text", text)))
+    return (yield from mapped(iter_draft(analysis, config, prompt), lambda text: ("text", text)))
 
 
 def slide_key(slide) -> tuple[str, str]:
-    from napari_pathalign.pipeline.features import slide_fingerprint
+    from napari_pathalign.engine.features import slide_fingerprint
 
     return slide_fingerprint(slide.path), str(slide.path)
 
 
-class ReportWidget(QWidget):
-    def __init__(self, napari_viewer: napari.Viewer, store=None):
-        from napari_pathalign.pipeline.report_store import ReportStore
+class ReportWidget(SlideDock):
+    title = "Report"
 
-        super().__init__()
-        self.viewer = napari_viewer
-        self.registry = registry_of(napari_viewer)
+    def __init__(self, napari_viewer: napari.Viewer, store=None):
+        from napari_pathalign.reporting.report_store import ReportStore
+
+        super().__init__(napari_viewer)
         self.store = store if store is not None else ReportStore()
-        self.registry.report_widget = self  # the chat dock copies answers here
         self.draft = None  # the model's last Draft (its text is never lost under edits)
         self.layer = None  # the slide layer this report belongs to
-        self.worker = None
         self.dirty = False  # edited since the last saved version
         self.confirm = self._ask  # tests replace it
         self._watched = None  # the top-level window whose closing asks about unsaved edits
@@ -61,7 +70,9 @@ class ReportWidget(QWidget):
         self.draft_button, self.stop_button = QPushButton("Draft"), QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.case_button = QPushButton("Case report")
-        self.case_button.setToolTip("One report for the case: the reports of every open slide as lettered parts A., B., ... (layer order)")
+        self.case_button.setToolTip(
+            "One report for the case: the reports of every open slide as lettered parts A., B., ... (layer order)"
+        )
         self.editor = QPlainTextEdit()
         self.editor.setPlaceholderText("Press Draft, or type the report.")
         self.editor.setMinimumHeight(140)
@@ -73,8 +84,6 @@ class ReportWidget(QWidget):
         self.export_box = QComboBox()
         self.export_box.addItems(["Markdown (.md)", "JSON (.json)", "PDF (.pdf)"])
         self.export_button = QPushButton("Export ...")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         top = QHBoxLayout()
         for w in (self.decoding, self.draft_button, self.stop_button, self.case_button):
             top.addWidget(w)
@@ -85,7 +94,14 @@ class ReportWidget(QWidget):
         layout.addWidget(self.slide_label)
         layout.addLayout(top)
         layout.addWidget(self.editor, 3)
-        layout.addWidget(QLabel("Sentences (support: the chance the slide bears out each one's weakest claim; ⚠ = check it; hover for how):"))
+        layout.addWidget(
+            QLabel(
+                (
+                    "Sentences (support: the chance the slide bears out each one's weakest claim; ⚠ = check it; "
+                    "hover for how):"
+                )
+            )
+        )
         layout.addWidget(self.sentences, 2)
         layout.addWidget(self.evidence)
         layout.addLayout(bottom)
@@ -102,22 +118,22 @@ class ReportWidget(QWidget):
         self.save_button.clicked.connect(lambda: self.save_version("edit"))
         self.export_button.clicked.connect(self._export_dialog)
         self.sentences.itemClicked.connect(lambda item: self.show_evidence(self.sentences.row(item)))
-        self.viewer.layers.selection.events.active.connect(self._layer_changed)
-        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.add_mouse_callback(self._on_click)
+        links = dock_links(self.registry)  # the Chat dock sends answers here
+        links.text_for_report.connect(self.editor.appendPlainText)
+        links.report_docks += 1
+        self._links = links
         self.here = QLabel("")  # evidence the other way: what the draft says about the clicked place
         self.here.setWordWrap(True)
         layout.insertWidget(layout.indexOf(self.evidence) + 1, self.here)
         self._streaming = False
-        self._layer_changed()
+        self.follow_slide_selection()
 
     # ------------------------------------------------------------------ slide and store
-    def _say(self, text: str, error: bool = False):
-        show_status(self.status, text, error, "Report")
-
     def _ask(self, question: str) -> bool:
         return QMessageBox.question(self, "Report", question) == QMessageBox.Yes
 
-    def _layer_changed(self, *_):
+    def layer_changed(self, *_):
         layer = self.viewer.layers.selection.active
         if slide_of(layer) is None or layer is self.layer or self._streaming:
             return
@@ -131,23 +147,30 @@ class ReportWidget(QWidget):
 
     def restore(self):
         """The slide's last text (autosave or version) into the editor, saying what was restored."""
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         fp, _ = slide_key(slide_of(self.layer))
         try:
             report = self.store.load(fp)
         except ReportStoreError as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             report = None
         text = self.store.latest_text(fp) if report is not None else None
         self._set_text(text or "")
         self.dirty = False
-        message = getattr(report, "restored_message", "") if report is not None else (getattr(self.store, "last_message", "") or "")
+        message = (
+            getattr(report, "restored_message", "")
+            if report is not None
+            else (getattr(self.store, "last_message", "") or "")
+        )
         if report is None and not message:
             older = [f for f in self.store.find_by_path(slide_of(self.layer).path) if f != fp]
             if older:
-                message = f"This slide's file has changed since its report was written (the report is kept under fingerprint {older[0]}, not shown for the new content)."
-        self._say(message or "No saved report for this slide yet.")
+                message = (
+                    "This slide's file has changed since its report was written (the report is kept under fingerprint "
+                    f"{older[0]}, not shown for the new content)."
+                )
+        self.say(message or "No saved report for this slide yet.")
 
     def _set_text(self, text: str):
         self.editor.blockSignals(True)
@@ -161,7 +184,7 @@ class ReportWidget(QWidget):
         self.autosave_timer.start()
 
     def autosave(self):
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         if self.layer is None or not self.dirty:
             return
@@ -169,22 +192,22 @@ class ReportWidget(QWidget):
         try:
             self.store.autosave(fp, path, self.editor.toPlainText())
         except ReportStoreError as exc:
-            self._say(f"Could not autosave ({exc}); the text stays in the editor.", error=True)
+            self.say(f"Could not autosave ({exc}); the text stays in the editor.", error=True)
 
     def save_version(self, kind: str = "edit"):
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         if self.layer is None:
-            self._say("Select a slide layer first.", error=True)
+            self.say("Select a slide layer first.", error=True)
             return False
         fp, path = slide_key(slide_of(self.layer))
         try:
             self.store.add_version(fp, path, kind, self.editor.toPlainText(), "user")
         except ReportStoreError as exc:
-            self._say(f"Not saved: {exc}. The text stays in the editor.", error=True)
+            self.say(f"Not saved: {exc}. The text stays in the editor.", error=True)
             return False
         self.dirty = False
-        self._say("Accepted and saved." if kind == "accepted" else "Version saved.")
+        self.say("Accepted and saved." if kind == "accepted" else "Version saved.")
         return True
 
     def has_unsaved_changes(self) -> bool:
@@ -195,8 +218,8 @@ class ReportWidget(QWidget):
         as lettered parts in layer order, put in the editor (unsaved: Save version keeps it)."""
         import re
 
-        from napari_pathalign.pipeline.drafting import case_report
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.drafting import case_report
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         parts = []
         for layer in self.viewer.layers:
@@ -204,27 +227,49 @@ class ReportWidget(QWidget):
             if slide is None:
                 continue
             try:
-                text = self.editor.toPlainText() if layer is self.layer else (self.store.latest_text(slide_key(slide)[0]) or "")
+                text = (
+                    self.editor.toPlainText()
+                    if layer is self.layer
+                    else (self.store.latest_text(slide_key(slide)[0]) or "")
+                )
             except ReportStoreError as exc:
-                self._say(f"{layer.name}: {exc}", error=True)
+                self.say(f"{layer.name}: {exc}", error=True)
                 return None
             text = re.sub(r"^\s*final diagnosis:\s*", "", text, flags=re.IGNORECASE).strip()
             if text:
                 parts.append((layer.name, text))
         if len(parts) < 2:
-            self._say("A case report needs the reports of at least two open slides: draft (or write) each slide's report first.", error=True)
+            self.say(
+                (
+                    "A case report needs the reports of at least two open slides: draft (or write) each slide's "
+                    "report first."
+                ),
+                error=True,
+            )
             return None
         if len(parts) > 26:
-            self._say(f"A case report has parts A. to Z.; {len(parts)} open slides have reports. Close the ones that are not of this case.", error=True)
+            self.say(
+                (
+                    f"A case report has parts A. to Z.; {len(parts)} open slides have reports. Close the ones that "
+                    "are not of this case."
+                ),
+                error=True,
+            )
             return None
         if self.dirty:
             self.autosave()  # this slide's own text stays in the store
-        if self.editor.toPlainText().strip() and not self.confirm("Replace the text in the editor with the case report? (this slide's text stays in the store)"):
+        if self.editor.toPlainText().strip() and not self.confirm(
+            "Replace the text in the editor with the case report? (this slide's text stays in the store)"
+        ):
             return None
         text = case_report([(chr(65 + k), t) for k, (_, t) in enumerate(parts)])
         self.editor.setPlainText(text)  # an edit: autosaved, and Save version keeps it with this slide
         self.sentences.clear()
-        self._say("Case report: " + "; ".join(f"{chr(65 + k)}. {name}" for k, (name, _) in enumerate(parts)) + ". Save a version to keep it.")
+        self.say(
+            "Case report: "
+            + "; ".join(f"{chr(65 + k)}. {name}" for k, (name, _) in enumerate(parts))
+            + ". Save a version to keep it."
+        )
         return text
 
     def before_close(self) -> None:
@@ -253,6 +298,10 @@ class ReportWidget(QWidget):
 
     def closeEvent(self, event):  # noqa: N802 (Qt)
         self.before_close()
+        if self._links is not None:
+            self._links.text_for_report.disconnect(self.editor.appendPlainText)
+            self._links.report_docks -= 1
+            self._links = None
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ drafting
@@ -261,9 +310,15 @@ class ReportWidget(QWidget):
 
         layer = self.layer
         if layer is None:
-            self._say("Select a slide layer opened by PathAlign first.", error=True)
+            self.say("Select a slide layer opened by PathAlign first.", error=True)
             return None
-        if self.editor.toPlainText().strip() and self.dirty and not self.confirm("Drafting replaces the text in the editor (your edits stay in the store as an autosave). Draft anyway?"):
+        if (
+            self.editor.toPlainText().strip()
+            and self.dirty
+            and not self.confirm(
+                "Drafting replaces the text in the editor (your edits stay in the store as an autosave). Draft anyway?"
+            )
+        ):
             return None
         if self.dirty:
             self.autosave()
@@ -272,20 +327,16 @@ class ReportWidget(QWidget):
         worker = _draft(self.registry, slide, config, "Final diagnosis:", _ignore_errors=True)
         worker.yielded.connect(self._on_yield)
         worker.returned.connect(lambda d, layer=layer: self._on_draft(layer, d))
-        worker.errored.connect(lambda exc: self._say(f"Draft failed: {exc}", error=True))
-        worker.aborted.connect(lambda: self._say("Stopped: the partial draft is in the editor and not saved as a version."))
+        worker.errored.connect(lambda exc: self.say(f"Draft failed: {exc}", error=True))
+        worker.aborted.connect(
+            lambda: self.say("Stopped: the partial draft is in the editor and not saved as a version.")
+        )
         worker.finished.connect(self._finished)
         self._streaming = True
         self.draft_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.editor.setReadOnly(True)
-        worker.start()
-        self.worker = worker
-        return worker
-
-    def stop(self, *_):
-        if self.worker is not None:
-            self.worker.quit()
+        return self.start_worker(worker)
 
     def _on_yield(self, item):
         kind, value = item
@@ -301,7 +352,7 @@ class ReportWidget(QWidget):
         self.stop_button.setEnabled(False)
 
     def _on_draft(self, layer, draft):
-        from napari_pathalign.pipeline.report_store import ReportStoreError
+        from napari_pathalign.reporting.report_store import ReportStoreError
 
         self.draft = draft
         if layer is not self.layer:
@@ -320,7 +371,10 @@ class ReportWidget(QWidget):
             saved = f"NOT saved ({exc})"
         flagged = sum(s.flagged for s in draft.sentences)
         warn = bool(getattr(draft.in_distribution, "warn", False))
-        self._say(f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip(), error=warn)
+        self.say(
+            f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip(),
+            error=warn,
+        )
         self.dirty = False
 
     def show_evidence(self, row: int):
@@ -336,13 +390,19 @@ class ReportWidget(QWidget):
         analysis = self.registry.get(slide_of(layer)) if layer is not None else None
         if analysis is None or not analysis.ready or not analysis.statements:
             return
-        found = analysis.statements_at(level0_of_world(layer, event.position))
+        found = statements_at(analysis, level0_of_world(layer, event.position))
         if found is None:
             self.here.setText("")
             return
         lines = [f"{v:.0%} · {s.text}" for s, v in found.statements[:3]]
         classes = ", ".join(f"{c} {p:.0%}" for c, p in found.class_probabilities.items())
-        self.here.setText(f"<b>At patch ({found.xy_level0[0]}, {found.xy_level0[1]})</b> ({classes}); the statements it supports most:<br>" + "<br>".join(lines))
+        self.here.setText(
+            (
+                f"<b>At patch ({found.xy_level0[0]}, {found.xy_level0[1]})</b> ({classes}); the statements "
+                "it supports most:<br>"
+            )
+            + "<br>".join(lines)
+        )
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path) -> Path | None:
@@ -351,7 +411,7 @@ class ReportWidget(QWidget):
         overwrite = False
         if path.exists():
             if not self.confirm(f"{path} exists. Replace it?"):
-                self._say(f"Not exported: {path} was kept.")
+                self.say(f"Not exported: {path} was kept.")
                 return None
             overwrite = True
         text = self.editor.toPlainText()
@@ -367,13 +427,15 @@ class ReportWidget(QWidget):
                 writer = write_report_json if path.suffix.lower() == ".json" else write_report_markdown
                 writer(text, d["provenance"], d["sentences"], path, overwrite=overwrite)
         except (ValueError, OSError) as exc:
-            self._say(f"Export failed: {exc}", error=True)
+            self.say(f"Export failed: {exc}", error=True)
             return None
-        self._say(f"Exported {path}")
+        self.say(f"Exported {path}")
         return path
 
     def _export_dialog(self, *_):
         suffix = [".md", ".json", ".pdf"][self.export_box.currentIndex()]
-        name, _ = QFileDialog.getSaveFileName(self, "Export report", f"report{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite)
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export report", f"report{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite
+        )
         if name:
             self.export(name if name.endswith(suffix) else name + suffix)

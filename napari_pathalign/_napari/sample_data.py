@@ -23,5 +23,7 @@ def cmu1_small_region() -> list[tuple]:
 def demo_lymph_node() -> list[tuple]:
     path = files("napari_pathalign.resources") / DEMO_SLIDE
     if not path.is_file():
-        raise FileNotFoundError(f"the demo slide {DEMO_SLIDE} is not in this installation; run scripts/train_embedded_model.py --ship")
+        raise FileNotFoundError(
+            f"the demo slide {DEMO_SLIDE} is not in this installation; run scripts/train_embedded_model.py --ship"
+        )
     return slide_layer_data(open_slide(str(path)))

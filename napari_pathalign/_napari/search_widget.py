@@ -1,7 +1,7 @@
 """Dock "Similar cases": search a slide library by the current slide, a drawn shape or the current
 view, or by text; show hits with thumbnails, open one beside the slide with the matched region.
 
-Thin: the library (``index.Library``) and the query vectors (``pipeline.similar``) do the work in
+Thin: the library (``index.Library``) and the query vectors (``engine.similar``) do the work in
 ``thread_worker``s; this file gathers input and turns ``Hit``s into a list and layers.
 """
 
@@ -28,13 +28,11 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
-from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.slide_geometry import query_polygon
 from napari_pathalign._napari.slide_info import slide_of
-from napari_pathalign._napari.status_line import show_status
 
 MODES = ["current slide", "selected shape or current view", "text"]
 GAP_UM = 200.0  # space between the current slide and an opened hit
@@ -42,9 +40,9 @@ GAP_UM = 200.0  # space between the current slide and an opened hit
 
 @thread_worker
 def _search(registry, library, mode, slide, polygon, text, k, filters):
-    from napari_pathalign.pipeline.analysis import default_cache_dir
-    from napari_pathalign.pipeline.library_build import model_identity
-    from napari_pathalign.pipeline.similar import locate_region, slide_query, text_vector
+    from napari_pathalign.engine.features import default_cache_dir
+    from napari_pathalign.engine.library_build import model_identity
+    from napari_pathalign.engine.similar import locate_region, slide_query, text_vector
 
     yield "Loading the retrieval model ..."
     info = library.info()
@@ -67,9 +65,9 @@ def _search(registry, library, mode, slide, polygon, text, k, filters):
 
 @thread_worker
 def _add_slide(registry, library, slide):
-    from napari_pathalign.pipeline.analysis import default_cache_dir
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.pipeline.library_build import model_identity, slide_record
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import default_cache_dir
+    from napari_pathalign.engine.library_build import model_identity, slide_record
 
     yield "Loading the retrieval model ..."
     model = registry.model(library.info().model, "auto")
@@ -80,14 +78,13 @@ def _add_slide(registry, library, slide):
     return library.add([record])[0]
 
 
-class SearchWidget(QWidget):
+class SearchWidget(SlideDock):
+    title = "Similar cases"
+
     def __init__(self, napari_viewer: napari.Viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.registry = registry_of(napari_viewer)
+        super().__init__(napari_viewer)
         self.library = None
         self.hits: list = []
-        self.worker = None
         self.library_label = QLabel("No library open.")
         self.library_label.setWordWrap(True)
         open_button, new_button = QPushButton("Open library ..."), QPushButton("New library ...")
@@ -111,8 +108,6 @@ class SearchWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.vote = QLabel("")
         self.vote.setWordWrap(True)
         self.results = QListWidget()
@@ -154,9 +149,6 @@ class SearchWidget(QWidget):
         self._educator_changed(False)
 
     # ------------------------------------------------------------------ library
-    def _say(self, text: str, error: bool = False) -> None:
-        show_status(self.status, text, error, "Similar cases")
-
     def _choose_library(self, create: bool):
         folder = QFileDialog.getExistingDirectory(self, "New library folder (empty)" if create else "Library folder")
         if folder:
@@ -168,19 +160,21 @@ class SearchWidget(QWidget):
         try:
             library = Library.open(folder)
         except (LibraryError, OSError) as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             return None
         return self._use(library)
 
     def create_library(self, folder, model: str = "embedded-r"):
+        from napari_pathalign.engine.library_build import model_identity
         from napari_pathalign.index import Library, LibraryError
-        from napari_pathalign.pipeline.library_build import model_identity
 
         try:
             m = self.registry.model(model, "auto")
-            library = Library.create(folder, **model_identity(m, self.registry.encoder(m.cfg.patch_encoder, None, "auto")))
+            library = Library.create(
+                folder, **model_identity(m, self.registry.encoder(m.cfg.patch_encoder, None, "auto"))
+            )
         except (LibraryError, ValueError, OSError) as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             return None
         return self._use(library)
 
@@ -189,8 +183,13 @@ class SearchWidget(QWidget):
             self.library.close()
         self.library = library
         info = library.info()
-        self.library_label.setText(f"<b>{Path(info.path).name}</b>: {info.count} slides, {info.reports_count} reports; {info.model} ({info.index_type})")
-        self._say(library.repaired or "")
+        self.library_label.setText(
+            (
+                f"<b>{Path(info.path).name}</b>: {info.count} slides, {info.reports_count} reports; {info.model} "
+                f"({info.index_type})"
+            )
+        )
+        self.say(library.repaired or "")
         return library
 
     # ------------------------------------------------------------------ queries
@@ -202,41 +201,60 @@ class SearchWidget(QWidget):
 
     def search(self, *_):
         if self.library is None:
-            self._say("Open or create a library first.", error=True)
+            self.say("Open or create a library first.", error=True)
             return None
         mode = self.mode.currentText()
         layer = self._slide_layer()
         if mode != "text" and layer is None:
-            self._say("Select a slide layer opened by PathAlign (or search by text).", error=True)
+            self.say("Select a slide layer opened by PathAlign (or search by text).", error=True)
             return None
         if mode == "text" and not self.text.text().strip():
-            self._say("Type a text to search for.", error=True)
+            self.say("Type a text to search for.", error=True)
             return None
         polygon = query_polygon(self.viewer, layer) if mode.startswith("selected") else None
-        filters = {k: w.text().strip() for k, w in (("label", self.filter_label), ("site", self.filter_site), ("report_contains", self.filter_report)) if w.text().strip()}
+        filters = {
+            k: w.text().strip()
+            for k, w in (
+                ("label", self.filter_label),
+                ("site", self.filter_site),
+                ("report_contains", self.filter_report),
+            )
+            if w.text().strip()
+        }
         self.hits = []
         self._render()  # a failed search must not leave the previous hits looking like its answer
-        worker = _search(self.registry, self.library, mode, slide_of(layer) if layer else None, polygon, self.text.text(), self.k.value(), filters, _ignore_errors=True)
+        worker = _search(
+            self.registry,
+            self.library,
+            mode,
+            slide_of(layer) if layer else None,
+            polygon,
+            self.text.text(),
+            self.k.value(),
+            filters,
+            _ignore_errors=True,
+        )
         self.query_layer = layer
         return self._start(worker, self._show_hits)
 
     def add_current_slide(self, *_):
         layer = self._slide_layer()
         if self.library is None or layer is None:
-            self._say("Open a library and select a slide layer first.", error=True)
+            self.say("Open a library and select a slide layer first.", error=True)
             return None
-        return self._start(_add_slide(self.registry, self.library, slide_of(layer), _ignore_errors=True), lambda row: (self._use(self.library), self._say(f"Added {layer.name} (row {row}).")))
+        return self._start(
+            _add_slide(self.registry, self.library, slide_of(layer), _ignore_errors=True),
+            lambda row: (self._use(self.library), self.say(f"Added {layer.name} (row {row}).")),
+        )
 
     def _start(self, worker, on_done):
-        worker.yielded.connect(lambda msg: self._say(str(msg)))
+        worker.yielded.connect(lambda msg: self.say(str(msg)))
         worker.returned.connect(on_done)
-        worker.errored.connect(lambda exc: self._say(str(exc), error=True))
-        worker.aborted.connect(lambda: self._say("Cancelled."))
+        worker.errored.connect(lambda exc: self.say(str(exc), error=True))
+        worker.aborted.connect(lambda: self.say("Cancelled."))
         worker.finished.connect(lambda: self._busy(False))
         self._busy(True)
-        worker.start()
-        self.worker = worker
-        return worker
+        return self.start_worker(worker)
 
     def _busy(self, busy: bool):
         self.search_button.setEnabled(not busy)
@@ -244,16 +262,14 @@ class SearchWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         self.progress.setVisible(busy)
 
-    def cancel(self, *_):
-        if self.worker is not None:
-            self.worker.quit()
+    cancel = SlideDock.stop  # the Cancel button
 
     # ------------------------------------------------------------------ results
     def _show_hits(self, hits):
         self.hits = hits
         self.revealed = False
         self._render()
-        self._say(f"{len(hits)} hits." if hits else "No hits: the library is empty or no slide matches the filters.")
+        self.say(f"{len(hits)} hits." if hits else "No hits: the library is empty or no slide matches the filters.")
 
     def _educator_changed(self, on: bool):
         self.reveal_button.setVisible(on)
@@ -271,7 +287,11 @@ class SearchWidget(QWidget):
         hidden = self.educator.isChecked() and not self.revealed
         for h in self.hits:
             where = f"\nmatches at x,y,w,h = {h.region_xywh}" if h.region_xywh else ""
-            about = "label and report hidden (educator mode)" if hidden else f"{h.label or 'no label'} · {(h.report or 'no report').replace(chr(10), ' ')[:110]}"
+            about = (
+                "label and report hidden (educator mode)"
+                if hidden
+                else f"{h.label or 'no label'} · {(h.report or 'no report').replace(chr(10), ' ')[:110]}"
+            )
             item = QListWidgetItem(f"{h.rank}. {Path(h.path).name}  score {h.score:.3f}\n{about}{where}")
             if h.thumbnail_png:
                 pix = QPixmap()
@@ -283,7 +303,9 @@ class SearchWidget(QWidget):
         if hidden or label is None:
             self.vote.setText("Suggested diagnosis: hidden until Reveal." if hidden and label else "")
         else:
-            self.vote.setText(f"Suggested (majority of the top {len(self.hits)}): <b>{label}</b>, agreement {agreement:.0%}")
+            self.vote.setText(
+                f"Suggested (majority of the top {len(self.hits)}): <b>{label}</b>, agreement {agreement:.0%}"
+            )
 
     def open_hit(self, row: int):
         """Open a hit's slide to the right of the current one (both in µm), its matched region outlined."""
@@ -294,7 +316,7 @@ class SearchWidget(QWidget):
         try:
             slide = open_slide(hit.path)
         except (SlideError, OSError) as exc:
-            self._say(f"Cannot open {hit.path}: {exc}", error=True)
+            self.say(f"Cannot open {hit.path}: {exc}", error=True)
             return None
         data, kwargs, _ = slide_layer_data(slide, name=f"hit {hit.rank}: {Path(hit.path).name}")[0]
         current = getattr(self, "query_layer", None) or self._slide_layer()
@@ -305,6 +327,14 @@ class SearchWidget(QWidget):
             x, y, w, h = hit.region_xywh
             corners = np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], float) - 0.5  # level-0 (row, col)
             world = np.array([layer.data_to_world(c) for c in corners])
-            self.viewer.add_shapes([world], shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=max(w, h) * (slide.mpp or 1) / 40, units=tuple(layer.units), name=f"hit {hit.rank}: matched region")
+            self.viewer.add_shapes(
+                [world],
+                shape_type="rectangle",
+                edge_color="cyan",
+                face_color="transparent",
+                edge_width=max(w, h) * (slide.mpp or 1) / 40,
+                units=tuple(layer.units),
+                name=f"hit {hit.rank}: matched region",
+            )
         self.viewer.layers.selection.active = layer
         return layer

@@ -26,5 +26,10 @@ def query_polygon(viewer, slide_layer) -> np.ndarray:
         h, w = viewer.canvas.size if hasattr(viewer, "canvas") else (600, 800)
         cy, cx = viewer.camera.center[-2:]
         z = viewer.camera.zoom
-        world = [(cy - h / 2 / z, cx - w / 2 / z), (cy - h / 2 / z, cx + w / 2 / z), (cy + h / 2 / z, cx + w / 2 / z), (cy + h / 2 / z, cx - w / 2 / z)]
+        world = [
+            (cy - h / 2 / z, cx - w / 2 / z),
+            (cy - h / 2 / z, cx + w / 2 / z),
+            (cy + h / 2 / z, cx + w / 2 / z),
+            (cy + h / 2 / z, cx - w / 2 / z),
+        ]
     return np.array([level0_of_world(slide_layer, p) for p in world])

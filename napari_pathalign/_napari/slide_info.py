@@ -63,7 +63,9 @@ class SlideInfoWidget(QWidget):
         added, x = [], right + gap
         for name, image in slide.associated.items():
             s = (bottom - top) / image.shape[0]  # associated images have no calibrated scale
-            new = self.viewer.add_image(image, rgb=True, name=f"{layer.name} [{name}]", scale=(s, s), translate=(top, x), units=layer.units)
+            new = self.viewer.add_image(
+                image, rgb=True, name=f"{layer.name} [{name}]", scale=(s, s), translate=(top, x), units=layer.units
+            )
             added.append(new)
             x += image.shape[1] * s + gap
         self.viewer.layers.selection.active = layer

@@ -46,9 +46,21 @@ class AttentionPanel(QWidget):
         self.weight_text = QLineEdit("metastatic carcinoma")
         self.show_button = QPushButton("Show attention")
         form = QFormLayout()
-        for label, w in (("mode", self.mode), ("layer", self.layer), ("head", self.head), ("query", self.query), ("combine", self.reduce), ("text", self.weight_text)):
+        for label, w in (
+            ("mode", self.mode),
+            ("layer", self.layer),
+            ("head", self.head),
+            ("query", self.query),
+            ("combine", self.reduce),
+            ("text", self.weight_text),
+        ):
             form.addRow(label, w)
-        self.note = QLabel("The mean of all queries mixes queries that encode different things; the text-weighted map weights each query by how much it matches the text.")
+        self.note = QLabel(
+            (
+                "The mean of all queries mixes queries that encode different things; the text-weighted map "
+                "weights each query by how much it matches the text."
+            )
+        )
         self.note.setWordWrap(True)
         self.gallery = QGridLayout()
         self.gallery.setSpacing(2)
@@ -102,7 +114,13 @@ class AttentionPanel(QWidget):
 
     def request(self) -> dict:
         weighted = self.mode.currentIndex() == 1
-        return {"layer": self._pick(self.layer), "head": self._pick(self.head), "query": None if weighted else self._pick(self.query), "reduce": self.reduce.currentText(), "text": self.weight_text.text() if weighted else None}
+        return {
+            "layer": self._pick(self.layer),
+            "head": self._pick(self.head),
+            "query": None if weighted else self._pick(self.query),
+            "reduce": self.reduce.currentText(),
+            "text": self.weight_text.text() if weighted else None,
+        }
 
     def _emit(self, *_):
         self.show_requested.emit(self.request())
@@ -124,7 +142,12 @@ class TextPanel(QWidget):
             b.setFlat(True)
             b.clicked.connect(lambda _=False, p=phrase: (self.text.setText(p), self._emit()))
             quick.addWidget(b)
-        note = QLabel("Per patch: similarity of its neighbourhood (3 x 3 patches, generation model's Q-Former) to the phrase, minus its mean similarity to other tissue phrases.")
+        note = QLabel(
+            (
+                "Per patch: similarity of its neighbourhood (3 x 3 patches, generation model's Q-Former) to "
+                "the phrase, minus its mean similarity to other tissue phrases."
+            )
+        )
         note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.text)

@@ -28,14 +28,17 @@ from qtpy.QtWidgets import (
     QSlider,
     QTabWidget,
     QVBoxLayout,
-    QWidget,
 )
 
-from napari_pathalign._napari.analysis_registry import registry_of
-from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY, colorbar_rgb, contrast_limits, heatmap_layer_data, thumbnail_rgb
+from napari_pathalign._napari.dock import SlideDock
+from napari_pathalign._napari.heatmap_layers import (
+    colorbar_rgb,
+    contrast_limits,
+    heatmap_layer_data,
+    thumbnail_rgb,
+)
 from napari_pathalign._napari.slide_geometry import level0_of_world
 from napari_pathalign._napari.slide_info import slide_of
-from napari_pathalign._napari.status_line import show_status
 from napari_pathalign._napari.workspace_panels import AttentionPanel, TextPanel, ZeroShotPanel, pixmap_of
 
 MODELS = ["embedded", "embedded-r"]
@@ -43,8 +46,9 @@ COLORMAPS = ["inferno", "viridis", "magma", "turbo", "plasma", "red"]
 
 
 @thread_worker
-def _prepare(registry, slide, model, retrieval, encoder, weights, device):
-    from napari_pathalign.pipeline.analysis import Progress, SlideAnalysis
+def _analyse_worker(registry, slide, model, retrieval, encoder, weights, device):
+    from napari_pathalign.core.progress import Progress
+    from napari_pathalign.engine.analysis import SlideAnalysis
 
     yield Progress("models", 0, 3, "Loading the models ...")
     g = registry.model(model, device)
@@ -73,15 +77,14 @@ def _compute(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-class WorkspaceWidget(QWidget):
-    def __init__(self, napari_viewer: napari.Viewer):
-        from napari_pathalign.models.encoders import available_encoders
-        from napari_pathalign.pipeline.zero_shot import load_class_sets
+class WorkspaceWidget(SlideDock):
+    title = "PathAlign"
 
-        super().__init__()
-        self.viewer = napari_viewer
-        self.registry = registry_of(napari_viewer)
-        self.worker = None
+    def __init__(self, napari_viewer: napari.Viewer):
+        from napari_pathalign.engine.zero_shot import load_class_sets
+        from napari_pathalign.models.encoders import available_encoders
+
+        super().__init__(napari_viewer)
         self.job_layer = None  # the slide layer the running Analyse belongs to
         self.heatmap_layer = None  # the layer showing the current heatmap
         self.confirm_overwrite = self._ask_overwrite  # tests replace it
@@ -105,8 +108,6 @@ class WorkspaceWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         form = QFormLayout()
         form.addRow("generation model", self.model)
         form.addRow("retrieval model", self.retrieval)
@@ -121,7 +122,11 @@ class WorkspaceWidget(QWidget):
         self.text = TextPanel()
         self.zero_shot = ZeroShotPanel(sets, default)
         self.tabs = QTabWidget()
-        for panel, title in ((self.attention, "Attention"), (self.text, "Text → region"), (self.zero_shot, "Zero-shot")):
+        for panel, title in (
+            (self.attention, "Attention"),
+            (self.text, "Text → region"),
+            (self.zero_shot, "Zero-shot"),
+        ):
             scroll = QScrollArea()  # the dock fits a laptop screen; long panels scroll
             scroll.setWidgetResizable(True)
             scroll.setWidget(panel)
@@ -179,13 +184,12 @@ class WorkspaceWidget(QWidget):
         self.colormap.currentTextChanged.connect(self._restyle)
         self.smoothed.toggled.connect(self._restyle)
         self.opacity.valueChanged.connect(self._set_opacity)
-        self.viewer.layers.selection.events.active.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._layer_removed)
-        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.connect_viewer(self.viewer.layers.events.removed, self._layer_removed)
+        self.add_mouse_callback(self._on_click)
         self.current = None  # the raw Heatmap shown
         self.last_zero_shot = None
         self._last_status = 0.0  # time of the last progress text (Qt repaints the dock on each)
-        self._refresh()
+        self.follow_slide_selection()
         self.warm_up = _warm_up(self.registry, "auto", _ignore_errors=True)  # a failure shows at Analyse instead
         self.warm_up.start()
 
@@ -204,7 +208,7 @@ class WorkspaceWidget(QWidget):
         layer = self.slide_layer
         return self.registry.get(slide_of(layer)) if layer is not None else None
 
-    def _refresh(self, *_):
+    def layer_changed(self, *_):
         layer = self.slide_layer
         if layer is None:
             self.slide_label.setText("Select a slide layer opened by PathAlign.")
@@ -223,9 +227,6 @@ class WorkspaceWidget(QWidget):
         self.analyse_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
 
-    def _say(self, text: str, error: bool = False) -> None:
-        show_status(self.status, text, error, "PathAlign")
-
     # ------------------------------------------------------------------ Analyse
     def _browse_model(self, *_):
         folder = QFileDialog.getExistingDirectory(self, "PathAlign checkpoint folder")
@@ -236,36 +237,47 @@ class WorkspaceWidget(QWidget):
         layer = self.slide_layer
         slide = slide_of(layer)
         if slide is None:
-            self._say("Select a slide layer opened by PathAlign first.", error=True)
+            self.say("Select a slide layer opened by PathAlign first.", error=True)
             return None
         if slide.mpp is None:
-            self._say(f"{layer.name} has no microns-per-pixel metadata ({slide.mpp_source}); PathAlign places patches in µm and cannot analyse it. Re-export the slide with its resolution.", error=True)
+            self.say(
+                (
+                    f"{layer.name} has no microns-per-pixel metadata ({slide.mpp_source}); PathAlign places patches "
+                    "in µm and cannot analyse it. Re-export the slide with its resolution."
+                ),
+                error=True,
+            )
             return None
         retrieval = self.retrieval.currentText()
         retrieval = None if retrieval.startswith("(same") else retrieval
         weights = self.weights.text().strip() or None
-        worker = _prepare(self.registry, slide, self.model.currentText(), retrieval, self.encoder.currentText(), weights, "auto", _ignore_errors=True)
+        worker = _analyse_worker(
+            self.registry,
+            slide,
+            self.model.currentText(),
+            retrieval,
+            self.encoder.currentText(),
+            weights,
+            "auto",
+            _ignore_errors=True,
+        )
         self.job_layer = layer
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda a, layer=layer: self._on_ready(layer, a))
-        worker.errored.connect(lambda exc: self._say(f"Analyse failed: {exc}", error=True))
+        worker.errored.connect(lambda exc: self.say(f"Analyse failed: {exc}", error=True))
         worker.aborted.connect(lambda layer=layer: self._on_aborted(layer))
         worker.finished.connect(lambda: (self._busy(False), setattr(self, "job_layer", None)))
         self._busy(True)
         self.progress.setValue(0)
-        worker.start()
-        self.worker = worker
-        return worker
+        return self.start_worker(worker)
 
-    def cancel(self, *_):
-        if self.worker is not None:
-            self.worker.quit()
+    cancel = SlideDock.stop  # the Cancel button
 
     def _on_aborted(self, layer):
         if layer not in self.viewer.layers:
-            self._say(f"{layer.name} was closed: its analysis was cancelled.")
+            self.say(f"{layer.name} was closed: its analysis was cancelled.")
         else:
-            self._say("Cancelled: nothing was kept (the feature cache is written only when a slide is complete).")
+            self.say("Cancelled: nothing was kept (the feature cache is written only when a slide is complete).")
 
     def _on_progress(self, p):
         import time
@@ -279,14 +291,14 @@ class WorkspaceWidget(QWidget):
 
     def _on_ready(self, layer, analysis):
         if layer not in self.viewer.layers:
-            self._say("The slide layer was closed while it was being analysed; the result was dropped.")
+            self.say("The slide layer was closed while it was being analysed; the result was dropped.")
             return
         self.registry.put(slide_of(layer), analysis)
         n = len(analysis.features.features)
-        self._say(f"{layer.name}: {n} patches analysed on {analysis.device_info}.")
+        self.say(f"{layer.name}: {n} patches analysed on {analysis.device_info}.")
         self.progress.setValue(self.progress.maximum())
         self.attention.set_gallery(getattr(analysis, "gallery", []))
-        self._refresh()
+        self.layer_changed()
 
     def _layer_removed(self, event):
         layer = event.value
@@ -298,50 +310,50 @@ class WorkspaceWidget(QWidget):
                 self.viewer.layers.remove(other)
         if layer is self.heatmap_layer:
             self.heatmap_layer = None
-        self._refresh()
+        self.layer_changed()
 
     # ------------------------------------------------------------------ maps
     def _show(self, fn, *args, **kwargs):
         """Compute a heatmap in the GUI thread (cheap: numpy over cached results) and show it."""
         if self.analysis is None or not self.analysis.ready:
-            self._say("Press Analyse first.", error=True)
+            self.say("Press Analyse first.", error=True)
             return None
         try:
             heatmap = fn(*args, **kwargs)
         except ValueError as exc:
-            self._say(str(exc), error=True)
+            self.say(str(exc), error=True)
             return None
         return self.show_heatmap(heatmap)
 
     def show_text(self, text: str):
         a = self.analysis
         if a is None or not a.ready:
-            self._say("Press Analyse first.", error=True)
+            self.say("Press Analyse first.", error=True)
             return None
         if not text.strip():
-            self._say("Type a phrase first, e.g. 'metastatic carcinoma'.", error=True)
+            self.say("Type a phrase first, e.g. 'metastatic carcinoma'.", error=True)
             return None
         worker = _compute(a.text_heatmap, text, _ignore_errors=True)  # encodes the text: keep it off the GUI thread
         worker.returned.connect(self.show_heatmap)
-        worker.errored.connect(lambda exc: self._say(str(exc), error=True))
+        worker.errored.connect(lambda exc: self.say(str(exc), error=True))
         worker.start()
         return worker
 
     def run_zero_shot(self, classes: dict):
         a = self.analysis
         if a is None or not a.ready:
-            self._say("Press Analyse first.", error=True)
+            self.say("Press Analyse first.", error=True)
             return None
         worker = _compute(a.zero_shot, classes, _ignore_errors=True)
         worker.returned.connect(self._zero_shot_done)
-        worker.errored.connect(lambda exc: self._say(f"Zero-shot: {exc}", error=True))
+        worker.errored.connect(lambda exc: self.say(f"Zero-shot: {exc}", error=True))
         worker.start()
         return worker
 
     def _zero_shot_done(self, result):
         self.last_zero_shot = result
         self.zero_shot.show_result(result)
-        self._say(f"Zero-shot: most likely '{result.best}' ({result.probabilities[result.best]:.0%}).")
+        self.say(f"Zero-shot: most likely '{result.best}' ({result.probabilities[result.best]:.0%}).")
 
     def show_class(self, cls: str):
         if self.last_zero_shot is not None and cls in self.last_zero_shot.heatmaps:
@@ -355,7 +367,9 @@ class WorkspaceWidget(QWidget):
             return None
         self.current = heatmap
         shown = heatmap.normalised(self.normalisation.currentText())
-        data, kwargs, _ = heatmap_layer_data(shown, layer, self.smoothed.isChecked(), self.colormap.currentText(), self.opacity.value() / 100)
+        data, kwargs, _ = heatmap_layer_data(
+            shown, layer, self.smoothed.isChecked(), self.colormap.currentText(), self.opacity.value() / 100
+        )
         old = self.heatmap_layer
         if old is not None and old in self.viewer.layers and old.metadata.get("slide_layer") == layer.name:
             # update in place: a new layer rebuilds its vispy node and Qt controls (~0.1-0.2 s of GUI stall)
@@ -395,7 +409,9 @@ class WorkspaceWidget(QWidget):
         else:
             i, v = hit
             px, py = shown.xy_level0[i]
-            self.readout.setText(f"patch at level-0 ({px}, {py}): {v:.4g} ({shown.normalisation}; raw {shown.raw_values[i]:.4g})")
+            self.readout.setText(
+                f"patch at level-0 ({px}, {py}): {v:.4g} ({shown.normalisation}; raw {shown.raw_values[i]:.4g})"
+            )
         self.viewer.status = self.readout.text()
 
     # ------------------------------------------------------------------ export
@@ -408,26 +424,28 @@ class WorkspaceWidget(QWidget):
         from napari_pathalign.io.heatmap_files import write_heatmap
 
         if self.current is None:
-            self._say("Show a heatmap first.", error=True)
+            self.say("Show a heatmap first.", error=True)
             return None
         path = Path(path)
         shown = self.current.normalised(self.normalisation.currentText())
         overwrite = False
         if path.exists():
             if not self.confirm_overwrite(path):
-                self._say(f"Not exported: {path} exists and was kept.")
+                self.say(f"Not exported: {path} exists and was kept.")
                 return None
             overwrite = True
         try:
             out = write_heatmap(shown, path, overwrite=overwrite)
         except (ValueError, OSError) as exc:
-            self._say(f"Export failed: {exc}", error=True)
+            self.say(f"Export failed: {exc}", error=True)
             return None
         show_info(f"Wrote {out}")
-        self._say(f"Wrote {out}")
+        self.say(f"Wrote {out}")
         return out
 
     def _export_dialog(self, suffix: str):
-        name, _ = QFileDialog.getSaveFileName(self, "Export heatmap", f"heatmap{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite)
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export heatmap", f"heatmap{suffix}", f"*{suffix}", options=QFileDialog.DontConfirmOverwrite
+        )
         if name:
             self.export(name if name.endswith(suffix) else name + suffix)

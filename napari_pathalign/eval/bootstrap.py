@@ -7,7 +7,13 @@ from collections.abc import Callable
 import numpy as np
 
 
-def bootstrap_ci(statistic: Callable[..., float | None], columns: dict[str, np.ndarray], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci(
+    statistic: Callable[..., float | None],
+    columns: dict[str, np.ndarray],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
     """Interval holding ``level`` of ``statistic(**columns)`` over slides resampled with replacement.
 
     ``columns`` are per-slide arrays of equal length (row i = slide i). Resamples where the

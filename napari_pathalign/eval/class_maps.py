@@ -1,6 +1,6 @@
 """Per-cell ground-truth class maps of the demo slides, and the class make-up of any square patch.
 
-A demo slide is a grid of tile cells (``train/demo_data.py``); its class map sits beside it as
+A demo slide is a grid of tile cells (``demo/data.py``); its class map sits beside it as
 ``<slide stem>.classes.json`` and says which class each cell shows. Scoring a heatmap's
 localisation needs, for each patch the pipeline read, the share of its area on each class: a
 patch rarely lines up with the cells, so the share is the exact area overlap, not the class of
@@ -47,14 +47,21 @@ def read_class_map(slide_path: str | Path) -> ClassMap:
     if not path.name.endswith(CLASS_MAP_SUFFIX):
         path = class_map_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no class map at {path}; class maps come with demo slides made by `napari-pathalign demo-data`")
+        raise FileNotFoundError(
+            f"no class map at {path}; class maps come with demo slides made by `napari-pathalign demo-data`"
+        )
     doc = json.loads(path.read_text())
     grid = np.asarray(doc["grid"], dtype=np.int64)
     classes = list(doc["classes"])
     if grid.ndim != 2 or grid.size == 0:
         raise ValueError(f"{path}: grid must be a non-empty list of rows, got shape {grid.shape}")
     if grid.min() < GLASS or grid.max() >= len(classes):
-        raise ValueError(f"{path}: grid values must lie in -1..{len(classes) - 1} (glass or an index into classes), got {grid.min()}..{grid.max()}")
+        raise ValueError(
+            (
+                f"{path}: grid values must lie in -1..{len(classes) - 1} (glass or an index into classes), "
+                f"got {grid.min()}..{grid.max()}"
+            )
+        )
     return ClassMap(grid, classes, int(doc["cell_size_level0"]), doc.get("mpp"))
 
 
@@ -82,7 +89,11 @@ def patch_class_fractions(class_map: ClassMap, xy_level0: np.ndarray, size_level
     xy = np.asarray(xy_level0, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"xy_level0 must be (N, 2) patch corners (x, y), got shape {xy.shape}")
-    size = np.broadcast_to(np.asarray(size_level0, dtype=np.float64), (len(xy),)) if np.ndim(size_level0) == 0 else np.asarray(size_level0, dtype=np.float64)
+    size = (
+        np.broadcast_to(np.asarray(size_level0, dtype=np.float64), (len(xy),))
+        if np.ndim(size_level0) == 0
+        else np.asarray(size_level0, dtype=np.float64)
+    )
     if size.shape != (len(xy),):
         raise ValueError(f"size_level0 must be one number or one per patch ({len(xy)}), got shape {size.shape}")
     if len(size) and not (size > 0).all():
@@ -92,7 +103,9 @@ def patch_class_fractions(class_map: ClassMap, xy_level0: np.ndarray, size_level
     cell = class_map.cell_size_level0
     over_y = _overlap_1d(xy[:, 1], size, rows, cell)  # (N, rows)
     over_x = _overlap_1d(xy[:, 0], size, cols, cell)  # (N, cols)
-    one_hot = (class_map.grid[..., None] == np.arange(n_classes)).astype(np.float64)  # (rows, cols, C); glass is all zero
+    one_hot = (class_map.grid[..., None] == np.arange(n_classes)).astype(
+        np.float64
+    )  # (rows, cols, C); glass is all zero
     per_col = (over_y @ one_hot.reshape(rows, cols * n_classes)).reshape(len(xy), cols, n_classes)  # (N, cols, C)
     area = np.einsum("njc,nj->nc", per_col, over_x)  # (N, C) level-0 pixels²
     return area / (size**2)[:, None]

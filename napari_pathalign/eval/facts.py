@@ -2,7 +2,7 @@
 
 A draft is scored on what it states, not how it says it: the tumour call (present / absent), the
 extent bucket when present (small < 10%, moderate 10-30%, extensive > 30%), and each background
-tissue class it names. Phrases and the classes they mean are in ``train/demo_reports.py``; negative
+tissue class it names. Phrases and the classes they mean are in ``reporting/vocabulary.py``; negative
 phrases are matched before positive ones ("negative for metastatic carcinoma" is not a positive).
 """
 
@@ -10,10 +10,26 @@ from __future__ import annotations
 
 import re
 
-from napari_pathalign.train.demo_reports import EXTENT, NEGATIVE, POSITIVE, TISSUE, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth, background_tissues, bucket
+from napari_pathalign.reporting.vocabulary import (
+    EXTENT,
+    NEGATIVE,
+    POSITIVE,
+    TISSUE,
+    TUMOUR_CLASSES,
+    TUMOUR_NAME,
+    PartTruth,
+    background_tissues,
+    bucket,
+)
 
-_NEG = sorted({p.lower() for ps in NEGATIVE.values() for p in ps} | {"no.", "no,", "no tumour", "none."}, key=len, reverse=True)
-_POS = sorted({p.lower() for ps in POSITIVE.values() for p in ps} | {n.lower() for n in TUMOUR_NAME.values()}, key=len, reverse=True)
+_NEG = sorted(
+    {p.lower() for ps in NEGATIVE.values() for p in ps} | {"no.", "no,", "no tumour", "none."}, key=len, reverse=True
+)
+_POS = sorted(
+    {p.lower() for ps in POSITIVE.values() for p in ps} | {n.lower() for n in TUMOUR_NAME.values()},
+    key=len,
+    reverse=True,
+)
 _TISSUE = sorted(((p.lower(), c) for c, ps in TISSUE.items() for p in ps), key=lambda x: -len(x[0]))
 _EXTENT = sorted(((p.lower(), b) for b, ps in EXTENT.items() for p in ps), key=lambda x: -len(x[0]))
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.eval.bootstrap import bootstrap_ci
-from napari_pathalign.train.demo_reports import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
+from napari_pathalign.reporting.vocabulary import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
 
 PRESENT = 0.10  # a tissue "is on" a slide when it covers at least this share (the reports' threshold)
 
@@ -36,15 +36,17 @@ def phrase_relevance(rows: list[dict], truths) -> dict[str, np.ndarray]:
     return out
 
 
-def evaluate_library(model, encoder, data: Path, k: int = 5, features_dir: Path | None = None, progress: bool = True) -> dict:
+def evaluate_library(
+    model, encoder, data: Path, k: int = 5, features_dir: Path | None = None, progress: bool = True
+) -> dict:
     """Build a library of the split's slides, then leave-one-out majority vote and text precision."""
     from tqdm import tqdm
 
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.library_build import model_identity, slide_record
+    from napari_pathalign.engine.similar import text_vector
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.pipeline.library_build import model_identity, slide_record
-    from napari_pathalign.pipeline.similar import text_vector
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k!r}")
@@ -58,8 +60,17 @@ def evaluate_library(model, encoder, data: Path, k: int = 5, features_dir: Path 
         lib = Library.create(Path(tmp) / "lib", index_type="flat", **model_identity(model, encoder))
         ids, vectors = [], []
         with lib.batch():
-            for r, text, call in tqdm(list(zip(rows, texts, tumour)), desc="library", unit="slide", disable=not progress):
-                record, _ = slide_record(data / r["slide"], model, encoder, GridConfig(), features_dir or data / "features", {"report": text, "label": call, "site": r["source"]})
+            for r, text, call in tqdm(
+                list(zip(rows, texts, tumour)), desc="library", unit="slide", disable=not progress
+            ):
+                record, _ = slide_record(
+                    data / r["slide"],
+                    model,
+                    encoder,
+                    GridConfig(),
+                    features_dir or data / "features",
+                    {"report": text, "label": call, "site": r["source"]},
+                )
                 ids.append(lib.add([record])[0])
                 vectors.append(record.vector)
         row_of = {i: n for n, i in enumerate(ids)}

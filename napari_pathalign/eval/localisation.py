@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_pathalign.core.metrics import auc
 from napari_pathalign.eval.bootstrap import bootstrap_ci
-from napari_pathalign.train.demo_reports import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
+from napari_pathalign.reporting.vocabulary import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
 
 MOSTLY = 0.5  # a patch "lies on" a class when more than this share of its area is that class
 DELETE_FRACTION = 0.10  # share of patches removed by the deletion test
@@ -34,11 +35,7 @@ def class_text(cls: str, source: str) -> str:
 
 def slide_auc(values: np.ndarray, positive: np.ndarray) -> float | None:
     """AUC of values for positive patches vs the rest; None when one side is empty."""
-    from sklearn.metrics import roc_auc_score
-
-    if not 0 < positive.sum() < len(positive):
-        return None
-    return float(roc_auc_score(positive, values))
+    return auc(values, positive)
 
 
 @dataclass
@@ -63,11 +60,15 @@ def deletion_test(analysis, heatmap, text: str, model: str = "retrieval", seed: 
     top = set(heatmap.top_patches(k).tolist())
     drop_top = full - analysis.text_score(text, keep=np.array([i for i in range(n) if i not in top]), model=model)
     rng = np.random.default_rng(seed)
-    drops = [full - analysis.text_score(text, keep=np.sort(rng.permutation(n)[k:]), model=model) for _ in range(RANDOM_DRAWS)]
+    drops = [
+        full - analysis.text_score(text, keep=np.sort(rng.permutation(n)[k:]), model=model) for _ in range(RANDOM_DRAWS)
+    ]
     return DeletionResult(float(drop_top), float(np.mean(drops)))
 
 
-def localisation_metrics(analyses: list, class_maps: list, sources: list[str], progress: bool = True) -> tuple[dict, dict]:
+def localisation_metrics(
+    analyses: list, class_maps: list, sources: list[str], progress: bool = True
+) -> tuple[dict, dict]:
     """Localisation AUCs (text, text-weighted and plain attention, each class) and faithfulness."""
     from tqdm import tqdm
 
@@ -75,19 +76,27 @@ def localisation_metrics(analyses: list, class_maps: list, sources: list[str], p
 
     per: dict[str, list] = {}  # metric -> per-slide values (None: not defined on that slide)
     deletions: dict[str, list] = {"text": [], "attention": []}
-    for a, cmap, source in tqdm(list(zip(analyses, class_maps, sources)), desc="localisation", unit="slide", disable=not progress):
+    for a, cmap, source in tqdm(
+        list(zip(analyses, class_maps, sources)), desc="localisation", unit="slide", disable=not progress
+    ):
         f = a.features
         frac = patch_class_fractions(cmap, f.xy_level0, f.size_level0)  # (N, C)
         mostly = {c: frac[:, k] > MOSTLY for k, c in enumerate(cmap.classes)}
         tumour = TUMOUR_CLASSES[source]
         text = tumour_text(source)
         pos = mostly.get(tumour, np.zeros(len(frac), bool))
-        maps = {"text": a.text_heatmap(text), "attention_text": a.attention_heatmap(text=text), "attention_mean": a.attention_heatmap()}
+        maps = {
+            "text": a.text_heatmap(text),
+            "attention_text": a.attention_heatmap(text=text),
+            "attention_mean": a.attention_heatmap(),
+        }
         for name, h in maps.items():
             per.setdefault(f"localisation_tumour_auc_{name}", []).append(slide_auc(h.values, pos))
         for cls, is_cls in mostly.items():
             if cls != tumour:
-                per.setdefault(f"localisation_auc_{cls}", []).append(slide_auc(a.text_heatmap(class_text(cls, source)).values, is_cls))
+                per.setdefault(f"localisation_auc_{cls}", []).append(
+                    slide_auc(a.text_heatmap(class_text(cls, source)).values, is_cls)
+                )
         if pos.any():
             deletions["text"].append(deletion_test(a, maps["text"], text, "generation"))
             deletions["attention"].append(deletion_test(a, maps["attention_text"], text, "generation"))

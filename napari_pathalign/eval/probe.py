@@ -15,7 +15,9 @@ def encode_tiles(encoder, paths: list[Path], batch_size: int = 128) -> np.ndarra
     for i in range(0, len(paths), batch_size):
         chunk = [np.asarray(Image.open(p).convert("RGB")) for p in paths[i : i + batch_size]]
         side = chunk[0].shape[0]
-        chunk = [c if c.shape[:2] == (side, side) else np.asarray(Image.fromarray(c).resize((side, side))) for c in chunk]
+        chunk = [
+            c if c.shape[:2] == (side, side) else np.asarray(Image.fromarray(c).resize((side, side))) for c in chunk
+        ]
         out.append(encoder.encode(np.stack(chunk)))
     return np.concatenate(out)
 
@@ -42,20 +44,35 @@ def probe_pcam(encoder, pcam: Path, n_train: int = 4000, seed: int = 0) -> dict:
         train += [files[i] for i in rng.choice(len(files), n_train // 2, replace=False)]
         labels += [y] * (n_train // 2)
     valid = [(p, y) for y in (0, 1) for p in sorted((pcam / "valid" / str(y)).glob("*"))]
-    proba, classes = linear_probe(encode_tiles(encoder, train), np.array(labels), encode_tiles(encoder, [p for p, _ in valid]), seed)
+    proba, classes = linear_probe(
+        encode_tiles(encoder, train), np.array(labels), encode_tiles(encoder, [p for p, _ in valid]), seed
+    )
     y_true = np.array([y for _, y in valid])
-    return {"pcam_valid_auc": float(roc_auc_score(y_true, proba[:, list(classes).index(1)])), "pcam_train_tiles": n_train, "pcam_valid_tiles": len(valid)}
+    return {
+        "pcam_valid_auc": float(roc_auc_score(y_true, proba[:, list(classes).index(1)])),
+        "pcam_train_tiles": n_train,
+        "pcam_valid_tiles": len(valid),
+    }
 
 
 def probe_kather(encoder, kather: Path, seed: int = 0) -> dict:
     """Fit on the train source images, report balanced accuracy on held-out source images (8 classes)."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from napari_pathalign.train.demo_data import _held_out, kather_source_image
+    from napari_pathalign.train.tile_sources import held_out, kather_source_image
 
     rows = [(p, d.name) for d in sorted(kather.iterdir()) if d.is_dir() for p in sorted(d.iterdir())]
-    test = [(p, c) for p, c in rows if _held_out(kather_source_image(p.name), seed)]
-    train = [(p, c) for p, c in rows if not _held_out(kather_source_image(p.name), seed)]
-    proba, classes = linear_probe(encode_tiles(encoder, [p for p, _ in train]), np.array([c for _, c in train]), encode_tiles(encoder, [p for p, _ in test]), seed)
+    test = [(p, c) for p, c in rows if held_out(kather_source_image(p.name), seed)]
+    train = [(p, c) for p, c in rows if not held_out(kather_source_image(p.name), seed)]
+    proba, classes = linear_probe(
+        encode_tiles(encoder, [p for p, _ in train]),
+        np.array([c for _, c in train]),
+        encode_tiles(encoder, [p for p, _ in test]),
+        seed,
+    )
     pred = np.asarray(classes)[proba.argmax(1)]
-    return {"kather_balanced_accuracy": float(balanced_accuracy_score([c for _, c in test], pred)), "kather_train_tiles": len(train), "kather_test_tiles": len(test)}
+    return {
+        "kather_balanced_accuracy": float(balanced_accuracy_score([c for _, c in test], pred)),
+        "kather_train_tiles": len(train),
+        "kather_test_tiles": len(test),
+    }

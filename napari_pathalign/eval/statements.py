@@ -27,12 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_pathalign.core.generators import run_to_end
+from napari_pathalign.core.metrics import auc
 from napari_pathalign.eval.bootstrap import bootstrap_ci
 from napari_pathalign.eval.class_maps import GLASS, ClassMap, patch_class_fractions
 from napari_pathalign.eval.facts import parse_facts, parse_yes_no, truth_facts
 from napari_pathalign.eval.localisation import deletion_test
-from napari_pathalign.pipeline.generators import run_to_end
-from napari_pathalign.train.demo_reports import QUESTIONS, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth
+from napari_pathalign.reporting.drafting import iter_answer, iter_draft
+from napari_pathalign.reporting.vocabulary import QUESTIONS, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth
 
 REGION_FRACTION = 0.25  # region side as a share of the tissue's bounding-box side
 MIN_REGION_PATCHES = 4  # fewer patches than this say too little to ask about
@@ -80,24 +82,22 @@ class RegionPair:
     normal_patches: np.ndarray  # (m,)
 
 
-def _auc(support: np.ndarray, true: np.ndarray) -> float | None:
-    """ROC AUC as the Mann-Whitney statistic (ties count half, as sklearn's): 2,000 bootstrap draws
-    in a second rather than in sklearn's ten."""
-    from scipy.stats import rankdata
-
-    n_true = int(true.sum())
-    n_false = len(true) - n_true
-    if not n_true or not n_false:
-        return None
-    ranks = rankdata(support)  # (S,) average ranks
-    return float((ranks[true].sum() - n_true * (n_true + 1) / 2) / (n_true * n_false))
-
-
 def _pool(slides: list[SlideStatements], index) -> SlideStatements:
     """The sentences of the slides at ``index`` (a slide drawn twice counts twice)."""
     picked = [slides[i] for i in index]
-    cat = lambda name, dtype: np.concatenate([getattr(s, name) for s in picked]).astype(dtype) if picked else np.zeros(0, dtype)  # noqa: E731
-    return SlideStatements(cat("support", float), cat("true", bool), cat("drop_top", float), cat("drop_random", float), cat("attr_top", float), cat("attr_random", float), sum(s.skipped for s in picked))
+
+    def cat(name, dtype):
+        return np.concatenate([getattr(s, name) for s in picked]).astype(dtype) if picked else np.zeros(0, dtype)
+
+    return SlideStatements(
+        cat("support", float),
+        cat("true", bool),
+        cat("drop_top", float),
+        cat("drop_random", float),
+        cat("attr_top", float),
+        cat("attr_random", float),
+        sum(s.skipped for s in picked),
+    )
 
 
 def _precision(true: np.ndarray) -> float | None:
@@ -106,7 +106,7 @@ def _precision(true: np.ndarray) -> float | None:
 
 def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatements:
     """Draft the slide (greedy), label each sentence and run its deletion test."""
-    draft = run_to_end(analysis.iter_draft())
+    draft = run_to_end(iter_draft(analysis))
     support, true, skipped = [], [], 0
     drops: dict[str, list] = {"text": [], "attribution": []}  # (top, random) per sentence
     for k, s in enumerate(draft.sentences):
@@ -125,7 +125,7 @@ def draft_statements(analysis, truth: PartTruth, seed: int = 0) -> SlideStatemen
 
 def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
     """Support AUC (true vs false sentences), precision of unflagged vs flagged sentences, and evidence faithfulness."""
-    from napari_pathalign.pipeline.drafting import LOW_SUPPORT
+    from napari_pathalign.reporting.drafting import LOW_SUPPORT
 
     every = _pool(slides, range(len(slides)))
     unflagged = every.support >= LOW_SUPPORT
@@ -133,7 +133,7 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
     faithful = every.drop_top[tested] > every.drop_random[tested]
     attributed = np.isfinite(every.attr_top)
     metrics = {
-        "support_auc": _auc(every.support, every.true),
+        "support_auc": auc(every.support, every.true),
         "support_true_sentences": int(every.true.sum()),
         "support_false_sentences": int((~every.true).sum()),
         "support_skipped_sentences": int(every.skipped),
@@ -141,7 +141,11 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
         "support_unflagged_sentences": int(unflagged.sum()),
         "support_precision_flagged": _precision(every.true[~unflagged]),
         "support_flagged_sentences": int((~unflagged).sum()),
-        "evidence_attribution_faithful_share": float((every.attr_top[attributed] > every.attr_random[attributed]).mean()) if attributed.any() else None,
+        "evidence_attribution_faithful_share": float(
+            (every.attr_top[attributed] > every.attr_random[attributed]).mean()
+        )
+        if attributed.any()
+        else None,
         "evidence_attribution_drop_top": float(every.attr_top[attributed].mean()) if attributed.any() else None,
         "evidence_attribution_drop_random": float(every.attr_random[attributed].mean()) if attributed.any() else None,
         "evidence_text_map_faithful_share": float(faithful.mean()) if tested.any() else None,
@@ -150,9 +154,9 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
         "evidence_sentences": int(tested.sum()),
     }
 
-    def auc(slide):
+    def support_auc(slide):
         p = _pool(slides, slide)
-        return _auc(p.support, p.true)
+        return auc(p.support, p.true)
 
     def share(slide, top="drop_top", rand="drop_random"):
         p = _pool(slides, slide)
@@ -162,11 +166,13 @@ def support_metrics(slides: list[SlideStatements]) -> tuple[dict, dict]:
 
     ci = {}
     if slides and metrics["support_auc"] is not None:
-        ci["support_auc"] = bootstrap_ci(auc, {"slide": np.arange(len(slides))})
+        ci["support_auc"] = bootstrap_ci(support_auc, {"slide": np.arange(len(slides))})
     if slides and tested.any():
         ci["evidence_text_map_faithful_share"] = bootstrap_ci(share, {"slide": np.arange(len(slides))})
     if slides and attributed.any():
-        ci["evidence_attribution_faithful_share"] = bootstrap_ci(lambda slide: share(slide, "attr_top", "attr_random"), {"slide": np.arange(len(slides))})
+        ci["evidence_attribution_faithful_share"] = bootstrap_ci(
+            lambda slide: share(slide, "attr_top", "attr_random"), {"slide": np.arange(len(slides))}
+        )
     return metrics, ci
 
 
@@ -178,9 +184,9 @@ def follow_up_metrics(analyses: list, truths: list[PartTruth], progress: bool = 
     multi, single, used = [], [], []
     for a, t in tqdm(list(zip(analyses, truths)), desc="follow-up questions", unit="slide", disable=not progress):
         expected = "yes" if t.tumour_fraction > 0 else "no"
-        a1 = run_to_end(a.iter_answer(first))
-        a2 = run_to_end(a.iter_answer(question, history=[(first, a1.text)]))
-        alone = run_to_end(a.iter_answer(question))
+        a1 = run_to_end(iter_answer(a, first))
+        a2 = run_to_end(iter_answer(a, question, history=[(first, a1.text)]))
+        alone = run_to_end(iter_answer(a, question))
         multi.append(parse_yes_no(a2.text) == expected)
         single.append(parse_yes_no(alone.text) == expected)
         used.append(a2.history_used)
@@ -201,7 +207,13 @@ def _square(r0: int, c0: int, k: int, cell: int) -> np.ndarray:
     return np.array([[x, y], [x + s, y], [x + s, y + s], [x, y + s]], np.float64)
 
 
-def region_pair(class_map: ClassMap, tumour_class: str, xy_level0: np.ndarray, size_level0: int, min_patches: int = MIN_REGION_PATCHES) -> RegionPair | None:
+def region_pair(
+    class_map: ClassMap,
+    tumour_class: str,
+    xy_level0: np.ndarray,
+    size_level0: int,
+    min_patches: int = MIN_REGION_PATCHES,
+) -> RegionPair | None:
     """A square on the largest tumour area and one on tumour-free tissue, or None when the slide has none.
 
     Squares lie on the class map's cells, ``REGION_FRACTION`` of the tissue's bounding-box side
@@ -210,7 +222,7 @@ def region_pair(class_map: ClassMap, tumour_class: str, xy_level0: np.ndarray, s
     ``SlideAnalysis.region`` takes them) touch no tumour cell: a patch reaches past the square, and
     the model sees the whole patch. Each needs ``min_patches`` patches.
     """
-    from napari_pathalign.pipeline.regions import patches_in_polygon
+    from napari_pathalign.engine.regions import patches_in_polygon
 
     if tumour_class not in class_map.classes:
         return None
@@ -241,28 +253,39 @@ def region_pair(class_map: ClassMap, tumour_class: str, xy_level0: np.ndarray, s
         return None
 
     tumour_pick = first(np.argsort(-n_tumour, axis=None, kind="stable"), lambda r0, c0, inside: n_tumour[r0, c0] > 0)
-    clean = lambda r0, c0, inside: n_tumour[r0, c0] == 0 and n_tissue[r0, c0] > 0 and not patch_class_fractions(class_map, xy_level0[inside], size_level0)[:, t_col].any()  # noqa: E731
+
+    def clean(r0, c0, inside):
+        return (
+            n_tumour[r0, c0] == 0
+            and n_tissue[r0, c0] > 0
+            and not patch_class_fractions(class_map, xy_level0[inside], size_level0)[:, t_col].any()
+        )  # noqa: E731
+
     normal_pick = first(np.argsort(-n_tissue, axis=None, kind="stable"), clean)
     if tumour_pick is None or normal_pick is None:
         return None
     return RegionPair(tumour_pick[0], normal_pick[0], tumour_pick[1], normal_pick[1])
 
 
-def region_metrics(analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True) -> tuple[dict, dict]:
+def region_metrics(
+    analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True
+) -> tuple[dict, dict]:
     """'Is tumour present?' of a tumour square (expect yes) and a tumour-free square (expect no) per tumour slide."""
     from tqdm import tqdm
 
     question = QUESTIONS["tumour"][0]
     tumour_ok, normal_ok = [], []
-    for a, cmap, t in tqdm(list(zip(analyses, class_maps, truths)), desc="region questions", unit="slide", disable=not progress):
+    for a, cmap, t in tqdm(
+        list(zip(analyses, class_maps, truths)), desc="region questions", unit="slide", disable=not progress
+    ):
         if t.tumour_fraction <= 0:
             continue
         f = a.features
         pair = region_pair(cmap, TUMOUR_CLASSES[t.source], f.xy_level0, f.size_level0)
         if pair is None:
             continue
-        tumour_ok.append(parse_yes_no(run_to_end(a.region(pair.tumour_xy_level0).iter_answer(question)).text) == "yes")
-        normal_ok.append(parse_yes_no(run_to_end(a.region(pair.normal_xy_level0).iter_answer(question)).text) == "no")
+        tumour_ok.append(parse_yes_no(run_to_end(iter_answer(a.region(pair.tumour_xy_level0), question)).text) == "yes")
+        normal_ok.append(parse_yes_no(run_to_end(iter_answer(a.region(pair.normal_xy_level0), question)).text) == "no")
     if not tumour_ok:
         return {}, {}
     per_slide = (np.array(tumour_ok, float) + np.array(normal_ok, float)) / 2
@@ -275,11 +298,18 @@ def region_metrics(analyses: list, class_maps: list[ClassMap], truths: list[Part
     return metrics, {"region_accuracy": bootstrap_ci(lambda x: float(np.mean(x)), {"x": per_slide})}
 
 
-def statement_metrics(analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True) -> tuple[dict, dict]:
+def statement_metrics(
+    analyses: list, class_maps: list[ClassMap], truths: list[PartTruth], progress: bool = True
+) -> tuple[dict, dict]:
     """Support calibration, evidence faithfulness, follow-up and region questions on prepared analyses."""
     from tqdm import tqdm
 
-    slides = [draft_statements(a, t, seed=i) for i, (a, t) in enumerate(tqdm(list(zip(analyses, truths)), desc="draft sentences", unit="slide", disable=not progress))]
+    slides = [
+        draft_statements(a, t, seed=i)
+        for i, (a, t) in enumerate(
+            tqdm(list(zip(analyses, truths)), desc="draft sentences", unit="slide", disable=not progress)
+        )
+    ]
     metrics, ci = support_metrics(slides)
     for m, c in (follow_up_metrics(analyses, truths, progress), region_metrics(analyses, class_maps, truths, progress)):
         metrics.update(m)

@@ -52,7 +52,7 @@ def remove_stale_temp_files(folder: Path, index_names) -> None:
     """Delete temporary index files a killed writer left behind (only old ones: a live writer may own new ones)."""
     cutoff = time.time() - STALE_TEMP_S
     for name in index_names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
+        for tmp in folder.glob(f".{name}.*.partial"):
             try:
                 if tmp.stat().st_mtime < cutoff:
                     tmp.unlink()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.atomic import atomic_write
 from napari_pathalign.index import schema
 from napari_pathalign.index.records import LibraryError
 from napari_pathalign.index.schema import DB_NAME, META_KEYS, SCHEMA_VERSION, TARGETS
@@ -53,20 +54,17 @@ def make_folder(folder: Path, meta: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     os.chmod(folder, FOLDER_MODE)  # mkdir's mode is reduced by the umask, and ignored for an existing folder
     # built under a temporary name and renamed last: a folder with library.sqlite is a complete library
-    tmp = folder / f".{DB_NAME}.creating"
-    tmp.unlink(missing_ok=True)
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))  # SQLite's journals copy this mode
-    conn = schema.connect(tmp, create=True)
-    try:
-        schema.create_tables(conn, meta)
-    finally:
-        conn.close()
-    dim = int(meta["dim"])
-    plan = plan_index(meta["index_type"], 0)
-    for target in TARGETS:
-        empty = VectorIndex.build(plan, dim, np.empty(0, np.int64), np.empty((0, dim), np.float32))
-        empty.write(folder / INDEX_FILES[target])
-    os.replace(tmp, folder / DB_NAME)
+    with atomic_write(folder / DB_NAME, mode=FILE_MODE) as tmp:  # SQLite's journals copy this file's mode (0o600)
+        conn = schema.connect(tmp, create=True)
+        try:
+            schema.create_tables(conn, meta)
+        finally:
+            conn.close()
+        dim = int(meta["dim"])
+        plan = plan_index(meta["index_type"], 0)
+        for target in TARGETS:
+            empty = VectorIndex.build(plan, dim, np.empty(0, np.int64), np.empty((0, dim), np.float32))
+            empty.write(folder / INDEX_FILES[target])
 
 
 def open_database(folder: Path) -> tuple[sqlite3.Connection, dict]:

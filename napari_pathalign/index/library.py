@@ -20,11 +20,11 @@ import sqlite3
 import threading
 import warnings
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.clock import utc_now
 from napari_pathalign.index import schema
 from napari_pathalign.index.consistency import check_index_file, remove_stale_temp_files
 from napari_pathalign.index.folder import INDEX_FILES, make_folder, open_database
@@ -34,10 +34,6 @@ from napari_pathalign.index.vectors import VectorIndex, needs_rebuild, plan_inde
 from napari_pathalign.index.vote import majority_vote
 
 FILTER_EXACT_MAX = 20_000  # a filter leaving at most this many slides is scored exactly from stored vectors
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Library:
@@ -75,7 +71,7 @@ class Library:
         """A new, empty library in ``folder`` (new or empty) for vectors of one model over one encoder."""
         meta = dict(
             schema_version=SCHEMA_VERSION, model=model, model_hash=model_hash, encoder=encoder,
-            encoder_hash=encoder_hash, dim=dim, index_type=index_type, created=_now(),
+            encoder_hash=encoder_hash, dim=dim, index_type=index_type, created=utc_now(),
         )  # fmt: skip
         make_folder(Path(folder), meta)  # checks the settings, then the folder
         return cls.open(folder)
@@ -120,6 +116,7 @@ class Library:
         theirs = dict(model=model, model_hash=model_hash, encoder=encoder, encoder_hash=encoder_hash, dim=dim)
         differ = [key for key in ours if str(ours[key]) != str(theirs[key])]
         if differ:
+
             def side(d):
                 return (
                     f"model {d['model']!r} (hash {d['model_hash']}) over encoder {d['encoder']!r} "
@@ -147,9 +144,12 @@ class Library:
         for target in TARGETS:
             written_at = schema.indexed_generation(conn, target)
             if written_at != current:
-                index, problem = None, (
-                    f"was written at database change {written_at} but the database is at change {current} "
-                    "(a write was interrupted)"
+                index, problem = (
+                    None,
+                    (
+                        f"was written at database change {written_at} but the database is at change {current} "
+                        "(a write was interrupted)"
+                    ),
                 )
             else:
                 index, problem = check_index_file(self.path / INDEX_FILES[target], conn, target, self.dim)
@@ -229,7 +229,7 @@ class Library:
             conn = self._db()
             try:
                 for rec in checked:
-                    row_id, updated, generations = schema.upsert(conn, rec, _now())
+                    row_id, updated, generations = schema.upsert(conn, rec, utc_now())
                     row_ids.append(row_id)
                     self._index_one(row_id, rec, updated, generations)
             finally:

@@ -7,21 +7,22 @@ faiss is imported inside functions, so that importing this package (the search d
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from napari_pathalign.io.atomic import fsync_folder
+from napari_pathalign.core.atomic import atomic_write
 
 # Up to this many vectors "auto" searches exactly (IndexFlatIP): exact, no training, and fast
 # enough at this size. Above it, IVF. benchmarks/ measures where the crossover really lies.
-EXACT_MAX = 20_000  # benchmarks/bench_search.py: exact FlatIP single-query p50 reaches 1 ms near 27k vectors (dim 256, 1 thread)
+# benchmarks/bench_search.py: exact FlatIP single-query p50 reaches 1 ms near 27k vectors (dim 256, 1 thread)
+EXACT_MAX = 20_000
 IVF_NLIST_PER_SQRT_N = 4  # nlist ~ 4 * sqrt(N): the usual rule of thumb for IVF
 IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
-IVF_NPROBE_FRACTION = 1 / 64  # lists probed per query, as a fraction of nlist (1M: nlist 4000, nprobe 62: p50 ~1.5 ms, recall@10 0.998)...
+IVF_NPROBE_FRACTION = (
+    1 / 64
+)  # lists probed per query, as a fraction of nlist (1M: nlist 4000, nprobe 62: p50 ~1.5 ms, recall@10 0.998)...
 IVF_NPROBE_MIN = 32  # ...but never fewer than this
 IVF_RETRAIN_FACTOR = 2.0  # retrain when the ideal nlist drifts this far from the trained one
 HNSW_M = 32  # graph neighbours per node
@@ -216,20 +217,5 @@ class VectorIndex:
         import faiss
 
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            _fsync(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_folder(path.parent)
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
+        with atomic_write(path, mode=0o600) as tmp:
+            faiss.write_index(self.index, str(tmp))

@@ -49,14 +49,19 @@ def open_dicom(path: Path) -> Slide:
         reader = TileReader(levels)
         mpp, source = _mpp(wsi)
         props = {"dicom.levels": [lvl.level for lvl in wsi.levels]}
-        slide = Slide(SlideInfo(path, "dicom", mpp, source, props), reader, [reader.as_dask(k) for k in range(len(levels))], _associated(wsi))
+        slide = Slide(
+            SlideInfo(path, "dicom", mpp, source, props),
+            reader,
+            [reader.as_dask(k) for k in range(len(levels))],
+            _associated(wsi),
+        )
     except SlideError:
         wsi.close()
         raise
     except Exception as exc:
         wsi.close()
         raise SlideError(f"{path}: DICOM slide could not be opened ({exc})") from exc
-    slide._on_close(wsi.close)
+    slide.on_close(wsi.close)
     return slide
 
 
@@ -69,7 +74,9 @@ def _series_files(path: Path) -> list[Path]:
 
     def series_uid(p: Path) -> str | None:
         try:
-            return str(pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+            return str(
+                pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID
+            )
         except Exception:  # not DICOM, or no series: not a sibling
             return None
 

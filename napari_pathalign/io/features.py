@@ -6,12 +6,12 @@ name that could be trusted later.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from napari_pathalign.core.atomic import atomic_write
 
 
 @dataclass
@@ -42,29 +42,27 @@ def write_features(path: Path, feats: SlideFeatures) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            coords = f.create_dataset("coords", data=feats.xy_level0.astype(np.int64))
-            h, w = feats.shape_level0
-            mag0, target = magnification(feats.mpp), magnification(feats.target_mpp)
-            coords.attrs.update(
-                patch_size=feats.patch_size,
-                patch_size_level0=feats.size_level0,
-                level0_magnification=mag0 if mag0 is not None else -1,
-                target_magnification=target if target is not None else -1,
-                level0_width=w,
-                level0_height=h,
-                overlap=0,
-            )
-            data = f.create_dataset("features", data=feats.features.astype(np.float32))
-            data.attrs.update(encoder=feats.encoder, weights_hash=feats.weights_hash)
-            f.attrs.update(cache_key=feats.cache_key, mpp=feats.mpp if feats.mpp else -1, target_mpp=feats.target_mpp if feats.target_mpp else -1, writer="napari-pathalign")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        coords = f.create_dataset("coords", data=feats.xy_level0.astype(np.int64))
+        h, w = feats.shape_level0
+        mag0, target = magnification(feats.mpp), magnification(feats.target_mpp)
+        coords.attrs.update(
+            patch_size=feats.patch_size,
+            patch_size_level0=feats.size_level0,
+            level0_magnification=mag0 if mag0 is not None else -1,
+            target_magnification=target if target is not None else -1,
+            level0_width=w,
+            level0_height=h,
+            overlap=0,
+        )
+        data = f.create_dataset("features", data=feats.features.astype(np.float32))
+        data.attrs.update(encoder=feats.encoder, weights_hash=feats.weights_hash)
+        f.attrs.update(
+            cache_key=feats.cache_key,
+            mpp=feats.mpp if feats.mpp else -1,
+            target_mpp=feats.target_mpp if feats.target_mpp else -1,
+            writer="napari-pathalign",
+        )
     return path
 
 

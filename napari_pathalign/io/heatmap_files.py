@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.atomic import atomic_write
+from napari_pathalign.core.heatmap import Heatmap
 from napari_pathalign.io.features import magnification
-from napari_pathalign.pipeline.heatmap import Heatmap
 
 WRITABLE = (".geojson", ".h5", ".png")
 READABLE = (".geojson", ".h5")
 META_KEY = "pathalign"  # GeoJSON foreign member with what QuPath has no field for (kind, label, mpp, ...)
 # viridis at nine evenly spaced stops: perceptually even and readable by colour-blind viewers
-_VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]], np.float32)
+_VIRIDIS = np.array(
+    [
+        [68, 1, 84],
+        [71, 44, 122],
+        [59, 81, 139],
+        [44, 113, 142],
+        [33, 144, 141],
+        [39, 173, 129],
+        [92, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
+    ],
+    np.float32,
+)
 
 
 def write_heatmap(heatmap: Heatmap, path, overwrite: bool = False) -> Path:
@@ -32,23 +44,16 @@ def write_heatmap(heatmap: Heatmap, path, overwrite: bool = False) -> Path:
     writers = {".geojson": _write_geojson, ".h5": _write_h5, ".png": _write_png}
     suffix = path.suffix.lower()
     if suffix not in writers:
-        raise ValueError(f"cannot write a heatmap to {path.name!r}: unknown suffix {path.suffix!r}; expected one of {WRITABLE}")
+        raise ValueError(
+            f"cannot write a heatmap to {path.name!r}: unknown suffix {path.suffix!r}; expected one of {WRITABLE}"
+        )
     if len(heatmap) == 0:
         raise ValueError("the heatmap has no patches (no tissue?); nothing to write")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        writers[suffix](heatmap, Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; an export is meant to be shared
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise FileExistsError(f"{path} appeared while the heatmap was being written; pass overwrite=True to replace it")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, overwrite=overwrite) as tmp:  # 0o644: an export is meant to be shared
+        writers[suffix](heatmap, tmp)
     return path
 
 
@@ -60,12 +65,26 @@ def read_heatmap(path) -> Heatmap:
         return _read_geojson(path)
     if suffix == ".h5":
         return _read_h5(path)
-    raise ValueError(f"cannot read a heatmap from {path.name!r}: suffix {path.suffix!r}; expected one of {READABLE} (a .png is a picture only)")
+    raise ValueError(
+        (
+            f"cannot read a heatmap from {path.name!r}: suffix {path.suffix!r}; expected one of {READABLE} "
+            "(a .png is a picture only)"
+        )
+    )
 
 
 def _meta(hm: Heatmap) -> dict:
     """What a heatmap is, beyond its numbers, as JSON-safe values."""
-    return {"kind": hm.kind, "label": hm.label, "normalisation": hm.normalisation, "title": hm.title, "mpp": None if hm.mpp is None else float(hm.mpp), "size_level0": int(hm.size_level0), "params": _jsonable(hm.params), "writer": "napari-pathalign"}
+    return {
+        "kind": hm.kind,
+        "label": hm.label,
+        "normalisation": hm.normalisation,
+        "title": hm.title,
+        "mpp": None if hm.mpp is None else float(hm.mpp),
+        "size_level0": int(hm.size_level0),
+        "params": _jsonable(hm.params),
+        "writer": "napari-pathalign",
+    }
 
 
 def _raw_if_normalised(hm: Heatmap) -> np.ndarray | None:
@@ -97,7 +116,9 @@ def _write_geojson(hm: Heatmap, tmp: Path) -> None:
             measurements[f"{name} raw"] = float(raw[i])
         ring = [[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]
         properties = {"objectType": "tile", "name": f"patch {i}", "measurements": measurements}
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": properties})
+        features.append(
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": properties}
+        )
     meta = _meta(hm) | {"measurement": name, "raw_measurement": None if raw is None else f"{name} raw"}
     doc = {"type": "FeatureCollection", META_KEY: meta, "features": features}
     tmp.write_text(json.dumps(doc, allow_nan=False, ensure_ascii=False), encoding="utf-8")
@@ -107,7 +128,12 @@ def _read_geojson(path: Path) -> Heatmap:
     """Tiles back to a heatmap; without our metadata the tile size and measurement come from the tiles."""
     doc = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise ValueError(f"{path}: not a GeoJSON FeatureCollection; expected square tiles as written by write_heatmap or exported by QuPath")
+        raise ValueError(
+            (
+                f"{path}: not a GeoJSON FeatureCollection; expected square tiles as written by write_heatmap "
+                "or exported by QuPath"
+            )
+        )
     meta = doc.get(META_KEY) or {}
     feats = [f for f in doc.get("features") or [] if (f.get("geometry") or {}).get("type") == "Polygon"]
     if not feats:
@@ -115,17 +141,31 @@ def _read_geojson(path: Path) -> Heatmap:
     tables = [_measurements(f) for f in feats]
     name = meta.get("measurement") or next((k for t in tables for k in t), None)
     if name is None:
-        raise ValueError(f"{path}: the tiles have no measurements; expected one number per tile (e.g. exported from write_heatmap)")
+        raise ValueError(
+            f"{path}: the tiles have no measurements; expected one number per tile (e.g. exported from write_heatmap)"
+        )
     rings = [np.asarray(f["geometry"]["coordinates"][0], np.float64) for f in feats]  # each (5, 2)
     lo = np.array([r.min(0) for r in rings])  # (N, 2) top-left (x, y)
     sides = np.array([r.max(0) - r.min(0) for r in rings])  # (N, 2)
     size = int(meta.get("size_level0") or round(sides[0, 0]))
     if np.abs(sides - size).max() > 0.5:
-        raise ValueError(f"{path}: tiles are not all squares of side {size} level-0 pixels; expected one patch size per heatmap")
+        raise ValueError(
+            f"{path}: tiles are not all squares of side {size} level-0 pixels; expected one patch size per heatmap"
+        )
     values = np.array([t.get(name, np.nan) for t in tables], np.float32)
     raw_name = meta.get("raw_measurement")
     raw = np.array([t.get(raw_name, np.nan) for t in tables], np.float32) if raw_name else None
-    return Heatmap(values, np.rint(lo).astype(np.int64), size, meta.get("mpp"), meta.get("kind", name), meta.get("label", name), meta.get("normalisation", "raw"), meta.get("params") or {}, raw)
+    return Heatmap(
+        values,
+        np.rint(lo).astype(np.int64),
+        size,
+        meta.get("mpp"),
+        meta.get("kind", name),
+        meta.get("label", name),
+        meta.get("normalisation", "raw"),
+        meta.get("params") or {},
+        raw,
+    )
 
 
 def _measurements(feature: dict) -> dict:
@@ -144,11 +184,21 @@ def _write_h5(hm: Heatmap, tmp: Path) -> None:
     with h5py.File(tmp, "w") as f:
         coords = f.create_dataset("coords", data=hm.xy_level0.astype(np.int64))
         mag0 = magnification(hm.mpp)
-        coords.attrs.update(patch_size_level0=int(hm.size_level0), level0_magnification=-1 if mag0 is None else mag0, overlap=0)
+        coords.attrs.update(
+            patch_size_level0=int(hm.size_level0), level0_magnification=-1 if mag0 is None else mag0, overlap=0
+        )
         f.create_dataset("scores", data=hm.values.astype(np.float32))
         if raw is not None:
             f.create_dataset("raw_scores", data=raw)
-        f.attrs.update(kind=hm.kind, label=hm.label, normalisation=hm.normalisation, title=hm.title, mpp=-1.0 if hm.mpp is None else float(hm.mpp), params=json.dumps(_jsonable(hm.params), allow_nan=False), writer="napari-pathalign")
+        f.attrs.update(
+            kind=hm.kind,
+            label=hm.label,
+            normalisation=hm.normalisation,
+            title=hm.title,
+            mpp=-1.0 if hm.mpp is None else float(hm.mpp),
+            params=json.dumps(_jsonable(hm.params), allow_nan=False),
+            writer="napari-pathalign",
+        )
 
 
 def _read_h5(path: Path) -> Heatmap:
@@ -157,9 +207,16 @@ def _read_h5(path: Path) -> Heatmap:
 
     with h5py.File(path, "r") as f:
         if "coords" not in f or "scores" not in f:
-            raise ValueError(f"{path}: not a heatmap file; expected 'coords' and 'scores' datasets (patch features go through read_features)")
+            raise ValueError(
+                (
+                    f"{path}: not a heatmap file; expected 'coords' and 'scores' datasets (patch features go through "
+                    "read_features)"
+                )
+            )
         if "patch_size_level0" not in f["coords"].attrs:
-            raise ValueError(f"{path}: 'coords' has no patch_size_level0 attribute; expected TRIDENT's patching attributes")
+            raise ValueError(
+                f"{path}: 'coords' has no patch_size_level0 attribute; expected TRIDENT's patching attributes"
+            )
         xy = np.asarray(f["coords"], np.int64)
         size = int(f["coords"].attrs["patch_size_level0"])
         values = np.asarray(f["scores"], np.float32)
@@ -168,7 +225,17 @@ def _read_h5(path: Path) -> Heatmap:
     mpp = float(a.get("mpp", -1))
     kind = str(a.get("kind", "scores"))
     params = json.loads(a["params"]) if "params" in a else {}
-    return Heatmap(values, xy, size, mpp if mpp > 0 else None, kind, str(a.get("label", kind)), str(a.get("normalisation", "raw")), params, raw)
+    return Heatmap(
+        values,
+        xy,
+        size,
+        mpp if mpp > 0 else None,
+        kind,
+        str(a.get("label", kind)),
+        str(a.get("normalisation", "raw")),
+        params,
+        raw,
+    )
 
 
 def _colours(t: np.ndarray) -> np.ndarray:
@@ -197,7 +264,9 @@ def _write_png(hm: Heatmap, tmp: Path) -> None:
     font = ImageFont.load_default(size=14)
     pad, bar_w, tick = 10, 18, 5
     draw = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
-    subtitle = f"{len(hm)} patches, values {lo:.4g} to {hi:.4g}" if finite.any() else f"{len(hm)} patches, no finite values"
+    subtitle = (
+        f"{len(hm)} patches, values {lo:.4g} to {hi:.4g}" if finite.any() else f"{len(hm)} patches, no finite values"
+    )
     labels = [f"{v:.3g}" for v in (hi, (lo + hi) / 2, lo)] if finite.any() else []
 
     def text_w(s: str) -> int:
@@ -207,7 +276,9 @@ def _write_png(hm: Heatmap, tmp: Path) -> None:
     bar_h = max(heat.height, 150)
     bar_x = pad + heat.width + 2 * pad
     label_x = bar_x + bar_w + tick + 4
-    width = max(label_x + max(map(text_w, labels), default=0) + pad, pad + max(text_w(hm.title), text_w(subtitle)) + pad)
+    width = max(
+        label_x + max(map(text_w, labels), default=0) + pad, pad + max(text_w(hm.title), text_w(subtitle)) + pad
+    )
     top = pad + 2 * line_h + pad
     canvas = Image.new("RGBA", (width, top + max(heat.height, bar_h) + pad), (0, 0, 0, 0))
     canvas.paste(heat, (pad, top))

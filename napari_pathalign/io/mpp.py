@@ -52,5 +52,8 @@ def mpp_from_resolution(page) -> tuple[float | None, str]:
 
 def _checked(mpp: float, source: str) -> tuple[float | None, str]:
     if not 0 < mpp <= MAX_PLAUSIBLE_MPP:
-        return None, f"{source} gives {mpp:.4g} µm/px, which is not a microscope calibration (a writer's default); ignored"
+        return (
+            None,
+            f"{source} gives {mpp:.4g} µm/px, which is not a microscope calibration (a writer's default); ignored",
+        )
     return mpp, source

@@ -5,7 +5,7 @@ the provenance, all passed in as plain dicts (``Draft.to_dict()`` gives them). W
 replace an existing file only when asked: an export interrupted by a crash or a full disk never
 leaves a half-written report that a colleague or a script would trust.
 
-``atomic_write_text`` and ``plain_json`` are shared with the report store, which keeps the
+``plain_json`` is shared with the report store, which keeps the
 pathologist's working copies.
 """
 
@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
-from napari_pathalign.io.atomic import fsync_folder
+from napari_pathalign.core.atomic import atomic_write_text
 
 EXPORT_SCHEMA = 1  # "schema" of the JSON export
 
@@ -38,59 +36,28 @@ def plain_json(value, what: str = "value"):
         return [plain_json(v, f"{what}[{i}]") for i, v in enumerate(value)]
     if hasattr(value, "tolist"):  # numpy array or scalar, without importing numpy here
         return plain_json(value.tolist(), what)
-    raise ValueError(f"{what} is a {type(value).__name__} ({value!r:.80}); expected plain JSON data (dict, list, str, number, bool, None)")
-
-
-def atomic_write_text(path, text: str, mode: int = 0o644, overwrite: bool = True) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder, fsync and rename.
-
-    A reader (or the next start after a crash) sees the old file or the new one, never a mix. With
-    ``overwrite=False`` an existing file raises FileExistsError, also one that appears while writing.
-    OSError (read-only folder, full disk) propagates after the temporary file is removed.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes it 0o600
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-    return path
-
-
-def _link_new(tmp: str, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists; a hard link makes the check and the move one step."""
-    try:
-        os.link(tmp, path)  # FileExistsError if path exists, atomically
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name") from None
-    except OSError:  # no hard links on this filesystem (FAT, some network shares): check, then rename
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
+    raise ValueError(
+        (
+            f"{what} is a {type(value).__name__} ({value!r:.80}); expected plain JSON data (dict, list, "
+            "str, number, bool, None)"
+        )
+    )
 
 
 def _check_export(path, suffix: str, report_text, provenance, sentences, overwrite: bool) -> tuple[Path, dict, list]:
     path = Path(path)
     if path.suffix.lower() != suffix:
-        raise ValueError(f"cannot write this report to {path.name!r}: the suffix is {path.suffix!r}; expected {suffix!r}")
+        raise ValueError(
+            f"cannot write this report to {path.name!r}: the suffix is {path.suffix!r}; expected {suffix!r}"
+        )
     if not isinstance(report_text, str):
         raise ValueError(f"report_text must be a str, got {type(report_text).__name__}")
     if not isinstance(provenance, dict):
         raise ValueError(f"provenance must be a dict (Draft.to_dict()['provenance']), got {type(provenance).__name__}")
     if not isinstance(sentences, (list, tuple)) or not all(isinstance(s, dict) for s in sentences):
-        raise ValueError("sentences must be a list of dicts (Draft.to_dict()['sentences']), each with 'text' and 'support'")
+        raise ValueError(
+            "sentences must be a list of dicts (Draft.to_dict()['sentences']), each with 'text' and 'support'"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,17 +68,29 @@ def write_report_json(report_text: str, provenance: dict, sentences: list[dict],
     """Write the report, its sentences (support, evidence coordinates) and provenance as .json, atomically."""
     path, provenance, sentences = _check_export(path, ".json", report_text, provenance, sentences, overwrite)
     doc = {"schema_version": EXPORT_SCHEMA, "text": report_text, "sentences": sentences, "provenance": provenance}
-    return atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False) + "\n", overwrite=overwrite)
+    return atomic_write_text(
+        path, json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False) + "\n", overwrite=overwrite
+    )
 
 
-def write_report_markdown(report_text: str, provenance: dict, sentences: list[dict], path, overwrite: bool = False) -> Path:
+def write_report_markdown(
+    report_text: str, provenance: dict, sentences: list[dict], path, overwrite: bool = False
+) -> Path:
     """Write the report as .md: the text, a table of its sentences with support scores, then the provenance."""
     path, provenance, sentences = _check_export(path, ".md", report_text, provenance, sentences, overwrite)
     lines = ["# Report", "", report_text.strip() or "_(empty)_", ""]
     if sentences:
-        lines += ["## Sentences and their support", "",
-                  "Support: the probability that the slide bears out the sentence's weakest claim (0 to 1; under 0.5: check it).", "",
-                  "| # | sentence | support | evidence (level-0 x, y) |", "|---:|---|---:|---|"]
+        lines += [
+            "## Sentences and their support",
+            "",
+            (
+                "Support: the probability that the slide bears out the sentence's weakest claim (0 to 1; under "
+                "0.5: check it)."
+            ),
+            "",
+            "| # | sentence | support | evidence (level-0 x, y) |",
+            "|---:|---|---:|---|",
+        ]
         for i, s in enumerate(sentences, 1):
             lines.append(f"| {i} | {_cell(s.get('text', ''))} | {_support(s)} | {_cell(_evidence(s))} |")
         lines.append("")
@@ -142,7 +121,14 @@ def _support(sentence: dict) -> str:
 def _evidence(sentence: dict) -> str:
     xy = sentence.get("evidence_xy_level0") or []
     number = (int, float)
-    return "; ".join(f"({p[0]:g}, {p[1]:g})" for p in xy if isinstance(p, (list, tuple)) and len(p) >= 2 and isinstance(p[0], number) and isinstance(p[1], number)) or "–"
+    return (
+        "; ".join(
+            f"({p[0]:g}, {p[1]:g})"
+            for p in xy
+            if isinstance(p, (list, tuple)) and len(p) >= 2 and isinstance(p[0], number) and isinstance(p[1], number)
+        )
+        or "–"
+    )
 
 
 def _provenance_value(value) -> str:

@@ -131,7 +131,7 @@ class Slide:
         return np.asarray(Image.fromarray(region).resize((out_w, out_h), Image.Resampling.BOX))
 
     # -- lifetime ---------------------------------------------------------------------------
-    def _on_close(self, fn) -> None:
+    def on_close(self, fn) -> None:
         self._closers.append(fn)
 
     def close(self) -> None:

@@ -37,7 +37,14 @@ class TiffTileLevel(TileLevel):
         self._decode = page.decode  # tifffile builds (and caches) the decoder once per page
         self._kwargs = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader, "_fullsize": True}
         # plain baseline-JPEG tiles (not NDPI's restart-marker strips) can be decoded at 1/2, 1/4, 1/8
-        self._jpeg = page.compression == 7 and page.is_tiled and page.jpegheader is None and page.bitspersample == 8 and self._samples == 3 and page.photometric in (2, 6)
+        self._jpeg = (
+            page.compression == 7
+            and page.is_tiled
+            and page.jpegheader is None
+            and page.bitspersample == 8
+            and self._samples == 3
+            and page.photometric in (2, 6)
+        )
         self._rgb_jpeg = page.photometric == 2  # Aperio: RGB samples, no marker saying so in the stream
 
     def decode_tile(self, row: int, col: int) -> np.ndarray:
@@ -56,7 +63,12 @@ class TiffTileLevel(TileLevel):
         if not self._jpeg or factor not in (2, 4, 8) or self.tile_shape[0] % factor or self.tile_shape[1] % factor:
             return None
         th, tw = self.tile_shape[0] // factor, self.tile_shape[1] // factor
-        return self._decode_stored(row, col, factor, lambda data, _: decode_jpeg_scaled(data, self._page.jpegtables, self._rgb_jpeg, th, tw, factor))
+        return self._decode_stored(
+            row,
+            col,
+            factor,
+            lambda data, _: decode_jpeg_scaled(data, self._page.jpegtables, self._rgb_jpeg, th, tw, factor),
+        )
 
     def _decode_stored(self, row: int, col: int, factor: int, decode) -> np.ndarray:
         """Read tile (row, col) from the file and ``decode(bytes, index)`` it at 1/``factor``;
@@ -77,10 +89,13 @@ class TiffTileLevel(TileLevel):
                 f"(level pixels x={x}, y={y}) could not be decoded ({exc}); the file is damaged there"
             ) from exc
 
+
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, transform 0: the samples are RGB
 
 
-def decode_jpeg_scaled(data: bytes, tables: bytes | None, rgb: bool, height: int, width: int, factor: int) -> np.ndarray:
+def decode_jpeg_scaled(
+    data: bytes, tables: bytes | None, rgb: bool, height: int, width: int, factor: int
+) -> np.ndarray:
     """A TIFF JPEG tile decoded straight to 1/``factor`` of its size by libjpeg-turbo's scaled IDCT.
 
     The scaled IDCT is the low-pass of the tile's own DCT (libvips's shrink-on-load does the same):
@@ -119,7 +134,11 @@ def open_tiff(path: Path) -> Slide:
     try:
         # tifffile only logs a broken directory chain and goes on with the pages before it
         broken = [m for m in log.messages if "invalid" in m and "offset" in m]
-        require(not broken, path, f"the file is truncated or damaged ({broken[:1]}; {os.path.getsize(path)} bytes); copy it again")
+        require(
+            not broken,
+            path,
+            f"the file is truncated or damaged ({broken[:1]}; {os.path.getsize(path)} bytes); copy it again",
+        )
         return _open(path, tif)
     except BaseException:
         tif.close()
@@ -166,17 +185,37 @@ def _check_page(path: Path, page, level: int) -> None:
     import tifffile
 
     if page.dtype != np.uint8:
-        raise NotBrightfieldError(f"{path}: level {level} has {page.dtype} pixels; only 8-bit brightfield (RGB) slides are supported")
-    require(page.planarconfig == 1 or page.samplesperpixel == 1, path, f"level {level} stores colour planes separately (PlanarConfiguration=2), which is not supported")
+        raise NotBrightfieldError(
+            f"{path}: level {level} has {page.dtype} pixels; only 8-bit brightfield (RGB) slides are supported"
+        )
+    require(
+        page.planarconfig == 1 or page.samplesperpixel == 1,
+        path,
+        f"level {level} stores colour planes separately (PlanarConfiguration=2), which is not supported",
+    )
     if page.samplesperpixel not in (1, 3, 4):
-        raise NotBrightfieldError(f"{path}: level {level} has {page.samplesperpixel} samples per pixel; expected RGB (3), RGBA (4) or gray (1)")
+        raise NotBrightfieldError(
+            (
+                f"{path}: level {level} has {page.samplesperpixel} samples per pixel; expected RGB (3), RGBA "
+                "(4) or gray (1)"
+            )
+        )
     try:
         tifffile.TIFF.DECOMPRESSORS[page.compression]
     except (KeyError, ValueError) as exc:
-        raise SlideError(f"{path}: level {level} uses compression {page.compression!r}, which no installed codec decodes; supported are JPEG, JPEG 2000, JPEG XL, WebP, LZW, Deflate, Zstd, PackBits and none") from exc
+        raise SlideError(
+            (
+                f"{path}: level {level} uses compression {page.compression!r}, which no installed codec decodes; "
+                "supported are JPEG, JPEG 2000, JPEG XL, WebP, LZW, Deflate, Zstd, PackBits and none"
+            )
+        ) from exc
     size = os.path.getsize(path)
     ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
-    require(not ends or max(ends) <= size, path, f"file is truncated: level {level} needs {max(ends or [0])} bytes but the file has {size}; copy it again")
+    require(
+        not ends or max(ends) <= size,
+        path,
+        f"file is truncated: level {level} needs {max(ends or [0])} bytes but the file has {size}; copy it again",
+    )
 
 
 def _format_and_mpp(tif, page0) -> tuple[str, float | None, str]:
@@ -193,7 +232,11 @@ def _format_and_mpp(tif, page0) -> tuple[str, float | None, str]:
 
 def _open(path: Path, tif) -> Slide:
     size = os.path.getsize(path)
-    require(len(tif.pages) > 0, path, f"no image directory could be read within its {size} bytes: the file is truncated or damaged; copy it again")
+    require(
+        len(tif.pages) > 0,
+        path,
+        f"no image directory could be read within its {size} bytes: the file is truncated or damaged; copy it again",
+    )
     series = _main_series(path, tif)
     pages = [lvl.keyframe for lvl in series.levels if _is_image(lvl)]
     for k, page in enumerate(pages):
@@ -211,6 +254,6 @@ def _open(path: Path, tif) -> Slide:
 
     props = {"tiff.ImageDescription": pages[0].description, "tiff.Software": pages[0].software}
     slide = Slide(SlideInfo(path, fmt, mpp, mpp_source, props), reader, display, associated)
-    slide._on_close(lambda: os.close(fd))
-    slide._on_close(tif.close)
+    slide.on_close(lambda: os.close(fd))
+    slide.on_close(tif.close)
     return slide

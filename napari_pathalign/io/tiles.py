@@ -172,7 +172,9 @@ class TileReader:
         y0, x0, y1, x1 = lvl.tile_bounds(row, col)
         data = lvl.decode_tile(row, col)
         if data.shape[0] < y1 - y0 or data.shape[1] < x1 - x0:
-            raise RuntimeError(f"tile ({row}, {col}) of level {level} decoded to {data.shape}, expected at least {(y1 - y0, x1 - x0)}")
+            raise RuntimeError(
+                f"tile ({row}, {col}) of level {level} decoded to {data.shape}, expected at least {(y1 - y0, x1 - x0)}"
+            )
         data = np.ascontiguousarray(data[: y1 - y0, : x1 - x0, :3])
         data.flags.writeable = False
         with self._lock:

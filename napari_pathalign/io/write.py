@@ -6,14 +6,16 @@ generic-TIFF reader sees every level (it ignores SubIFD pyramids), and so does t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.atomic import atomic_write
 
-def write_pyramid_tiff(path: str | Path, rgb: np.ndarray, mpp: float, tile: int = 256, min_side: int = 512, quality: int = 90) -> Path:
+
+def write_pyramid_tiff(
+    path: str | Path, rgb: np.ndarray, mpp: float, tile: int = 256, min_side: int = 512, quality: int = 90
+) -> Path:
     """Write ``rgb`` (H, W, 3) uint8 as a JPEG tiled pyramid down to ``min_side``; atomic."""
     import tifffile
 
@@ -23,10 +25,14 @@ def write_pyramid_tiff(path: str | Path, rgb: np.ndarray, mpp: float, tile: int 
         raise ValueError(f"mpp must be positive µm per pixel, got {mpp!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    opts = dict(tile=(tile, tile), compression="jpeg", compressionargs={"level": quality}, photometric="rgb", resolutionunit="CENTIMETER")
-    try:
+    opts = dict(
+        tile=(tile, tile),
+        compression="jpeg",
+        compressionargs={"level": quality},
+        photometric="rgb",
+        resolutionunit="CENTIMETER",
+    )
+    with atomic_write(path) as tmp:  # a slide is an ordinary file (0o644)
         with tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tw:
             img, k = rgb, 0
             while True:
@@ -37,9 +43,4 @@ def write_pyramid_tiff(path: str | Path, rgb: np.ndarray, mpp: float, tile: int 
                 h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
                 img = img[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
                 k += 1
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a slide is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -35,7 +35,13 @@ def _counting_store(store, path: Path, level: int, reader):
             try:
                 value = await self._store.get(key, prototype, byte_range)
             except Exception as exc:
-                raise SlideError(f"{path}: stored tile {key!r} (row.column.sample) of level {level} could not be decoded ({exc}); the file is damaged there") from exc
+                raise SlideError(
+                    (
+                        f"{path}: stored tile {key!r} (row.column.sample) of level "
+                        f"{level} could not be decoded ({exc}); "
+                        "the file is damaged there"
+                    )
+                ) from exc
             if is_chunk and value is not None and reader is not None:
                 reader.count_decoded()
             return value

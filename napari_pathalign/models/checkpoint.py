@@ -8,10 +8,11 @@ whose companions differ instead of producing quietly wrong similarities or draft
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from napari_pathalign.core.atomic import atomic_folder
+from napari_pathalign.core.resources import RESOURCES
 
 FORMAT = "napari-pathalign/pathalign"
 VERSION = 1
@@ -23,8 +24,6 @@ class CheckpointError(ValueError):
 
 
 def embedded_dir(name: str = "embedded") -> Path:
-    from napari_pathalign.models.encoders import RESOURCES
-
     return RESOURCES / EMBEDDED[name]
 
 
@@ -56,7 +55,9 @@ def _lm_entry(model, folder: Path) -> str | None:
         return str(lm)
 
 
-def save_pathalign(model, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False) -> Path:
+def save_pathalign(
+    model, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False
+) -> Path:
     """Write atomically: a temporary folder beside ``path`` is renamed over it when complete.
 
     ``half``: store float16 (shipped weights; they load back into float32). ``bundle_lm``: copy the
@@ -68,7 +69,9 @@ def save_pathalign(model, path: str | Path, extra: dict | None = None, half: boo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(model.named_parameters())
-    tensors = {k: state[k].detach().cpu().to(torch.float16 if half else torch.float32).contiguous() for k in saved_keys(model)}
+    tensors = {
+        k: state[k].detach().cpu().to(torch.float16 if half else torch.float32).contiguous() for k in saved_keys(model)
+    }
     cfg = model.cfg.to_dict()
     cfg["lm"] = "lm" if bundle_lm and model.lm is not None else _lm_entry(model, path)
     meta = {
@@ -79,27 +82,23 @@ def save_pathalign(model, path: str | Path, extra: dict | None = None, half: boo
         "lm_hash": _hash(model.lm.path) if model.lm is not None else None,
         "extra": extra or {},
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         if model.lm is not None and cfg["lm"] is not None and not Path(cfg["lm"]).is_absolute():
             shutil.copytree(model.lm.path, tmp / cfg["lm"])  # keep a bundled LM with the weights
         save_file(tensors, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def read_config(path: Path) -> dict:
     cfg_file = path / "config.json"
     if not path.is_dir() or not cfg_file.is_file():
-        raise CheckpointError(f"{path} is not a PathAlign checkpoint folder (needs config.json and model.safetensors); train one with `pathalign train` or pass 'embedded'")
+        raise CheckpointError(
+            (
+                f"{path} is not a PathAlign checkpoint folder (needs config.json and model.safetensors); train "
+                "one with `pathalign train` or pass 'embedded'"
+            )
+        )
     try:
         meta = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -107,7 +106,12 @@ def read_config(path: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_file}: format {meta.get('format')!r} is not a PathAlign checkpoint ({FORMAT!r})")
     if meta.get("version", 0) > VERSION:
-        raise CheckpointError(f"{cfg_file}: checkpoint version {meta['version']} is newer than this napari-pathalign reads ({VERSION}); upgrade the plugin")
+        raise CheckpointError(
+            (
+                f"{cfg_file}: checkpoint version {meta['version']} is newer than this napari-pathalign reads "
+                f"({VERSION}); upgrade the plugin"
+            )
+        )
     return meta
 
 
@@ -132,7 +136,12 @@ def load_weights(model, path: Path, allow_missing: tuple[str, ...] = ()) -> list
     unexpected = sorted(set(state) - expected)
     wrong = sorted(k for k in expected & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
     if missing or unexpected or wrong:
-        raise CheckpointError(f"{file} does not fit its config: missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}")
+        raise CheckpointError(
+            (
+                f"{file} does not fit its config: missing {missing[:4]}, unexpected {unexpected[:4]}, wrong "
+                f"shape {wrong[:4]}"
+            )
+        )
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{file} holds non-finite values in {bad[:4]}; the training run diverged")
@@ -142,32 +151,58 @@ def load_weights(model, path: Path, allow_missing: tuple[str, ...] = ()) -> list
     return sorted(expected - set(state))
 
 
-def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None = None):
-    """Build the model its config describes, check its companions, load its weights strictly."""
+def load_pathalign(path: str | Path, device: str = "auto", lm: str | Path | None = None, *, config_from_dict, build):
+    """Build the model its config describes, check its companions, load its weights strictly.
+
+    ``config_from_dict`` and ``build`` are ``PathAlignConfig.from_dict`` and ``PathAlign`` (``PathAlign.load``
+    passes them), so that this file format module never imports the model it stores."""
     from napari_pathalign.models.patch_encoder import pick_device
-    from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig
 
     name = str(path)
     if str(path) in EMBEDDED:
         path = embedded_dir(name)
         if not (path / "config.json").is_file():
-            raise CheckpointError(f"the {name} PathAlign weights are not in this installation ({path}); run scripts/train_embedded_model.py or pass a checkpoint folder")
+            raise CheckpointError(
+                (
+                    f"the {name} PathAlign weights are not in this installation "
+                    f"({path}); run scripts/train_embedded_model.py "
+                    "or pass a checkpoint folder"
+                )
+            )
     path = Path(path)
     meta = read_config(path)
-    cfg = PathAlignConfig.from_dict(meta["model"])
+    cfg = config_from_dict(meta["model"])
     if lm is not None:
         if meta.get("lm_hash") and _hash(Path(lm)) != meta["lm_hash"]:
-            raise CheckpointError(f"language model {lm} differs from the one this checkpoint was trained with (hash {_hash(Path(lm))} != {meta['lm_hash']}); its projection would feed the wrong embedding space")
+            raise CheckpointError(
+                (
+                    f"language model {lm} differs from the one this checkpoint "
+                    f"was trained with (hash {_hash(Path(lm))} "
+                    f"!= {meta['lm_hash']}); its projection would feed the wrong embedding space"
+                )
+            )
         cfg.lm = str(lm)
     elif cfg.lm is not None and not Path(cfg.lm).is_absolute():
         cfg.lm = str(path / cfg.lm)
     if cfg.lm is not None and not Path(cfg.lm).is_dir():
-        raise CheckpointError(f"this checkpoint generates through the language model {cfg.lm}, which is not there; pass lm=PATH to its folder")
+        raise CheckpointError(
+            (
+                f"this checkpoint generates through the language model {cfg.lm}, which is not there; pass lm=PATH "
+                "to its folder"
+            )
+        )
     if cfg.lm is not None and meta.get("lm_hash") and _hash(Path(cfg.lm)) != meta["lm_hash"]:
-        raise CheckpointError(f"language model {cfg.lm} has changed since training (hash {_hash(Path(cfg.lm))} != {meta['lm_hash']})")
-    model = PathAlign(cfg)
+        raise CheckpointError(
+            f"language model {cfg.lm} has changed since training (hash {_hash(Path(cfg.lm))} != {meta['lm_hash']})"
+        )
+    model = build(cfg)
     if meta.get("text_tower_hash") and _hash(model.text.path) != meta["text_tower_hash"]:
-        raise CheckpointError(f"text tower {cfg.text_tower!r} ({model.text.path}) differs from the one this checkpoint was trained with; install the same text tower or retrain")
+        raise CheckpointError(
+            (
+                f"text tower {cfg.text_tower!r} ({model.text.path}) differs from the one this checkpoint was "
+                "trained with; install the same text tower or retrain"
+            )
+        )
     load_weights(model, path)
     dev, _ = pick_device(device)
     model.to(dev).eval()

@@ -35,9 +35,16 @@ class FrozenLM(nn.Module):
 
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"language model {path}: not a transformers model folder (no config.json); pass a local folder holding a causal LM and its tokenizer")
+            raise FileNotFoundError(
+                (
+                    f"language model {path}: not a transformers model folder (no config.json); pass a local folder "
+                    "holding a causal LM and its tokenizer"
+                )
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=torch.float32)  # shipped weights may be float16
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.path, local_files_only=True, dtype=torch.float32
+        )  # shipped weights may be float16
         self.model.requires_grad_(False)
         self.model.eval()
         if self.tokenizer.eos_token_id is None:
@@ -97,17 +104,30 @@ class FrozenLM(nn.Module):
         ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=device)  # (C, L)
         mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], device=device)
         n, q = len(rows), soft.shape[1]
-        embeds = torch.cat([soft.expand(n, -1, -1).to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (C, Q+L, dim)
+        embeds = torch.cat(
+            [soft.expand(n, -1, -1).to(self._embed(ids).dtype), self._embed(ids)], dim=1
+        )  # (C, Q+L, dim)
         full_mask = torch.cat([torch.ones(n, q, dtype=mask.dtype, device=device), mask], dim=1)
-        logp = torch.log_softmax(self.model(inputs_embeds=embeds, attention_mask=full_mask).logits.float(), dim=-1)  # (C, Q+L, V)
+        logp = torch.log_softmax(
+            self.model(inputs_embeds=embeds, attention_mask=full_mask).logits.float(), dim=-1
+        )  # (C, Q+L, V)
         out = []
         for k, c in enumerate(conts):
-            pos = torch.arange(q + len(p) - 1, q + len(p) + len(c) - 1, device=device)  # the logits that predict each continuation token
+            pos = torch.arange(
+                q + len(p) - 1, q + len(p) + len(c) - 1, device=device
+            )  # the logits that predict each continuation token
             out.append(float(logp[k, pos, torch.tensor(c, device=device)].sum()))
         return out
 
     @torch.no_grad()
-    def generate(self, soft: torch.Tensor, prompt: str, cfg: GenerationConfig = GenerationConfig(), streamer=None, stopping_criteria=None) -> list[str]:
+    def generate(
+        self,
+        soft: torch.Tensor,
+        prompt: str,
+        cfg: GenerationConfig = GenerationConfig(),
+        streamer=None,
+        stopping_criteria=None,
+    ) -> list[str]:
         """Drafts for a batch of soft prompts (B, Q, dim) after the same text prompt.
 
         ``streamer`` (a transformers streamer) receives tokens as they are decoded (batch of one);
@@ -118,7 +138,13 @@ class FrozenLM(nn.Module):
         ids = torch.tensor([self._tokens([prompt], False)[0]] * b, device=device, dtype=torch.long)  # (B, P)
         embeds = torch.cat([soft.to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (B, Q+P, dim)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
-        kwargs = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        kwargs = dict(
+            max_new_tokens=cfg.max_new_tokens,
+            num_beams=cfg.num_beams,
+            repetition_penalty=cfg.repetition_penalty,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if cfg.top_p is not None:
             torch.manual_seed(cfg.seed)
             kwargs.update(do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature)

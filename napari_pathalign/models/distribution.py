@@ -61,7 +61,16 @@ class FeatureDistribution:
 
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, features: np.ndarray, calibration: Sequence[np.ndarray] = (), quantile: float = 0.99, encoder: str = "", weights_hash: str = "", training_data: str = "the model's training data", provenance: dict | None = None) -> FeatureDistribution:
+    def fit(
+        cls,
+        features: np.ndarray,
+        calibration: Sequence[np.ndarray] = (),
+        quantile: float = 0.99,
+        encoder: str = "",
+        weights_hash: str = "",
+        training_data: str = "the model's training data",
+        provenance: dict | None = None,
+    ) -> FeatureDistribution:
         """Fit on training patch ``features`` (N, D); calibrate on held-out training slides (each (n_i, D)).
 
         Without ``calibration`` the reference is the median distance of the fitted patches
@@ -80,14 +89,35 @@ class FeatureDistribution:
         lw = LedoitWolf(assume_centered=True).fit((features - mean) / scale)
         chol = np.linalg.cholesky(lw.covariance_)  # covariance = L @ L.T, so |L^-1 z| is the Mahalanobis distance
         whitener = np.linalg.solve(chol, np.eye(len(chol)))  # (D, D) lower-triangular L^-1
-        dist = cls(mean.astype(np.float32), scale.astype(np.float32), whitener.astype(np.float32), 1.0, float("inf"), encoder, weights_hash, training_data, dict(provenance or {}))
+        dist = cls(
+            mean.astype(np.float32),
+            scale.astype(np.float32),
+            whitener.astype(np.float32),
+            1.0,
+            float("inf"),
+            encoder,
+            weights_hash,
+            training_data,
+            dict(provenance or {}),
+        )
         held_out = [_as_features(s, dist.dim) for s in calibration]
         dist.reference = float(np.median(dist.mahalanobis(np.concatenate(held_out) if held_out else features)))
-        dist.provenance.update(fit_patches=len(features), shrinkage=round(float(lw.shrinkage_), 6), reference_from="calibration slides" if held_out else "the fitted patches (uncalibrated)")
+        dist.provenance.update(
+            fit_patches=len(features),
+            shrinkage=round(float(lw.shrinkage_), 6),
+            reference_from="calibration slides" if held_out else "the fitted patches (uncalibrated)",
+        )
         if held_out:
             scores = np.array([dist.slide_score(s).score for s in held_out if len(s)])
             dist.threshold = float(np.quantile(scores, quantile))
-            dist.provenance.update(calibration_slides=len(scores), calibration_patches=int(sum(len(s) for s in held_out)), threshold_quantile=quantile, calibration_scores={q: round(float(np.quantile(scores, float(q))), 4) for q in ("0.5", "0.9", "0.99", "1.0")})
+            dist.provenance.update(
+                calibration_slides=len(scores),
+                calibration_patches=int(sum(len(s) for s in held_out)),
+                threshold_quantile=quantile,
+                calibration_scores={
+                    q: round(float(np.quantile(scores, float(q))), 4) for q in ("0.5", "0.9", "0.99", "1.0")
+                },
+            )
         return dist
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -107,21 +137,34 @@ class FeatureDistribution:
             features = features.features
         features = _as_features(features, self.dim)
         if len(features) == 0:
-            raise ValueError("the slide has no patch features to score (no tissue patches were found); nothing to compare with the training data")
+            raise ValueError(
+                (
+                    "the slide has no patch features to score (no tissue patches were found); nothing to compare "
+                    "with the training data"
+                )
+            )
         score = float(np.median(self.patch_scores(features)))
         warn = bool(score > self.threshold)
         return InDistribution(score, self.threshold, warn, len(features), self._explain(score, warn, len(features)))
 
     def _explain(self, score: float, warn: bool, n: int) -> str:
-        limit = f"warning above {self.threshold:+.0%}" if np.isfinite(self.threshold) else "not calibrated: no warning level"
+        limit = (
+            f"warning above {self.threshold:+.0%}"
+            if np.isfinite(self.threshold)
+            else "not calibrated: no warning level"
+        )
         where = f"{abs(score):.0%} {'farther from' if score >= 0 else 'closer to'}"
         few = f" Only {n} patches were scored, so this is a rough estimate." if n < 10 else ""
         if warn:
             return (
                 f"This tissue is unlike {self.training_data}: its typical patch lies {where} the training "
-                f"features than a typical training patch does ({limit}). Treat drafts and answers for this slide as unreliable.{few}"
+                f"features than a typical training patch does ({limit}). Treat drafts and answers for this "
+                f"slide as unreliable.{few}"
             )
-        return f"This tissue resembles {self.training_data}: its typical patch lies {where} the training features than a typical training patch does ({limit}).{few}"
+        return (
+            f"This tissue resembles {self.training_data}: its typical patch lies {where} the training features "
+            f"than a typical training patch does ({limit}).{few}"
+        )
 
     # -- which encoder -------------------------------------------------------------------------------
     def check_encoder(self, encoder: str, weights_hash: str) -> None:
@@ -139,7 +182,10 @@ class FeatureDistribution:
         rows, cols = np.tril_indices(self.dim)
         doc = {
             "format": FORMAT,
-            "method": "Ledoit-Wolf Gaussian on standardised patch features; patch score = Mahalanobis distance / reference - 1; slide score = median patch score",
+            "method": (
+                "Ledoit-Wolf Gaussian on standardised patch features; patch score = Mahalanobis distance / "
+                "reference - 1; slide score = median patch score"
+            ),
             "encoder": self.encoder,
             "weights_hash": self.weights_hash,
             "dim": self.dim,
@@ -162,15 +208,33 @@ class FeatureDistribution:
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"could not read a feature distribution from {path} ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(
+                f"could not read a feature distribution from {path} ({type(exc).__name__}: {exc})"
+            ) from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a feature distribution (format {doc.get('format') if isinstance(doc, dict) else None!r}; expected {FORMAT!r})")
+            raise ValueError(
+                (
+                    f"{path} is not a feature distribution "
+                    f"(format {doc.get('format') if isinstance(doc, dict) else None!r}; "
+                    f"expected {FORMAT!r})"
+                )
+            )
         dim = int(doc["dim"])
         rows, cols = np.tril_indices(dim)
         whitener = np.zeros((dim, dim), np.float32)
         whitener[rows, cols] = _decode(doc["whitener_lower"], len(rows))
         threshold = float("inf") if doc["threshold"] is None else float(doc["threshold"])
-        dist = cls(_decode(doc["mean"], dim), _decode(doc["scale"], dim), whitener, float(doc["reference"]), threshold, doc["encoder"], doc["weights_hash"], doc.get("training_data", "the model's training data"), doc.get("provenance", {}))
+        dist = cls(
+            _decode(doc["mean"], dim),
+            _decode(doc["scale"], dim),
+            whitener,
+            float(doc["reference"]),
+            threshold,
+            doc["encoder"],
+            doc["weights_hash"],
+            doc.get("training_data", "the model's training data"),
+            doc.get("provenance", {}),
+        )
         if encoder is not None:
             dist.check_encoder(encoder.name, encoder.weights_hash)
         return dist
@@ -178,12 +242,17 @@ class FeatureDistribution:
 
 def load_embedded_distribution(encoder=None) -> FeatureDistribution:
     """The distribution shipped for the embedded encoder, checked against the shipped weights (or ``encoder``)."""
-    from napari_pathalign.models.encoders import RESOURCES
+    from napari_pathalign.core.resources import RESOURCES
     from napari_pathalign.models.weights import weights_hash
 
     path = RESOURCES / EMBEDDED_FILE
     if not path.exists():
-        raise ValueError(f"no feature distribution for the embedded encoder in this install ({path} is missing); build it with scripts/fit_feature_distribution.py")
+        raise ValueError(
+            (
+                f"no feature distribution for the embedded encoder in this install ({path} is missing); build "
+                "it with scripts/fit_feature_distribution.py"
+            )
+        )
     dist = FeatureDistribution.load(path, encoder)
     if encoder is None:
         dist.check_encoder("embedded", weights_hash(RESOURCES / "embedded_encoder.safetensors"))

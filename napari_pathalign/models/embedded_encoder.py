@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from napari_pathalign.models.encoders import IMAGENET
+from napari_pathalign.models.spec import IMAGENET
 
 # Ruifrok & Johnston's stain vectors (haematoxylin, eosin, DAB) in optical density, as in scikit-image
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
@@ -85,7 +85,12 @@ class StainStats(nn.Module):
         """Standardise over uint8 ``tiles`` (N, 3, s, s), resized to ``size`` as the encoder sees them."""
         from napari_pathalign.models.patch_encoder import resize_patches
 
-        raw = torch.cat([self.raw(resize_patches(tiles[i : i + batch_size].float() / 255, size)) for i in range(0, len(tiles), batch_size)])
+        raw = torch.cat(
+            [
+                self.raw(resize_patches(tiles[i : i + batch_size].float() / 255, size))
+                for i in range(0, len(tiles), batch_size)
+            ]
+        )
         self.mean.copy_(raw.mean(0))
         self.std.copy_(raw.std(0).clamp_min(1e-6))
 
@@ -99,7 +104,9 @@ class EmbeddedEncoder(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256, 384), depth: int = 2):
         super().__init__()
         # a 4x4 patchify stem: full-resolution convolutions are what a CPU cannot afford
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 4, stride=4, bias=False), nn.BatchNorm2d(widths[0]), nn.GELU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 4, stride=4, bias=False), nn.BatchNorm2d(widths[0]), nn.GELU()
+        )
         stages = []
         for a, b in zip(widths[:-1], widths[1:]):
             stages += [_Block(a, a, 1) for _ in range(depth - 1)] + [_Block(a, b, 2)]

@@ -23,7 +23,9 @@ def itc_loss(sim: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     return (i2t + t2i) / 2
 
 
-def sample_hard_negatives(sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_hard_negatives(
+    sim: torch.Tensor, positives: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One negative per row, drawn with probability softmax(similarity) among non-positives (BLIP-2).
 
     sim (B, B) image-to-text. Returns (rows, picks) for the rows that have any negative at all:
@@ -51,7 +53,9 @@ def itg_attention_mask(num_queries: int, text_mask: torch.Tensor, dtype: torch.d
     allowed[:, num_queries:, :num_queries] = True  # text -> queries
     causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=device))  # (L, L)
     allowed[:, num_queries:, num_queries:] = causal & text_mask.bool()[:, None, :]  # text -> earlier text
-    allowed[:, num_queries:, num_queries:] |= torch.eye(length, dtype=torch.bool, device=device)  # padding rows see themselves: no empty softmax
+    allowed[:, num_queries:, num_queries:] |= torch.eye(
+        length, dtype=torch.bool, device=device
+    )  # padding rows see themselves: no empty softmax
     return torch.zeros(b, 1, n, n, dtype=dtype, device=device).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
 
 

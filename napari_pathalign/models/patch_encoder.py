@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathalign.models.encoders import EncoderError, EncoderSpec
+from napari_pathalign.models.spec import EncoderError, EncoderSpec
 from napari_pathalign.models.weights import weights_hash
 
 
@@ -17,10 +17,16 @@ def pick_device(device: str = "auto"):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EncoderError(f"device {device!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}); use device='cpu'")
+        raise EncoderError(
+            f"device {device!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}); use device='cpu'"
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise EncoderError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else (torch.float16 if device.startswith("cuda") else torch.float32)
+    dtype = (
+        torch.bfloat16
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        else (torch.float16 if device.startswith("cuda") else torch.float32)
+    )
     return torch.device(device), dtype
 
 
@@ -46,7 +52,10 @@ class PatchEncoder:
             p.requires_grad_(False)
 
     def __repr__(self) -> str:
-        return f"PatchEncoder({self.name!r}, dim={self.dim}, input={self.input_size}px, device={self.device}, dtype={str(self.dtype).replace('torch.', '')})"
+        return (
+            f"PatchEncoder({self.name!r}, dim={self.dim}, input={self.input_size}px, device={self.device}, "
+            f"dtype={str(self.dtype).replace('torch.', '')})"
+        )
 
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Features (B, dim) float32 of uint8 patches (B, P, P, 3)."""
@@ -61,7 +70,10 @@ class PatchEncoder:
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         x = (x - mean) / std
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"),
+        ):
             feats = self.module(x)  # (B, dim)
         if feats.shape[-1] != self.dim:
             raise RuntimeError(f"{self.name} returned {tuple(feats.shape)}, expected (B, {self.dim})")

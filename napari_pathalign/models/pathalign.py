@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_pathalign.models.decoder import FrozenLM, GenerationConfig
-from napari_pathalign.models.losses import itc_loss, itg_attention_mask, itg_loss, max_query_similarity, sample_hard_negatives
+from napari_pathalign.models.losses import (
+    itc_loss,
+    itg_attention_mask,
+    itg_loss,
+    max_query_similarity,
+    sample_hard_negatives,
+)
 from napari_pathalign.models.qformer import QFormerConfig, SlideQFormer
 from napari_pathalign.models.text_tower import DEFAULT_TEXT_TOWER, TextTower
 
@@ -42,11 +48,18 @@ class PathAlignConfig:
         d = dict(d)
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise ValueError(f"unknown PathAlign config fields {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown PathAlign config fields {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}"
+            )
         q = d.pop("qformer", {})
         unknown_q = set(q) - set(QFormerConfig.__dataclass_fields__)
         if unknown_q:
-            raise ValueError(f"unknown qformer config fields {sorted(unknown_q)}; expected {sorted(QFormerConfig.__dataclass_fields__)}")
+            raise ValueError(
+                (
+                    f"unknown qformer config fields {sorted(unknown_q)}; expected "
+                    f"{sorted(QFormerConfig.__dataclass_fields__)}"
+                )
+            )
         cfg = cls(qformer=QFormerConfig(**q), **d)
         bad = set(cfg.losses) - set(LOSSES)
         if bad or not cfg.losses:
@@ -77,7 +90,12 @@ class SlideBatch:
 def slide_positions_um(xy_level0: np.ndarray, mpp: float | None) -> np.ndarray:
     """Level-0 pixel corners -> µm; the Q-Former needs physical positions."""
     if mpp is None or not mpp > 0:
-        raise ValueError(f"the slide has no microns-per-pixel (got mpp={mpp!r}); PathAlign places patches in µm: pass mpp=... (e.g. 0.25 for 40x, 0.5 for 20x)")
+        raise ValueError(
+            (
+                f"the slide has no microns-per-pixel (got mpp={mpp!r}); PathAlign places patches in µm: pass "
+                "mpp=... (e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+        )
     return np.asarray(xy_level0, np.float32) * np.float32(mpp)
 
 
@@ -94,7 +112,12 @@ def collate_slides(slides: list[tuple[np.ndarray, np.ndarray, float | None]]) ->
     valid = torch.zeros(len(slides), n, dtype=torch.bool)
     for i, (f, c, mpp) in enumerate(slides):
         if f.ndim != 2 or f.shape[1] != d or len(c) != len(f):
-            raise ValueError(f"slide {i}: features {f.shape} and coordinates {np.shape(c)} do not match (expected (N, {d}) and (N, 2))")
+            raise ValueError(
+                (
+                    f"slide {i}: features {f.shape} and coordinates {np.shape(c)} do not match (expected (N, {d}) "
+                    "and (N, 2))"
+                )
+            )
         feats[i, : len(f)] = torch.from_numpy(np.asarray(f, np.float32))
         xy[i, : len(f)] = torch.from_numpy(slide_positions_um(c, mpp))
         valid[i, : len(f)] = True
@@ -155,11 +178,22 @@ class PathAlign(nn.Module):
     def itm_logits(self, batch: SlideBatch, states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Match logits (B, 2) of slide i with text i: queries and text self-attend jointly."""
         q = self.cfg.qformer.num_queries
-        mask = torch.cat([torch.ones(len(text_mask), q, dtype=text_mask.dtype, device=text_mask.device), text_mask], dim=1)  # (B, Q+L)
-        out = self.qformer(batch.features, batch.xy_um, batch.valid, text_embeds=self.itm_text_in(states), attention_mask=mask)
+        mask = torch.cat(
+            [torch.ones(len(text_mask), q, dtype=text_mask.dtype, device=text_mask.device), text_mask], dim=1
+        )  # (B, Q+L)
+        out = self.qformer(
+            batch.features, batch.xy_um, batch.valid, text_embeds=self.itm_text_in(states), attention_mask=mask
+        )
         return self.itm_head(out.queries).mean(1)  # (B, 2)
 
-    def losses(self, batch: SlideBatch, texts: list[str], prompts: list[str] | None = None, generator: torch.Generator | None = None, groups: list | None = None) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        batch: SlideBatch,
+        texts: list[str],
+        prompts: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        groups: list | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The configured training terms for slides paired with ``texts`` (one each).
 
         ``groups``: an id per row; rows of one group (the same slide with two reports) are
@@ -173,7 +207,9 @@ class PathAlign(nn.Module):
         if wanted & {"itc", "itm", "itg"}:
             text_emb, states, tok = self.text_embed(texts)
             ids = groups if groups is not None else texts
-            same = torch.tensor([[a == b or ga == gb for b, gb in zip(texts, ids)] for a, ga in zip(texts, ids)], device=self.device)  # (B, B)
+            same = torch.tensor(
+                [[a == b or ga == gb for b, gb in zip(texts, ids)] for a, ga in zip(texts, ids)], device=self.device
+            )  # (B, B)
             sim = max_query_similarity(self.slide_embed(queries), text_emb) * self.scale()  # (B, B)
         if "itc" in wanted:
             out["itc"] = itc_loss(sim, same)
@@ -182,17 +218,23 @@ class PathAlign(nn.Module):
         if "itg" in wanted:
             emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B, L, H)
             mask = itg_attention_mask(self.cfg.qformer.num_queries, tok.attention_mask, emb.dtype)
-            hidden = self.qformer(batch.features, batch.xy_um, batch.valid, text_embeds=emb, attention_mask=mask).text  # (B, L, H)
+            hidden = self.qformer(
+                batch.features, batch.xy_um, batch.valid, text_embeds=emb, attention_mask=mask
+            ).text  # (B, L, H)
             vocab = getattr(self, "itg_vocab", None)
             if vocab is None:
                 logits = self.itg_head(hidden) @ self.text.word_embeddings.t() + self.itg_bias  # (B, L, V)
                 out["itg"] = itg_loss(logits, tok.input_ids, tok.attention_mask)
             else:  # softmax over the corpus vocabulary only (see restrict_itg_vocab)
-                logits = self.itg_head(hidden) @ self.text.word_embeddings[vocab].t() + self.itg_bias[vocab]  # (B, L, V')
+                logits = (
+                    self.itg_head(hidden) @ self.text.word_embeddings[vocab].t() + self.itg_bias[vocab]
+                )  # (B, L, V')
                 out["itg"] = itg_loss(logits, self.itg_remap[tok.input_ids], tok.attention_mask)
         if "lm" in wanted:
             if self.lm is None:
-                raise ValueError("the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)")
+                raise ValueError(
+                    "the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)"
+                )
             out["lm"] = self.lm.loss(self.lm_proj(queries), prompts or [""] * len(texts), texts)
         return out
 
@@ -208,7 +250,9 @@ class PathAlign(nn.Module):
             tok = self.text.tokenize(texts[i : i + 256], self.cfg.qformer.max_text_tokens)
             ids |= set(tok.input_ids[tok.attention_mask.bool()].tolist())
         self.itg_vocab = torch.tensor(sorted(ids), device=self.device)
-        self.itg_remap = torch.zeros(self.itg_bias.shape[0], dtype=torch.long, device=self.device)  # word piece -> its row in the restricted softmax
+        self.itg_remap = torch.zeros(
+            self.itg_bias.shape[0], dtype=torch.long, device=self.device
+        )  # word piece -> its row in the restricted softmax
         self.itg_remap[self.itg_vocab] = torch.arange(len(ids), device=self.device)
         return len(ids)
 
@@ -225,7 +269,7 @@ class PathAlign(nn.Module):
         return F.cross_entropy(logits, labels)
 
     # ----------------------------------------------------------------- numpy in, results out
-    def _batch(self, features, xy_level0=None, mpp=None) -> SlideBatch:
+    def make_batch(self, features, xy_level0=None, mpp=None) -> SlideBatch:
         if hasattr(features, "features"):  # a SlideFeatures from the feature cache
             self.check_features(features)
             features, xy_level0, mpp = features.features, features.xy_level0, features.mpp if mpp is None else mpp
@@ -237,14 +281,24 @@ class PathAlign(nn.Module):
         """Refuse features from another patch encoder than the one this model was trained on."""
         enc, h = self.cfg.patch_encoder, self.cfg.patch_encoder_hash
         if feats.encoder not in ("", "unknown") and feats.encoder != enc:
-            raise ValueError(f"features were computed with patch encoder {feats.encoder!r} but this model reads {enc!r}; re-embed the slide with --encoder {enc}")
+            raise ValueError(
+                (
+                    f"features were computed with patch encoder {feats.encoder!r} but this model reads {enc!r}; "
+                    f"re-embed the slide with --encoder {enc}"
+                )
+            )
         if h and feats.weights_hash not in ("", "unknown", h):
-            raise ValueError(f"features come from {enc!r} weights {feats.weights_hash} but this model was trained on weights {h}; re-embed the slide with the model's encoder weights")
+            raise ValueError(
+                (
+                    f"features come from {enc!r} weights {feats.weights_hash} but this model was trained on weights "
+                    f"{h}; re-embed the slide with the model's encoder weights"
+                )
+            )
 
     @torch.no_grad()
     def encode_slide(self, features, xy_level0=None, mpp: float | None = None) -> SlideEmbedding:
         """Features (N, D) + level-0 corners (N, 2) + mpp (or one SlideFeatures) -> SlideEmbedding."""
-        batch = self._batch(features, xy_level0, mpp)
+        batch = self.make_batch(features, xy_level0, mpp)
         queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (1, Q, H)
         emb = self.slide_embed(queries)  # (1, Q, E)
         return SlideEmbedding(emb[0].float().cpu().numpy(), queries[0].float().cpu().numpy(), int(batch.valid.sum()))
@@ -267,7 +321,7 @@ class PathAlign(nn.Module):
     @torch.no_grad()
     def itm_score(self, features, texts: list[str], xy_level0=None, mpp: float | None = None) -> np.ndarray:
         """Probability (T,) that each text matches the slide, from the ITM head."""
-        batch = self._batch(features, xy_level0, mpp)
+        batch = self.make_batch(features, xy_level0, mpp)
         _, states, tok = self.text_embed(list(texts))
         many = batch.select(torch.zeros(len(texts), dtype=torch.long, device=self.device))
         return torch.softmax(self.itm_logits(many, states, tok.attention_mask), -1)[:, 1].float().cpu().numpy()
@@ -275,15 +329,22 @@ class PathAlign(nn.Module):
     @torch.no_grad()
     def attention(self, features, xy_level0=None, mpp: float | None = None) -> np.ndarray:
         """Cross-attention of the queries on the patches: (layers, heads, Q, N)."""
-        batch = self._batch(features, xy_level0, mpp)
+        batch = self.make_batch(features, xy_level0, mpp)
         cross = self.qformer(batch.features, batch.xy_um, batch.valid, output_attentions=True).cross_attentions
         return cross[:, 0].float().cpu().numpy()
 
     @torch.no_grad()
-    def generate(self, slide: SlideEmbedding, prompt: str = "Final diagnosis:", config: GenerationConfig = GenerationConfig()) -> str:
+    def generate(
+        self, slide: SlideEmbedding, prompt: str = "Final diagnosis:", config: GenerationConfig = GenerationConfig()
+    ) -> str:
         """A draft (report or answer) for one slide after ``prompt``, through the frozen LM."""
         if self.lm is None:
-            raise ValueError("this PathAlign has no language model (a retrieval model, PathAlign-R); load a generation model (PathAlign-G) to draft reports")
+            raise ValueError(
+                (
+                    "this PathAlign has no language model (a retrieval model, PathAlign-R); load a generation "
+                    "model (PathAlign-G) to draft reports"
+                )
+            )
         queries = torch.from_numpy(slide.queries).to(self.device)[None]  # (1, Q, H)
         return self.lm.generate(self.lm_proj(queries), prompt, config)[0]
 
@@ -293,7 +354,7 @@ class PathAlign(nn.Module):
         """From a checkpoint folder (config.json + model.safetensors), or 'embedded'."""
         from napari_pathalign.models.checkpoint import load_pathalign
 
-        return load_pathalign(path, device=device, lm=lm)
+        return load_pathalign(path, device=device, lm=lm, config_from_dict=PathAlignConfig.from_dict, build=cls)
 
     def save(self, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False) -> Path:
         from napari_pathalign.models.checkpoint import save_pathalign

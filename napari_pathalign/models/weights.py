@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from napari_pathalign.models.encoders import EncoderError
+from napari_pathalign.models.spec import EncoderError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.safetensors")
 
@@ -29,9 +29,19 @@ def load_state_dict(path: Path, name: str) -> dict:
     import torch
 
     if path.is_dir():
-        found = [path / f for f in WEIGHT_FILES if (path / f).exists()] + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.pt"))
+        found = (
+            [path / f for f in WEIGHT_FILES if (path / f).exists()]
+            + sorted(path.glob("*.safetensors"))
+            + sorted(path.glob("*.pth"))
+            + sorted(path.glob("*.pt"))
+        )
         if not found:
-            raise EncoderError(f"no weight file in {path} for {name!r}; expected one of {', '.join(WEIGHT_FILES)}, *.safetensors, *.pth or *.pt")
+            raise EncoderError(
+                (
+                    f"no weight file in {path} for {name!r}; expected one of {', '.join(WEIGHT_FILES)}, *.safetensors, "
+                    "*.pth or *.pt"
+                )
+            )
         path = found[0]
     try:
         if path.suffix == ".safetensors":
@@ -41,7 +51,12 @@ def load_state_dict(path: Path, name: str) -> dict:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EncoderError(f"could not read weights {path} for {name!r} ({type(exc).__name__}: {exc}); the file may be truncated or not a checkpoint") from exc
+        raise EncoderError(
+            (
+                f"could not read weights {path} for {name!r} ({type(exc).__name__}: {exc}); the file may be "
+                "truncated or not a checkpoint"
+            )
+        ) from exc
     for key in ("state_dict", "model", "teacher"):  # common checkpoint wrappers
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -65,5 +80,7 @@ def load_into(module, state: dict, path: Path, name: str, strip: tuple[str, ...]
             for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
             if keys
         )
-        raise EncoderError(f"weights {path} do not fit the {name!r} architecture ({detail}); check that the file is {name}'s")
+        raise EncoderError(
+            f"weights {path} do not fit the {name!r} architecture ({detail}); check that the file is {name}'s"
+        )
     module.load_state_dict(state, strict=True)

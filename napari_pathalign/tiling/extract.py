@@ -22,7 +22,9 @@ from napari_pathalign.io.tiles import WHITE, paste_tiles
 from napari_pathalign.tiling.grid import PatchGrid
 
 
-def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int | None = None, prefetch: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def extract_patches(
+    slide, grid: PatchGrid, batch_size: int = 64, workers: int | None = None, prefetch: int = 2
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(patches uint8 (B, P, P, 3), index (B,))``; ``index`` points into ``grid.xy_level0``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
@@ -33,20 +35,23 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
     th, tw = slide.tile_shape(grid.level)
     H, W = slide.level_shapes[grid.level]
     xy = np.round(grid.xy_level0 / ds).astype(np.int64)  # (N, 2) top-left at grid.level
-    f = codec_scale(slide, grid.level, grid.read_size, grid.patch_size)  # tiles come decoded at 1/f; patches are assembled at that scale
+    f = codec_scale(
+        slide, grid.level, grid.read_size, grid.patch_size
+    )  # tiles come decoded at 1/f; patches are assembled at that scale
     size, scaled_h, scaled_w = round(grid.read_size / f), -(-H // f), -(-W // f)
     sth, stw = th // f, tw // f  # tile side in those pixels
     order = np.lexsort((xy[:, 0], xy[:, 1]))  # row-major: neighbours share tiles
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
+    tile_rc = _tile_plan(xy // f, size, scaled_h, scaled_w, sth, stw)  # (N, K, 2) tiles under each patch, -1: none
+
     def tiles_of(i: int) -> list[tuple[int, int]]:
         """The stored tiles under patch i, in the (possibly 1/f) pixels it is assembled from."""
-        x, y = xy[i] // f
-        r0, r1 = max(y, 0) // sth, min(y + size, scaled_h) - 1
-        c0, c1 = max(x, 0) // stw, min(x + size, scaled_w) - 1
-        return [(r, c) for r in range(r0, r1 // sth + 1) for c in range(c0, c1 // stw + 1)] if r1 >= 0 and c1 >= 0 else []
+        return [(int(r), int(c)) for r, c in tile_rc[i] if r >= 0]
 
-    batch_tiles = [sorted({t for i in b for t in tiles_of(i)}) for b in batches]
+    # which tiles each batch needs, and the last batch that needs each: numpy over all patches at once
+    # (a Python loop over 10,240 patches here held the GIL long enough to freeze the GUI)
+    batch_tiles = [_unique_tiles(tile_rc[b]) for b in batches]
     last_use = {t: k for k, ts in enumerate(batch_tiles) for t in ts}
     workers = workers or os.cpu_count() or 1
     pool = ThreadPoolExecutor(workers, thread_name_prefix="pathalign-decode")
@@ -59,6 +64,7 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
         if f > 1:
             return {t: slide.read_tile_scaled(grid.level, *t, f) for t in ts}
         return {t: slide.read_tile(grid.level, *t) for t in ts}
+
     submitted = 0
     try:
         for k, batch in enumerate(batches):
@@ -85,7 +91,9 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
                     paste_tiles(out[j], x, y, tiles, sth, stw)
 
             chunk = -(-len(batch) // (2 * workers))  # a few jobs per batch: futures cost more than pastes
-            for job in [assemblers.submit(make, range(a, min(a + chunk, len(batch)))) for a in range(0, len(batch), chunk)]:
+            for job in [
+                assemblers.submit(make, range(a, min(a + chunk, len(batch)))) for a in range(0, len(batch), chunk)
+            ]:
                 job.result()
             for t in batch_tiles[k]:
                 if last_use[t] == k:
@@ -96,6 +104,30 @@ def extract_patches(slide, grid: PatchGrid, batch_size: int = 64, workers: int |
             future.cancel()
         assemblers.shutdown(wait=True)
         pool.shutdown(wait=True)
+
+
+def _tile_plan(xy: np.ndarray, size: int, h: int, w: int, th: int, tw: int) -> np.ndarray:
+    """(N, K, 2) (row, column) of the stored tiles under each patch of side ``size`` at top-left ``xy``
+    (N, 2) on an (h, w) level of (th, tw) tiles; rows of -1 pad patches over fewer tiles (or none: off
+    the slide)."""
+    x, y = xy[:, 0], xy[:, 1]
+    r1, c1 = np.minimum(y + size, h) - 1, np.minimum(x + size, w) - 1  # last pixel inside the level
+    inside = (r1 >= 0) & (c1 >= 0)
+    r0, c0 = np.maximum(y, 0) // th, np.maximum(x, 0) // tw
+    nr, nc = np.where(inside, r1 // th - r0 + 1, 0), np.where(inside, c1 // tw - c0 + 1, 0)  # (N,)
+    dr, dc = np.arange(max(int(nr.max(initial=0)), 1)), np.arange(max(int(nc.max(initial=0)), 1))
+    rr = np.broadcast_to(r0[:, None, None] + dr[None, :, None], (len(xy), len(dr), len(dc)))
+    cc = np.broadcast_to(c0[:, None, None] + dc[None, None, :], rr.shape)
+    ok = (dr[None, :, None] < nr[:, None, None]) & (dc[None, None, :] < nc[:, None, None])
+    out = np.stack([np.where(ok, rr, -1), np.where(ok, cc, -1)], -1)  # (N, R, C, 2)
+    return out.reshape(len(xy), -1, 2)
+
+
+def _unique_tiles(tile_rc: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted distinct (row, column) of a (B, K, 2) plan, without the -1 padding."""
+    rc = tile_rc.reshape(-1, 2)
+    rc = np.unique(rc[rc[:, 0] >= 0], axis=0)  # sorted by row, then column
+    return [(int(r), int(c)) for r, c in rc]
 
 
 def codec_scale(slide, level: int, read_size: int, patch_size: int) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_pathalign.core.grid_config import DEFAULT_GRID
 from napari_pathalign.tiling.tissue import TissueMask
 
 
@@ -30,11 +31,11 @@ class PatchGrid:
 def patch_grid(
     slide,
     mask: TissueMask,
-    patch_size: int = 224,
-    target_mpp: float | None = 0.5,
-    max_patches: int = 10240,
-    min_tissue: float = 0.5,
-    seed: int = 0,
+    patch_size: int = DEFAULT_GRID.patch_size,
+    target_mpp: float | None = DEFAULT_GRID.target_mpp,
+    max_patches: int = DEFAULT_GRID.max_patches,
+    min_tissue: float = DEFAULT_GRID.min_tissue,
+    seed: int = DEFAULT_GRID.seed,
 ) -> PatchGrid:
     """Non-overlapping patches with at least ``min_tissue`` tissue, at most ``max_patches`` of them.
 
@@ -61,7 +62,17 @@ def patch_grid(
         r, c = r[np.sort(picks)], c[np.sort(picks)]
         notes.append(f"{n_candidates} tissue patches, {max_patches} kept (spatially even subsample)")
     xy = np.stack([c, r], axis=1).astype(np.int64) * size_level0  # (N, 2) as (x, y)
-    return PatchGrid(xy, size_level0, level, read_size, patch_size, target_mpp, frac[r, c].astype(np.float32), n_candidates, "; ".join(notes))
+    return PatchGrid(
+        xy,
+        size_level0,
+        level,
+        read_size,
+        patch_size,
+        target_mpp,
+        frac[r, c].astype(np.float32),
+        n_candidates,
+        "; ".join(notes),
+    )
 
 
 def read_plan(slide, patch_size: int, target_mpp: float | None) -> tuple[float | None, int, int, int, list[str]]:
@@ -70,7 +81,12 @@ def read_plan(slide, patch_size: int, target_mpp: float | None) -> tuple[float |
     notes = []
     if slide.mpp is None or target_mpp is None:
         if target_mpp is not None:
-            notes.append(f"slide has no microns-per-pixel metadata ({slide.mpp_source}); patches are {patch_size} level-0 pixels, not {target_mpp} µm/px")
+            notes.append(
+                (
+                    f"slide has no microns-per-pixel metadata ({slide.mpp_source}); patches are {patch_size} level-0 "
+                    f"pixels, not {target_mpp} µm/px"
+                )
+            )
         return None, patch_size, 0, patch_size, notes
     if target_mpp <= 0:
         raise ValueError(f"target_mpp must be positive µm per pixel, got {target_mpp!r}")
@@ -78,7 +94,12 @@ def read_plan(slide, patch_size: int, target_mpp: float | None) -> tuple[float |
     want = target_mpp / slide.mpp * 1.01  # a level up to 1% coarser than asked still counts
     level = max(k for k, ds in enumerate(slide.downsamples) if k == 0 or ds <= want)
     if slide.mpp > target_mpp * 1.01:
-        notes.append(f"the slide's finest level is {slide.mpp:.3g} µm/px, coarser than the {target_mpp} µm/px asked: patches are upsampled")
+        notes.append(
+            (
+                f"the slide's finest level is {slide.mpp:.3g} µm/px, coarser than the {target_mpp} µm/px asked: "
+                "patches are upsampled"
+            )
+        )
     return target_mpp, size_level0, level, max(1, round(size_level0 / slide.downsamples[level])), notes
 
 
@@ -91,7 +112,12 @@ def _cell_fractions(mask: TissueMask, rows: int, cols: int, size_level0: int) ->
     ys = np.clip(np.round(np.arange(rows + 1) * size_level0 / dy).astype(int), 0, m.shape[0])
     xs = np.clip(np.round(np.arange(cols + 1) * size_level0 / dx).astype(int), 0, m.shape[1])
     area = np.maximum((ys[1:] - ys[:-1])[:, None] * (xs[1:] - xs[:-1])[None, :], 1)
-    sums = integral[ys[1:]][:, xs[1:]] - integral[ys[:-1]][:, xs[1:]] - integral[ys[1:]][:, xs[:-1]] + integral[ys[:-1]][:, xs[:-1]]
+    sums = (
+        integral[ys[1:]][:, xs[1:]]
+        - integral[ys[:-1]][:, xs[1:]]
+        - integral[ys[1:]][:, xs[:-1]]
+        + integral[ys[:-1]][:, xs[:-1]]
+    )
     return sums / area
 
 

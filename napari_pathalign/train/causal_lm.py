@@ -32,13 +32,26 @@ def new_causal_lm(texts: list[str], out: str | Path, cfg: CausalLMConfig = Causa
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<pad>", unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<pad>", unk_token=None
+    )
     torch.manual_seed(seed)
     gcfg = GPT2Config(
-        vocab_size=len(fast), n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions,
-        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        vocab_size=len(fast),
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        n_positions=cfg.n_positions,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
     )
     model = GPT2LMHeadModel(gcfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +60,16 @@ def new_causal_lm(texts: list[str], out: str | Path, cfg: CausalLMConfig = Causa
     return out
 
 
-def train_causal_lm(folder: str | Path, texts: list[str], steps: int = 500, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, position_offset: int = 0, progress: bool = False) -> dict:
+def train_causal_lm(
+    folder: str | Path,
+    texts: list[str],
+    steps: int = 500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    position_offset: int = 0,
+    progress: bool = False,
+) -> dict:
     """Language-model ``texts`` with the LM saved in ``folder`` (in place); returns first/last loss.
 
     The embedded generator is trained this way on report text only, then frozen: PathAlign stage 2
@@ -77,7 +99,9 @@ def train_causal_lm(folder: str | Path, texts: list[str], steps: int = 500, batc
         labels = ids.masked_fill(mask == 0, -100)
         embeds = model.get_input_embeddings()(ids)  # (B, L, dim)
         if position_offset:
-            hints = torch.stack([torch.tensor(rows[i])[torch.randint(len(rows[i]), (position_offset,), generator=g)] for i in pick])  # (B, K)
+            hints = torch.stack(
+                [torch.tensor(rows[i])[torch.randint(len(rows[i]), (position_offset,), generator=g)] for i in pick]
+            )  # (B, K)
             embeds = torch.cat([model.get_input_embeddings()(hints), embeds], dim=1)  # (B, K+L, dim)
             mask = torch.cat([torch.ones(len(pick), position_offset, dtype=mask.dtype), mask], dim=1)
             labels = torch.cat([torch.full((len(pick), position_offset), -100), labels], dim=1)

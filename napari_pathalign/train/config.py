@@ -21,7 +21,9 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # PathAlignConfig fields (qformer, embed_dim, lm, losses, ...)
     stage: int = 1  # 1: Q-Former (ITC/ITM/ITG); 2: projection into the frozen LM ("lm" loss)
     init_from: str | None = None  # stage 2: the stage-1 checkpoint folder to start from
-    train_qformer: bool = False  # stage 2: also tune the Q-Former, as BLIP-2 does (else only the projection trains); the embedded recipe does, at lr 5e-4
+    # stage 2: also tune the Q-Former, as BLIP-2 does (else only the projection trains); the embedded recipe does, at lr
+    # 5e-4
+    train_qformer: bool = False
     prompt: str = "Final diagnosis:"  # stage 2: text before the target when a row has no prompt
     epochs: int = 10  # passes over the training pairs
     batch_size: int = 16  # slides per step (ITC negatives come from the batch)
@@ -39,7 +41,10 @@ class TrainConfig:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"training config {path} does not exist; see examples/train_config.json") from None
+            raise FileNotFoundError(
+                f"training config {path} does not exist; "
+                "see examples/train_config_g.json and examples/train_config_r.json"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from exc
         names = {f.name for f in fields(cls)}
@@ -65,7 +70,12 @@ class TrainConfig:
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
         if self.stage == 2 and not self.init_from:
-            raise ValueError("stage 2 trains the projection into the LM on top of a stage-1 model: set init_from to its checkpoint folder")
+            raise ValueError(
+                (
+                    "stage 2 trains the projection into the LM on top of a stage-1 model: set init_from to its "
+                    "checkpoint folder"
+                )
+            )
         for key in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")

@@ -49,7 +49,12 @@ def read_table(path: str | Path) -> list[dict]:
     """Rows of a JSONL or CSV table; errors name the line and what is expected."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"training table {path} does not exist; expected a .jsonl or .csv with columns slide, report[, part, prompt, features]")
+        raise FileNotFoundError(
+            (
+                f"training table {path} does not exist; expected a .jsonl or .csv with columns slide, report[, "
+                "part, prompt, features]"
+            )
+        )
     rows = []
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
@@ -61,7 +66,12 @@ def read_table(path: str | Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}); each line must be one object like {{\"slide\": ..., \"report\": ...}}") from exc
+                raise ValueError(
+                    (
+                        f"{path}:{n}: not valid JSON ({exc.msg}); each line must be "
+                        f'one object like {{"slide": ..., "report": ...}}'
+                    )
+                ) from exc
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
@@ -84,14 +94,22 @@ def load_pairs(path: str | Path) -> tuple[list[Pair], list[Unmatched]]:
             unmatched.append(Unmatched(str(row["slide"]), why))
             continue
         feats = row.get("features")
-        pairs.append(Pair(base / str(row["slide"]), text, part, (str(row["prompt"]) if row.get("prompt") else None), base / str(feats) if feats else None))
+        pairs.append(
+            Pair(
+                base / str(row["slide"]),
+                text,
+                part,
+                (str(row["prompt"]) if row.get("prompt") else None),
+                base / str(feats) if feats else None,
+            )
+        )
     return pairs, unmatched
 
 
 def cached_feature_path(slide: Path, features_dir: Path, grid, encoder) -> Path:
     """Where ``pathalign embed`` with this grid and encoder put (or will put) the slide's features."""
+    from napari_pathalign.engine.features import cache_key
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.features import cache_key
 
     with open_slide(slide) as opened:  # metadata only: the key depends on how its pixels are read
         key = cache_key(opened, grid, encoder)
@@ -109,7 +127,12 @@ class FeatureBank:
         self.items = [loaded[p] for p in paths]
         empty = [str(p) for p, f in loaded.items() if len(f.features) == 0]
         if empty:
-            raise ValueError(f"{len(empty)} feature files hold no patches (no tissue found): {empty[:3]}; remove those slides from the table")
+            raise ValueError(
+                (
+                    f"{len(empty)} feature files hold no patches (no tissue found): {empty[:3]}; remove those slides "
+                    "from the table"
+                )
+            )
 
     def sample(self, index: int, max_patches: int | None, rng: np.random.Generator | None):
         """(features, xy_level0, mpp) of slide ``index``; above ``max_patches`` a random subset

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_pathalign.core.atomic import atomic_write, atomic_write_text
 from napari_pathalign.models.checkpoint import CheckpointError, load_weights, read_config
 from napari_pathalign.models.pathalign import PathAlign, PathAlignConfig, collate_slides
 from napari_pathalign.train.config import TrainConfig
@@ -33,9 +33,9 @@ class TrainResult:
 
 def _feature_paths(pairs: list[Pair], cfg: TrainConfig, log: Callable[[str], None]) -> tuple[list[Path], object]:
     """Each pair's feature file; slides not yet cached are embedded first (or named in an error)."""
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.batch import embed_many
     from napari_pathalign.models.encoders import load_patch_encoder
-    from napari_pathalign.pipeline.batch import embed_many
-    from napari_pathalign.pipeline.features import GridConfig
 
     grid = GridConfig(**cfg.grid)
     encoder = load_patch_encoder(cfg.encoder, cfg.encoder_weights, cfg.device)
@@ -45,12 +45,26 @@ def _feature_paths(pairs: list[Pair], cfg: TrainConfig, log: Callable[[str], Non
     if missing_explicit:
         raise FileNotFoundError(f"feature files named in the table do not exist: {missing_explicit[:3]}")
     if todo and not cfg.embed_missing:
-        raise FileNotFoundError(f"{len(todo)} slides have no cached features in {cfg.features_dir} (e.g. {todo[0]}); run `pathalign embed ... --encoder {cfg.encoder} --out {cfg.features_dir}` or set embed_missing")
+        raise FileNotFoundError(
+            (
+                f"{len(todo)} slides have no cached features in {cfg.features_dir} (e.g. {todo[0]}); run `pathalign "
+                f"embed ... --encoder {cfg.encoder} --out {cfg.features_dir}` or set embed_missing"
+            )
+        )
     if todo:
         log(f"embedding {len(todo)} slides not yet in {cfg.features_dir} with {cfg.encoder}")
-        failed = [r for r in embed_many(todo, cfg.encoder, cfg.encoder_weights, Path(cfg.features_dir), grid, encoder=encoder) if r.error]
+        failed = [
+            r
+            for r in embed_many(todo, cfg.encoder, cfg.encoder_weights, Path(cfg.features_dir), grid, encoder=encoder)
+            if r.error
+        ]
         if failed:
-            raise ValueError(f"{len(failed)} slides could not be embedded, e.g. {failed[0].path}: {failed[0].error}; fix or remove them from the table")
+            raise ValueError(
+                (
+                    f"{len(failed)} slides could not be embedded, e.g. {failed[0].path}: {failed[0].error}; fix "
+                    "or remove them from the table"
+                )
+            )
     return paths, encoder
 
 
@@ -60,16 +74,34 @@ def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
         mcfg = dict(meta["model"], lm=cfg.model.get("lm", meta["model"].get("lm")), losses=["lm"])
         extra = set(cfg.model) - {"lm", "losses"}
         if extra:
-            raise ValueError(f"stage 2 takes the architecture from {cfg.init_from}; only 'lm' may be set in 'model', got {sorted(extra)}")
+            raise ValueError(
+                (
+                    f"stage 2 takes the architecture from {cfg.init_from}; only 'lm' may be set in 'model', got "
+                    f"{sorted(extra)}"
+                )
+            )
     else:
         mcfg = dict(cfg.model)
         mcfg["qformer"] = {"feature_dim": feature_dim, **mcfg.get("qformer", {})}
         mcfg.update(patch_encoder=encoder.name, patch_encoder_hash=encoder.weights_hash)
     model_cfg = PathAlignConfig.from_dict(mcfg)
     if model_cfg.qformer.feature_dim != feature_dim:
-        raise ValueError(f"the features have dimension {feature_dim} but the model reads {model_cfg.qformer.feature_dim}; drop qformer.feature_dim from the config or use the matching encoder")
-    if cfg.stage == 2 and (model_cfg.patch_encoder, model_cfg.patch_encoder_hash) != (encoder.name, encoder.weights_hash):
-        raise CheckpointError(f"{cfg.init_from} was trained on {model_cfg.patch_encoder!r} features ({model_cfg.patch_encoder_hash}) but this run uses {encoder.name!r} ({encoder.weights_hash})")
+        raise ValueError(
+            (
+                f"the features have dimension {feature_dim} but the model reads {model_cfg.qformer.feature_dim}; "
+                "drop qformer.feature_dim from the config or use the matching encoder"
+            )
+        )
+    if cfg.stage == 2 and (model_cfg.patch_encoder, model_cfg.patch_encoder_hash) != (
+        encoder.name,
+        encoder.weights_hash,
+    ):
+        raise CheckpointError(
+            (
+                f"{cfg.init_from} was trained on {model_cfg.patch_encoder!r} features ({model_cfg.patch_encoder_hash}) "
+                f"but this run uses {encoder.name!r} ({encoder.weights_hash})"
+            )
+        )
     torch.manual_seed(cfg.seed)
     model = PathAlign(model_cfg)
     if cfg.stage == 2:
@@ -90,7 +122,7 @@ def _lr_at(update: int, total: int, peak: float) -> float:
 @torch.no_grad()
 def retrieval_top1(model: PathAlign, bank: FeatureBank, texts: list[str], max_patches: int | None) -> float:
     """Image-to-text top-1 among the distinct texts of the set (identical reports all count)."""
-    from napari_pathalign.eval.retrieval import top_k_accuracy
+    from napari_pathalign.core.metrics import top_k_accuracy
 
     model.eval()
     distinct = sorted(set(texts))
@@ -112,13 +144,15 @@ def _save_state(folder: Path, optimizer, state: dict) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     sd = optimizer.state_dict()
-    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    tmp = folder / "optimizer.safetensors.partial"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / "optimizer.safetensors")
-    tmp = folder / "state.json.partial"
-    tmp.write_text(json.dumps({**state, "param_groups": sd["param_groups"]}, indent=2))
-    os.replace(tmp, folder / "state.json")
+    tensors = {
+        f"{i}.{k}": v.detach().cpu().contiguous()
+        for i, s in sd["state"].items()
+        for k, v in s.items()
+        if torch.is_tensor(v)
+    }
+    with atomic_write(folder / "optimizer.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_text(folder / "state.json", json.dumps({**state, "param_groups": sd["param_groups"]}, indent=2))
 
 
 def _load_state(folder: Path, optimizer) -> dict:
@@ -165,7 +199,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         load_weights(model, model_dir)
         state = _load_state(state_dir, optimizer)
         if state["config_hash"] != _config_hash(cfg):
-            raise ValueError(f"{out} was trained with another config; resume only with the same config (epochs may grow)")
+            raise ValueError(
+                f"{out} was trained with another config; resume only with the same config (epochs may grow)"
+            )
         start_epoch, update, history = state["epoch"] + 1, state["update"], state["history"]
         rng = np.random.default_rng([cfg.seed, start_epoch])
         generator.manual_seed(cfg.seed + start_epoch)
@@ -184,7 +220,9 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = collate_slides([bank.sample(i, cfg.max_patches, rng) for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
-                losses = model.losses(batch, [texts[i] for i in idx], [prompts[i] for i in idx], generator, [slide_ids[i] for i in idx])
+                losses = model.losses(
+                    batch, [texts[i] for i in idx], [prompts[i] for i in idx], generator, [slide_ids[i] for i in idx]
+                )
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
             if (step + 1) % cfg.grad_accum == 0 or step + 1 == steps_per_epoch:
@@ -199,10 +237,16 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
         record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
         if cfg.stage == 1:
-            eval_bank, eval_texts, which = (val_bank, [p.text for p in val_pairs], "val") if val_pairs else (bank, texts, "train")
+            eval_bank, eval_texts, which = (
+                (val_bank, [p.text for p in val_pairs], "val") if val_pairs else (bank, texts, "train")
+            )
             record[f"{which}_top1"] = retrieval_top1(model, eval_bank, eval_texts, cfg.max_patches)
         history.append(record)
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         model.save(model_dir, extra={"epoch": epoch + 1, "history": history, "train_config": cfg.to_dict()})
-        _save_state(state_dir, optimizer, {"epoch": epoch, "update": update, "history": history, "config_hash": _config_hash(cfg)})
+        _save_state(
+            state_dir,
+            optimizer,
+            {"epoch": epoch, "update": update, "history": history, "config_hash": _config_hash(cfg)},
+        )
     return TrainResult(model_dir, history, unmatched)

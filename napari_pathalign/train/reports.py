@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 _WORD = r"(?:part|specimen|spec\.?)\s*#?\s*"
 _LABEL = r"(?:[A-Z]|\d{1,2})"
 # A marker at a line start: optional "(", optional word, the label, then a delimiter.
-_LINE_MARKER = re.compile(rf"^[ \t]*(?:\(\s*(?P<p>{_LABEL})\s*\)|(?P<w>{_WORD})?(?P<l>{_LABEL})(?:\s*[.):]|\s+-|\s*\u2013))[ \t]*", re.IGNORECASE | re.MULTILINE)
+_LINE_MARKER = re.compile(
+    rf"^[ \t]*(?:\(\s*(?P<p>{_LABEL})\s*\)|(?P<w>{_WORD})?(?P<l>{_LABEL})(?:\s*[.):]|\s+-|\s*\u2013))[ \t]*",
+    re.IGNORECASE | re.MULTILINE,
+)
 # Word markers inside running text ("... clear. PART 2: ...").
 _INLINE_WORD = re.compile(rf"(?<=[.;:])\s+(?P<w>{_WORD})(?P<l>{_LABEL})(?:\s*[.):]|\s+-)\s*", re.IGNORECASE)
 # Letter markers inside running text ("... adenoma. B. Rectum, ..."): only capital letters.

@@ -30,7 +30,9 @@ STD = torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
 class SSLConfig:
     """SimCLR recipe for the embedded encoder."""
 
-    size: int = 64  # training view side in pixels: crops of the 96-px tiles (about 1 µm/px), ~2.7x the steps of 96-px views per CPU-minute
+    # training view side in pixels: crops of the 96-px tiles (about 1 µm/px), ~2.7x the steps of 96-px views per CPU-
+    # minute
+    size: int = 64
     batch_size: int = 256  # tiles per step (2 views each)
     minutes: float = 18.0  # wall-clock budget; the cosine schedule is laid over it
     lr: float = 2e-3  # AdamW peak learning rate
@@ -49,7 +51,9 @@ def load_tiles(paths: list[Path], mpp: list[float], target_mpp: float = 1.0, siz
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for i, (p, m) in enumerate(zip(paths, mpp)):
         im = Image.open(p).convert("RGB")
-        side = max(size, round(im.width * m / target_mpp))  # tiles smaller than that (Kather: 74 px) are enlarged, not padded
+        side = max(
+            size, round(im.width * m / target_mpp)
+        )  # tiles smaller than that (Kather: 74 px) are enlarged, not padded
         im = im.resize((side, side), Image.BILINEAR) if side != im.width else im
         a = torch.from_numpy(np.array(im)).permute(2, 0, 1)  # (3, s, s)
         off = (a.shape[-1] - size) // 2
@@ -132,4 +136,10 @@ def train_ssl(tiles: torch.Tensor, cfg: SSLConfig = SSLConfig(), log=print) -> t
             log(f"ssl step {step}  loss {np.mean(losses[-50:]):.3f}  {elapsed / 60:.1f} min")
     encoder.eval()
     encoder.stain.fit(tiles, size=encoder_spec("embedded").input_size)
-    return encoder, {"steps": step, "tiles_seen": step * cfg.batch_size, "first_loss": float(np.mean(losses[:20])), "last_loss": float(np.mean(losses[-50:])), "minutes": (time.time() - start) / 60}
+    return encoder, {
+        "steps": step,
+        "tiles_seen": step * cfg.batch_size,
+        "first_loss": float(np.mean(losses[:20])),
+        "last_loss": float(np.mean(losses[-50:])),
+        "minutes": (time.time() - start) / 60,
+    }

@@ -29,72 +29,18 @@ indices mean the same on all slides of one source.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from napari_pathalign.eval.class_maps import GLASS, class_map_path
-from napari_pathalign.train.demo_reports import PartTruth, bucket, write_report
-
-PCAM_MPP = 0.972  # PatchCamelyon: 96 px tiles from 10x scans
-KATHER_MPP = 0.495  # Kather 2016: 150 px tiles at 20x
-KATHER_CLASSES = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]  # EMPTY is glass, not tissue
-TEST_FRACTION = 1 / 3  # share of Kather source images held out for the test split
-
-
-@dataclass
-class TileSource:
-    """Tiles of one dataset and split, by class."""
-
-    kind: str  # 'pcam' or 'kather'
-    split: str  # 'train' or 'test'
-    mpp: float  # µm per tile pixel
-    tiles: dict  # class -> list of tile paths
-
-
-def kather_source_image(name: str) -> str:
-    """'10009_CRC-Prim-HE-03_009.tif_Row_301_Col_151.tif' -> 'CRC-Prim-HE-03_009'."""
-    stem = name.split(".tif_Row")[0]
-    return re.sub(r"^[0-9A-Fa-f]+_", "", stem)
-
-
-def _held_out(key: str, seed: int) -> bool:
-    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < TEST_FRACTION
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
-
-
-def find_sources(tiles: Path, seed: int = 0) -> list[TileSource]:
-    """Every PCam / Kather tile set under ``tiles`` (the folder itself or its subfolders)."""
-    tiles = Path(tiles)
-    if not tiles.is_dir():
-        raise FileNotFoundError(f"tiles folder {tiles} does not exist; expected PCam (0/, 1/) or Kather (01_TUMOR/ ...) layout folders")
-    found: list[TileSource] = []
-    for folder in [tiles, *sorted(p for p in tiles.rglob("*") if p.is_dir())]:
-        if (folder / "0").is_dir() and (folder / "1").is_dir():
-            split = "test" if folder.name in ("valid", "test", "val") else "train"
-            found.append(TileSource("pcam", split, PCAM_MPP, {"normal": _images(folder / "0"), "tumour": _images(folder / "1")}))
-        classes = {p.name.split("_", 1)[1]: p for p in folder.iterdir() if p.is_dir() and re.match(r"^\d\d_[A-Z]+$", p.name)}
-        if set(KATHER_CLASSES) <= set(classes):
-            by_split = {"train": {c: [] for c in KATHER_CLASSES}, "test": {c: [] for c in KATHER_CLASSES}}
-            for c in KATHER_CLASSES:
-                for p in _images(classes[c]):
-                    by_split["test" if _held_out(kather_source_image(p.name), seed) else "train"][c].append(p)
-            for split, t in by_split.items():
-                short = [c for c, v in t.items() if len(v) < 2]
-                if short:
-                    raise ValueError(f"{folder}: the {split} split has fewer than 2 tiles of {short} after splitting by source image; add tiles or change --seed")
-                found.append(TileSource("kather", split, KATHER_MPP, t))
-    if not found:
-        raise ValueError(f"no tile sets under {tiles}: expected PCam folders 0/ and 1/, or Kather folders 01_TUMOR ... 07_ADIPOSE")
-    return found
+from napari_pathalign.reporting.vocabulary import PartTruth, bucket, write_report
+from napari_pathalign.train.tile_sources import (
+    KATHER_CLASSES,
+    TileSource,
+    find_sources,
+)  # noqa: F401 - re-exported
 
 
 def _smooth_field(shape, rng, sigma) -> np.ndarray:
@@ -129,7 +75,9 @@ def layout_classes(mask: np.ndarray, source: str, tumour: bool, rng: np.random.G
     else:
         others = [c for c in KATHER_CLASSES if c != "TUMOR"]
         chosen = list(rng.choice(others, size=int(rng.integers(2, 4)), replace=False))
-        fields = np.stack([_smooth_field(mask.shape, rng, sigma=max(rows, cols) / 6) + rng.normal(0, 0.3) for _ in chosen])
+        fields = np.stack(
+            [_smooth_field(mask.shape, rng, sigma=max(rows, cols) / 6) + rng.normal(0, 0.3) for _ in chosen]
+        )
         region = np.argmax(fields, axis=0)
         cells[mask] = np.array(chosen, dtype=object)[region[mask]]
         tumour_class, n_foci = "TUMOR", int(rng.integers(1, 3))
@@ -172,11 +120,19 @@ def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> n
     return glass
 
 
-def write_class_map(slide_path: Path, cells: np.ndarray, classes: list[str], cell_size_level0: int, mpp: float, source: str) -> Path:
+def write_class_map(
+    slide_path: Path, cells: np.ndarray, classes: list[str], cell_size_level0: int, mpp: float, source: str
+) -> Path:
     """Write the slide's cell classes beside it as ``<stem>.classes.json`` (format: module docstring)."""
     index = {c: i for i, c in enumerate(classes)}
     grid = [[index[c] if c else GLASS for c in row] for row in cells.tolist()]
-    doc = {"cell_size_level0": int(cell_size_level0), "mpp": mpp, "source": source, "classes": list(classes), "grid": grid}
+    doc = {
+        "cell_size_level0": int(cell_size_level0),
+        "mpp": mpp,
+        "source": source,
+        "classes": list(classes),
+        "grid": grid,
+    }
     path = class_map_path(slide_path)
     # one cell row per line: small, and a person can see the layout in the file
     body = ",\n".join("  " + json.dumps(row) for row in grid)
@@ -185,7 +141,17 @@ def write_class_map(slide_path: Path, cells: np.ndarray, classes: list[str], cel
     return path
 
 
-def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid: tuple[int, int] = (16, 22), no_tumour_fraction: float = 0.3, progress: bool = True, splits: tuple[str, ...] = ("train", "test"), test_slides: int | None = None) -> dict:
+def make_demo_data(
+    tiles: Path,
+    out: Path,
+    slides: int = 60,
+    seed: int = 0,
+    grid: tuple[int, int] = (16, 22),
+    no_tumour_fraction: float = 0.3,
+    progress: bool = True,
+    splits: tuple[str, ...] = ("train", "test"),
+    test_slides: int | None = None,
+) -> dict:
     """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
 
     ``slides`` training slides; the test split gets ``test_slides`` (default a third as many).
@@ -229,17 +195,32 @@ def make_demo_data(tiles: Path, out: Path, slides: int = 60, seed: int = 0, grid
                 # stream (and so every slide of a seed) stays as it was before class maps
                 write_class_map(path, cells, list(src.tiles), rgb.shape[0] // cells.shape[0], src.mpp, src.kind)
                 parts.append((label, truth, path))
-                truth_rows.append({
-                    "slide": f"slides/{path.name}", "case": f"{split}-{case:03d}", "part": label if n_parts > 1 else "",
-                    "source": src.kind, "mpp": src.mpp, "tumour_present": int(truth.tumour_fraction > 0),
-                    "tumour_fraction": round(truth.tumour_fraction, 4), "tumour_bucket": bucket(truth.tumour_fraction) or "none",
-                    "dominant": max(fractions, key=fractions.get), "fractions": json.dumps({c: round(f, 4) for c, f in fractions.items()}),
-                })
+                truth_rows.append(
+                    {
+                        "slide": f"slides/{path.name}",
+                        "case": f"{split}-{case:03d}",
+                        "part": label if n_parts > 1 else "",
+                        "source": src.kind,
+                        "mpp": src.mpp,
+                        "tumour_present": int(truth.tumour_fraction > 0),
+                        "tumour_fraction": round(truth.tumour_fraction, 4),
+                        "tumour_bucket": bucket(truth.tumour_fraction) or "none",
+                        "dominant": max(fractions, key=fractions.get),
+                        "fractions": json.dumps({c: round(f, 4) for c, f in fractions.items()}),
+                    }
+                )
                 k += 1
                 bar.update()
             report = write_report([(lab, t) for lab, t, _ in parts], rng)
             for lab, _, path in parts:
-                report_rows.append({"slide": f"slides/{path.name}", "part": lab if n_parts > 1 else "", "report": report, "case": f"{split}-{case:03d}"})
+                report_rows.append(
+                    {
+                        "slide": f"slides/{path.name}",
+                        "part": lab if n_parts > 1 else "",
+                        "report": report,
+                        "case": f"{split}-{case:03d}",
+                    }
+                )
         bar.close()
         with open(folder / "slides.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathalign.pipeline.features import GridConfig
+from napari_pathalign.core.grid_config import GridConfig
 
 THUMBNAIL_PX = 160  # longer side of the stored tissue thumbnail
 
@@ -38,7 +38,9 @@ def read_slide_table(path: str | Path) -> dict[Path, dict]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"table {path} does not exist; pass a CSV or JSONL with a 'slide' column (and report, label, site)")
+        raise ValueError(
+            f"table {path} does not exist; pass a CSV or JSONL with a 'slide' column (and report, label, site)"
+        )
     if path.suffix.lower() == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     elif path.suffix.lower() == ".csv":
@@ -64,7 +66,10 @@ def tissue_thumbnail_png(slide, xy_level0: np.ndarray, size_level0: int, max_px:
     if len(xy_level0):
         x0, y0 = xy_level0.min(0)
         x1, y1 = xy_level0.max(0) + size_level0
-        thumb = thumb[int(y0 * sy) : max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))), int(x0 * sx) : max(int(x0 * sx) + 1, int(np.ceil(x1 * sx)))]
+        thumb = thumb[
+            int(y0 * sy) : max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))),
+            int(x0 * sx) : max(int(x0 * sx) + 1, int(np.ceil(x1 * sx))),
+        ]
     img = Image.fromarray(np.ascontiguousarray(thumb[..., :3]))
     img.thumbnail((max_px, max_px))
     buf = io.BytesIO()
@@ -74,14 +79,19 @@ def tissue_thumbnail_png(slide, xy_level0: np.ndarray, size_level0: int, max_px:
 
 def slide_record(path: Path, model, encoder, grid: GridConfig, features_dir: Path, row: dict | None = None):
     """One slide's ``SlideRecord`` (features from the cache, or computed and cached)."""
+    from napari_pathalign.engine.features import cache_key, embed_slide, slide_fingerprint
     from napari_pathalign.index import SlideRecord
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.features import cache_key, embed_slide, slide_fingerprint
 
     row = dict(row or {})
     with open_slide(path) as slide:
         if slide.mpp is None:
-            raise ValueError(f"{path.name} has no microns-per-pixel metadata ({slide.mpp_source}); the retrieval model places patches in µm")
+            raise ValueError(
+                (
+                    f"{path.name} has no microns-per-pixel metadata ({slide.mpp_source}); the retrieval model places "
+                    "patches in µm"
+                )
+            )
         feats = embed_slide(slide, encoder, grid, cache_dir=features_dir)
         if len(feats.features) == 0:
             raise ValueError("no tissue patches found (check the slide, or lower --min-tissue)")
@@ -95,24 +105,54 @@ def slide_record(path: Path, model, encoder, grid: GridConfig, features_dir: Pat
     label, site = (row.pop("label", "") or None), (row.pop("site", "") or None)
     row.pop("slide", None)
     return SlideRecord(
-        path=str(Path(path).resolve()), fingerprint=slide_fingerprint(Path(path)), format=fmt, mpp=mpp, width=w, height=h,
-        thumbnail_png=thumb, vector=vector, report=report, report_vector=report_vector, label=label, site=site,
-        features_path=str(Path(features_dir).resolve() / f"{Path(path).stem}.{key}.h5"), extra={k: v for k, v in row.items() if v not in (None, "")},
+        path=str(Path(path).resolve()),
+        fingerprint=slide_fingerprint(Path(path)),
+        format=fmt,
+        mpp=mpp,
+        width=w,
+        height=h,
+        thumbnail_png=thumb,
+        vector=vector,
+        report=report,
+        report_vector=report_vector,
+        label=label,
+        site=site,
+        features_path=str(Path(features_dir).resolve() / f"{Path(path).stem}.{key}.h5"),
+        extra={k: v for k, v in row.items() if v not in (None, "")},
     ), len(feats.features)
 
 
-def iter_build(slides: list[Path], library, model, encoder, grid: GridConfig, features_dir: Path, table: dict | None = None, workers: int | None = None, scheduler: str | None = None) -> Iterator[tuple[int, int, BuildResult | None]]:
+def iter_build(
+    slides: list[Path],
+    library,
+    model,
+    encoder,
+    grid: GridConfig,
+    features_dir: Path,
+    table: dict | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> Iterator[tuple[int, int, BuildResult | None]]:
     """Generator of (slides done, total, result of the last one); returns the list of ``BuildResult``.
 
     With ``workers``/``scheduler`` the features are computed first on dask.distributed (the batch
     embedder, one task per slide, reusing the cache); then each slide is encoded and added here.
     """
-    from napari_pathalign.pipeline.batch import embed_many
+    from napari_pathalign.engine.batch import embed_many
 
     table = table or {}
     failed: dict[Path, str] = {}
     if workers or scheduler:
-        for r in embed_many(slides, encoder.name, str(encoder.weights) if encoder.weights else None, features_dir, grid, device="cpu", scheduler=scheduler, workers=workers):
+        for r in embed_many(
+            slides,
+            encoder.name,
+            str(encoder.weights) if encoder.weights else None,
+            features_dir,
+            grid,
+            device="cpu",
+            scheduler=scheduler,
+            workers=workers,
+        ):
             if r.error:
                 failed[r.slide] = r.error
     results: list[BuildResult] = []

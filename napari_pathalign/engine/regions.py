@@ -12,6 +12,7 @@ patches is an input they know.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def neighbourhoods(xy_level0: np.ndarray, size_level0: int, radius: int) -> tupl
     if len(xy_level0) == 0:
         return np.zeros((0, (2 * radius + 1) ** 2), np.int64), np.zeros((0, (2 * radius + 1) ** 2), bool)
     rc, dense, _ = lattice_index(np.asarray(xy_level0), size_level0)
-    offsets = [(0, 0)] + [(dr, dc) for dr in range(-radius, radius + 1) for dc in range(-radius, radius + 1) if (dr, dc) != (0, 0)]
+    offsets = [(0, 0)] + [
+        (dr, dc) for dr in range(-radius, radius + 1) for dc in range(-radius, radius + 1) if (dr, dc) != (0, 0)
+    ]
     rows, cols = dense.shape
     index = np.empty((len(rc), len(offsets)), np.int64)
     for k, (dr, dc) in enumerate(offsets):
@@ -48,7 +51,15 @@ def neighbourhoods(xy_level0: np.ndarray, size_level0: int, radius: int) -> tupl
     return index, valid
 
 
-def iter_region_embeddings(model, features: np.ndarray, xy_level0: np.ndarray, mpp: float, size_level0: int, radius: int = 2, batch_size: int = 256) -> Iterator[tuple[int, int]]:
+def iter_region_embeddings(
+    model,
+    features: np.ndarray,
+    xy_level0: np.ndarray,
+    mpp: float,
+    size_level0: int,
+    radius: int = 2,
+    batch_size: int = 256,
+) -> Iterator[tuple[int, int]]:
     """Generator of (done, total); returns (N, Q, E) normalised embeddings of each patch's window."""
     import torch
 
@@ -76,7 +87,9 @@ def patches_in_polygon(xy_level0: np.ndarray, size_level0: int, polygon_xy_level
 
     poly = np.asarray(polygon_xy_level0, np.float64)
     if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
-        raise ValueError(f"a region is a polygon of at least 3 level-0 (x, y) vertices, shape (V, 2); got shape {poly.shape}")
+        raise ValueError(
+            f"a region is a polygon of at least 3 level-0 (x, y) vertices, shape (V, 2); got shape {poly.shape}"
+        )
     if not np.isfinite(poly).all():
         raise ValueError("the region polygon has non-finite vertices")
     centres = np.asarray(xy_level0, np.float64) + size_level0 / 2.0  # (N, 2)
@@ -88,3 +101,39 @@ def rectangle(x: float, y: float, w: float, h: float) -> np.ndarray:
     if not (w > 0 and h > 0):
         raise ValueError(f"a rectangle needs a positive width and height, got {w!r} x {h!r}")
     return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+
+
+def iter_cached_region_embeddings(
+    model, model_hash: str, feats, radius: int, cache_dir: Path | None, stem: str
+) -> Iterator[tuple[int, int]]:
+    """``iter_region_embeddings`` through a float16 ``.npy`` beside the feature cache, keyed by the features'
+    cache key (slide content, grid, encoder), the model's weights hash and the radius: a slide analysed
+    before is ready in a moment. Returns (N, Q, E) float16."""
+    from napari_pathalign.core.atomic import atomic_write
+
+    n = len(feats.features)
+    path = (
+        Path(cache_dir) / f"{stem}.{feats.cache_key}.{model_hash}.r{radius}.neighbourhoods.npy"
+        if cache_dir is not None and feats.cache_key
+        else None
+    )
+    if path is not None and path.exists():
+        try:
+            stored = np.load(path)
+        except (OSError, ValueError):  # unreadable: computed again and replaced below
+            stored = None
+        if stored is not None and stored.shape[0] == n and stored.dtype == np.float16:
+            yield n, n
+            return stored
+    out = yield from iter_region_embeddings(
+        model, feats.features, feats.xy_level0, feats.mpp, feats.size_level0, radius
+    )
+    out = out.astype(np.float16)  # 10,240 patches x 32 queries: 168 MB, not 335
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, mode=0o600) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, out)
+        except OSError:  # a read-only cache folder costs speed, never the analysis
+            pass
+    return out

@@ -30,7 +30,10 @@ def _info(args) -> int:
         print(f"associated:  {', '.join(slide.associated) or 'none'} (label/macro may identify the patient)")
         if args.associated:
             if args.associated not in slide.associated:
-                print(f"error: no {args.associated!r} image in this slide; it has {sorted(slide.associated) or 'none'}", file=sys.stderr)
+                print(
+                    f"error: no {args.associated!r} image in this slide; it has {sorted(slide.associated) or 'none'}",
+                    file=sys.stderr,
+                )
                 return 2
             out = Path(args.out or f"{slide.path.stem}.{args.associated}.png")
             Image.fromarray(slide.associated[args.associated].compute()).save(out)
@@ -39,9 +42,9 @@ def _info(args) -> int:
 
 
 def _embed(args) -> int:
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.batch import embed_many, expand_slides
     from napari_pathalign.models.encoders import EncoderError, load_patch_encoder
-    from napari_pathalign.pipeline.batch import embed_many, expand_slides
-    from napari_pathalign.pipeline.features import GridConfig
 
     slides = expand_slides(args.slides)
     if not slides:
@@ -53,7 +56,18 @@ def _embed(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     grid = GridConfig(args.patch_size, args.target_mpp, args.max_patches, args.min_tissue, args.seed)
-    results = embed_many(slides, args.encoder, args.weights, Path(args.out), grid, args.batch_size, args.device, args.scheduler, args.workers, encoder=encoder)
+    results = embed_many(
+        slides,
+        args.encoder,
+        args.weights,
+        Path(args.out),
+        grid,
+        args.batch_size,
+        args.device,
+        args.scheduler,
+        args.workers,
+        encoder=encoder,
+    )
     failed = [r for r in results if r.error]
     for r in results:
         print(f"{'FAILED' if r.error else 'ok':6} {r.slide}  {r.error or f'{r.n_patches} patches'}")
@@ -81,7 +95,7 @@ def _train(args) -> int:
 
 
 def _demo_data(args) -> int:
-    from napari_pathalign.train.demo_data import make_demo_data
+    from napari_pathalign.demo.data import make_demo_data
 
     try:
         counts = make_demo_data(Path(args.tiles), Path(args.out), slides=args.slides, seed=args.seed)
@@ -89,7 +103,12 @@ def _demo_data(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for split, n in counts.items():
-        print(f"{split}: {n} slides, ground truth {Path(args.out) / split / 'slides.csv'}, reports {Path(args.out) / split / 'reports.jsonl'}")
+        print(
+            (
+                f"{split}: {n} slides, ground truth {Path(args.out) / split / 'slides.csv'}, "
+                f"reports {Path(args.out) / split / 'reports.jsonl'}"
+            )
+        )
     return 0
 
 
@@ -129,17 +148,33 @@ def _demo(args) -> int:
     return 0
 
 
+def _set_default_reader(args) -> int:
+    from napari_pathalign._napari.preferences import claim_slide_extensions
+
+    claimed = claim_slide_extensions()
+    print(
+        f"napari now opens {', '.join(claimed)} with napari-pathalign"
+        if claimed
+        else "nothing to change: every slide pattern already has a reader you chose"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pathalign", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print a slide's metadata; optionally save its label/macro image")
     info.add_argument("slide", help="slide file or DICOM folder")
-    info.add_argument("--associated", choices=["label", "macro", "thumbnail"], help="save this associated image (shown only on request: it may identify the patient)")
+    info.add_argument(
+        "--associated",
+        choices=["label", "macro", "thumbnail"],
+        help="save this associated image (shown only on request: it may identify the patient)",
+    )
     info.add_argument("--out", help="where to save the associated image (PNG)")
     info.set_defaults(run=_info)
     embed = sub.add_parser("embed", help="patch features of slides into TRIDENT-layout .h5 files (cached)")
     embed.add_argument("slides", nargs="+", help="slide files, DICOM folders, or folders of slides")
-    embed.add_argument("--encoder", required=True, help="patch encoder name (see the README for the list)")
+    embed.add_argument("--encoder", required=True, help="patch encoder name (the registry: docs/slides-and-patches.md)")
     embed.add_argument("--weights", help="local weights file or folder of the encoder")
     embed.add_argument("--out", required=True, help="folder for the feature files")
     embed.add_argument("--patch-size", type=int, default=224)
@@ -152,28 +187,41 @@ def main(argv: list[str] | None = None) -> int:
     embed.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     embed.add_argument("--workers", type=int, help="start a local dask cluster with this many worker processes")
     embed.set_defaults(run=_embed)
-    tr = sub.add_parser("train", help="train a PathAlign model (stage 1 Q-Former, or stage 2 into a frozen LM) from a JSON config")
-    tr.add_argument("--config", required=True, help="training config JSON (see examples/train_config.json)")
+    tr = sub.add_parser(
+        "train", help="train a PathAlign model (stage 1 Q-Former, or stage 2 into a frozen LM) from a JSON config"
+    )
+    tr.add_argument("--config", required=True, help="training config JSON (see examples/train_config_g.json)")
     tr.add_argument("--resume", action="store_true", help="continue from the config's out/train_state")
     tr.add_argument("--device", help="override the config's device: auto, cpu or cuda[:N]")
     tr.set_defaults(run=_train)
-    dd = sub.add_parser("demo-data", help="assemble demo slides with ground truth and multi-part reports from labelled real tiles")
-    dd.add_argument("--tiles", required=True, help="folder with PCam (0/, 1/; train/ + valid/) and/or Kather (01_TUMOR/ ...) tiles")
-    dd.add_argument("--out", required=True, help="output folder: train/ and test/ with slides/, slides.csv, reports.jsonl")
+    dd = sub.add_parser(
+        "demo-data", help="assemble demo slides with ground truth and multi-part reports from labelled real tiles"
+    )
+    dd.add_argument(
+        "--tiles", required=True, help="folder with PCam (0/, 1/; train/ + valid/) and/or Kather (01_TUMOR/ ...) tiles"
+    )
+    dd.add_argument(
+        "--out", required=True, help="output folder: train/ and test/ with slides/, slides.csv, reports.jsonl"
+    )
     dd.add_argument("--slides", type=int, default=60, help="training slides (the test split gets a third as many)")
     dd.add_argument("--seed", type=int, default=0)
     dd.set_defaults(run=_demo_data)
-    ev = sub.add_parser("evaluate", help="retrieval, zero-shot, draft and VQA metrics of a PathAlign model on demo slides")
+    ev = sub.add_parser(
+        "evaluate", help="retrieval, zero-shot, draft and VQA metrics of a PathAlign model on demo slides"
+    )
     ev.add_argument("--model", required=True, help="'embedded' or a checkpoint folder")
-    ev.add_argument("--retrieval-model", help="a second (PathAlign-R) model for retrieval and zero-shot; default for 'embedded': 'embedded-r'")
+    ev.add_argument(
+        "--retrieval-model",
+        help="a second (PathAlign-R) model for retrieval and zero-shot; default for 'embedded': 'embedded-r'",
+    )
     ev.add_argument("--data", required=True, help="a demo-data split folder (slides.csv, reports.jsonl, slides/)")
     ev.add_argument("--features", help="feature cache folder (default: DATA/features)")
     ev.add_argument("--out", help="write the metrics as JSON here")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(run=_evaluate)
-    from napari_pathalign.cli_analysis import add_analysis_commands
-    from napari_pathalign.cli_index import add_index_commands
-    from napari_pathalign.cli_report import add_report_commands
+    from napari_pathalign.cli.analysis import add_analysis_commands
+    from napari_pathalign.cli.index import add_index_commands
+    from napari_pathalign.cli.report import add_report_commands
 
     add_analysis_commands(sub)
     add_index_commands(sub)
@@ -181,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)
+    reader = sub.add_parser(
+        "set-default-reader",
+        help="opt in: make this plugin napari's reader for slide files the user has not assigned (*.svs, *.tif, ...)",
+    )
+    reader.set_defaults(run=_set_default_reader)
     args = parser.parse_args(argv)
     return args.run(args)
 

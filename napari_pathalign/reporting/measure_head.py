@@ -22,7 +22,7 @@ import numpy as np
 class OrganHead:
     """The classifier of one organ's tissue classes."""
 
-    classes: list[str]  # report tissue classes (train/demo_reports.py), in output order
+    classes: list[str]  # report tissue classes (reporting/vocabulary.py), in output order
     mean: np.ndarray  # (D,) input standardisation
     scale: np.ndarray  # (D,)
     coef: np.ndarray  # (C, D) or (1, D) for two classes (sklearn's binary form)
@@ -52,18 +52,34 @@ class MeasureHead:
         return model_hash == self.model_hash and encoder_hash == self.encoder_hash
 
     def to_dict(self) -> dict:
-        organs = {name: {"classes": h.classes, **{k: np.asarray(getattr(h, k)).round(6).tolist() for k in ("mean", "scale", "coef", "intercept")}} for name, h in self.organs.items()}
-        return {"model_hash": self.model_hash, "encoder_hash": self.encoder_hash, "provenance": self.provenance, "organs": organs}
+        organs = {
+            name: {
+                "classes": h.classes,
+                **{k: np.asarray(getattr(h, k)).round(6).tolist() for k in ("mean", "scale", "coef", "intercept")},
+            }
+            for name, h in self.organs.items()
+        }
+        return {
+            "model_hash": self.model_hash,
+            "encoder_hash": self.encoder_hash,
+            "provenance": self.provenance,
+            "organs": organs,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> MeasureHead:
-        organs = {name: OrganHead(list(h["classes"]), *(np.asarray(h[k], np.float64) for k in ("mean", "scale", "coef", "intercept"))) for name, h in d["organs"].items()}
+        organs = {
+            name: OrganHead(
+                list(h["classes"]), *(np.asarray(h[k], np.float64) for k in ("mean", "scale", "coef", "intercept"))
+            )
+            for name, h in d["organs"].items()
+        }
         return cls(organs, d["model_hash"], d["encoder_hash"], d.get("provenance", {}))
 
 
 def patch_inputs(analysis) -> np.ndarray:
     """(N, E + D) the head's input per patch: neighbourhood embedding (mean over queries) and encoder features."""
-    stored = analysis._regions  # (N, Q, E) float16
+    stored = analysis.neighbourhoods  # (N, Q, E) float16
     regions = np.empty((len(stored), stored.shape[2]), np.float32)
     for start in range(0, len(stored), 1024):  # in chunks: no float32 copy of all of it (300+ MB), short GIL holds
         regions[start : start + 1024] = stored[start : start + 1024].mean(1, dtype=np.float32)
@@ -71,7 +87,7 @@ def patch_inputs(analysis) -> np.ndarray:
 
 
 def head_file() -> Path:
-    from napari_pathalign.models.encoders import RESOURCES
+    from napari_pathalign.core.resources import RESOURCES
 
     return RESOURCES / "embedded_measure_head.json"
 

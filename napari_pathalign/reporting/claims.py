@@ -1,7 +1,7 @@
 """The claims of a report sentence, each checked against the slide: what ``support`` is made of.
 
 A sentence is as trustworthy as its weakest claim. Claims are found with the report vocabulary the
-model was trained on (``train/demo_reports.py``, longest phrase first, case-insensitive):
+model was trained on (``reporting/vocabulary.py``, longest phrase first, case-insensitive):
 
 - **diagnosis** (tumour present / absent): the generation model's LM probability of the sentence
   with this call against the same sentence with every other call phrase in its place, given the
@@ -9,7 +9,7 @@ model was trained on (``train/demo_reports.py``, longest phrase first, case-inse
   asked as a choice instead of a continuation.
 - **extent** (small < 10 %, moderate 10-30 %, extensive > 30 % of the tissue): *measured*. The
   tumour fraction is the mean per-patch probability of the organ's tumour class: from the model's
-  measurement head (``pipeline/measure_head.py``) when it ships one, else from the organ's
+  measurement head (``reporting/measure_head.py``) when it ships one, else from the organ's
   zero-shot tissue set (``resources/zero_shot_classes.json``; each patch read with its
   neighbourhood). The claim's probability is the share of a logit-normal measurement error (fitted
   per method on calibration slides: ``resources/claim_calibration.json``,
@@ -47,7 +47,10 @@ TISSUE_MEASURE = {
     "MUCOSA": ("colorectal tissue", "mucosa"),
     "ADIPOSE": ("colorectal tissue", "adipose"),
 }
-TUMOUR_MEASURE = {"lymph node tissue": "metastatic carcinoma", "colorectal tissue": "adenocarcinoma"}  # organ set -> its tumour class
+TUMOUR_MEASURE = {
+    "lymph node tissue": "metastatic carcinoma",
+    "colorectal tissue": "adenocarcinoma",
+}  # organ set -> its tumour class
 TUMOUR_CLASS = {"lymph node tissue": "tumour", "colorectal tissue": "TUMOR"}  # organ set -> its tumour's report class
 ORGAN_HINTS = {  # words of a draft that name the organ
     "lymph node tissue": ("lymph node", "nodal", "axillary", "sentinel", "metastatic carcinoma", "metastasis"),
@@ -67,7 +70,9 @@ class Claim:
     probability: float = float("nan")  # that the slide bears the claim out, in [0, 1]
     measured: float | None = None  # calibrated measured fraction of the tissue (extent: tumour; tissue: that tissue)
     basis: str = ""  # how it was checked, one line for the reader
-    per_patch: np.ndarray | None = field(default=None, repr=False)  # (N,) what was measured: each patch's probability of the class
+    per_patch: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (N,) what was measured: each patch's probability of the class
     measured_of: str = ""  # the class measured, in words ('tumour', 'adipose', ...)
 
 
@@ -102,7 +107,7 @@ def _logit(x: float, eps: float = 0.005) -> float:
 
 
 def calibration_file() -> Path:
-    from napari_pathalign.models.encoders import RESOURCES
+    from napari_pathalign.core.resources import RESOURCES
 
     return RESOURCES / "claim_calibration.json"
 
@@ -131,12 +136,16 @@ def organ_classes(organ: str) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def vocabulary() -> list[tuple[str, str, str]]:
     """(phrase lower-case, kind, value), longest first."""
-    from napari_pathalign.train.demo_reports import BUCKETS, EXTENT, NEGATIVE, POSITIVE, TISSUE
+    from napari_pathalign.reporting.vocabulary import BUCKETS, EXTENT, NEGATIVE, POSITIVE, TISSUE
 
     out = [(p, "diagnosis", "positive") for ps in POSITIVE.values() for p in ps]
     out += [(p, "diagnosis", "negative") for ps in NEGATIVE.values() for p in ps]
     out += [(p, "extent", b) for b, ps in EXTENT.items() for p in ps]
-    out += [("less than 10%", "extent", "small"), ("between 10% and 30%", "extent", "moderate"), ("more than 30%", "extent", "extensive")]
+    out += [
+        ("less than 10%", "extent", "small"),
+        ("between 10% and 30%", "extent", "moderate"),
+        ("more than 30%", "extent", "extensive"),
+    ]
     out += [(p, "tissue", c) for c, ps in TISSUE.items() for p in ps]
     assert {b for b, _, _ in BUCKETS} == set(EXTENT)
     return sorted({(p.lower(), k, v) for p, k, v in out}, key=lambda x: (-len(x[0]), x[0]))
@@ -144,7 +153,7 @@ def vocabulary() -> list[tuple[str, str, str]]:
 
 def find_claims(sentence: str, question: str | None = None) -> list[Claim]:
     """The claims ``sentence`` states (unchecked), in reading order."""
-    from napari_pathalign.train.demo_reports import bucket
+    from napari_pathalign.reporting.vocabulary import bucket
 
     low = sentence.lower()
     taken = np.zeros(len(low), bool)
@@ -155,7 +164,11 @@ def find_claims(sentence: str, question: str | None = None) -> list[Claim]:
             if not taken[a:b].any():
                 taken[a:b] = True
                 found.append(Claim(kind, value, sentence[a:b], a, b))
-    if not any(c.kind == "extent" for c in found) and (m := PERCENT.search(sentence)) and not taken[m.start() : m.end()].any():
+    if (
+        not any(c.kind == "extent" for c in found)
+        and (m := PERCENT.search(sentence))
+        and not taken[m.start() : m.end()].any()
+    ):
         b = bucket(float(m.group(1)) / 100)
         if b is not None:
             found.append(Claim("extent", b, m.group(0), m.start(), m.end()))
@@ -170,12 +183,14 @@ class ClaimChecker:
     def __init__(self, analysis, calibration: dict | None = None, head=...):
         """``calibration``: {method: {kind: Calibration}} (default: the shipped file); ``head``: a
         ``MeasureHead`` or None for zero-shot only (default: the shipped head when it fits the models)."""
-        from napari_pathalign.pipeline.measure_head import load_head
+        from napari_pathalign.reporting.measure_head import load_head
 
         self.analysis = analysis
         self.calibration = calibration if calibration is not None else load_calibration()
         self.head = load_head() if head is ... else head
-        self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> per-patch probability
+        self._measured: dict[
+            tuple[str, str], dict[str, np.ndarray]
+        ] = {}  # (organ, method) -> class -> per-patch probability
         self._present: dict[str, float] = {}
         self._method: str | None = None
 
@@ -185,7 +200,7 @@ class ClaimChecker:
         if self.head is None:
             return "zero-shot"
         if self._method is None:
-            from napari_pathalign.pipeline.library_build import model_identity
+            from napari_pathalign.engine.library_build import model_identity
 
             ident = model_identity(self.analysis.models["generation"], self.analysis.encoder)
             self._method = "head" if self.head.applies_to(ident["model_hash"], ident["encoder_hash"]) else "zero-shot"
@@ -201,7 +216,7 @@ class ClaimChecker:
         key = (organ, method)
         if key not in self._measured:
             if method == "head":
-                from napari_pathalign.pipeline.measure_head import patch_inputs
+                from napari_pathalign.reporting.measure_head import patch_inputs
 
                 h = self.head.organs[organ]
                 p = h.probabilities(patch_inputs(self.analysis))  # (N, C)
@@ -215,23 +230,26 @@ class ClaimChecker:
         """Zero-shot class -> (N,) each patch's probability (its neighbourhood against the set's prompts)."""
         from scipy.special import softmax
 
-        from napari_pathalign.pipeline.zero_shot import class_embeddings, load_class_sets
+        from napari_pathalign.engine.zero_shot import class_embeddings, load_class_sets
 
         sets, _ = load_class_sets()
         if set_name not in sets:
-            raise ValueError(f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}")
+            raise ValueError(
+                f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}"
+            )
         gen = self.analysis.models["generation"]
-        sims = self.analysis._region_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
+        sims = self.analysis.neighbourhood_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
         p = softmax(float(gen.scale().detach()) * sims, axis=1).astype(np.float32)
         return {c: p[:, k] for k, c in enumerate(sets[set_name])}
 
     def organ(self, text: str) -> str:
-        """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the slide matches best."""
+        """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the
+        slide matches best."""
         low = text.lower()
         hits = {s: sum(w in low for w in words) for s, words in ORGAN_HINTS.items()}
         if max(hits.values()) > 0:
             return max(hits, key=hits.get)
-        from napari_pathalign.pipeline.zero_shot import load_class_sets
+        from napari_pathalign.engine.zero_shot import load_class_sets
 
         sets, _ = load_class_sets()
         z = self.analysis.zero_shot({s: [p for ps in sets[s].values() for p in ps] for s in ORGAN_HINTS}, "retrieval")
@@ -240,7 +258,9 @@ class ClaimChecker:
     def tumour_present(self, soft, prompt: str) -> float:
         """P(tumour present) from the LM: a positive vs a negative diagnosis right after ``prompt``."""
         if prompt not in self._present:
-            alts = [(p.capitalize() + ".", value) for p, kind, value in vocabulary() if kind == "diagnosis"]  # the calls _alternatives swaps in
+            alts = [
+                (p.capitalize() + ".", value) for p, kind, value in vocabulary() if kind == "diagnosis"
+            ]  # the calls _alternatives swaps in
             self._present[prompt] = _choice(self.analysis.models["generation"].lm, soft, prompt, alts, "positive")
         return self._present[prompt]
 
@@ -249,13 +269,15 @@ class ClaimChecker:
         """The checked claims of each sentence of one text (a draft or an answer) that followed ``prompt``."""
         import torch
 
-        from napari_pathalign.train.demo_reports import BUCKETS
+        from napari_pathalign.reporting.vocabulary import BUCKETS
 
         gen = self.analysis.models["generation"]
         soft = None
         if gen.lm is not None:
             with torch.no_grad():
-                soft = gen.lm_proj(torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]).float()
+                soft = gen.lm_proj(
+                    torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
+                ).float()
         organ = self.organ(" ".join([question or "", *sentences]))
         method = self.method()
         how = "measurement head" if method == "head" else "zero-shot map"
@@ -273,25 +295,41 @@ class ClaimChecker:
                     if c.kind == "diagnosis":
                         present = c.probability if c.value == "positive" else 1 - c.probability
                 elif c.kind == "extent":
-                    cal, c.per_patch = self.calibration[method]["tumour"], self.per_patch(organ, method)[TUMOUR_CLASS[organ]]
+                    cal, c.per_patch = (
+                        self.calibration[method]["tumour"],
+                        self.per_patch(organ, method)[TUMOUR_CLASS[organ]],
+                    )
                     raw, c.measured_of = float(c.per_patch.mean()), "tumour"
                     lo, hi = next((lo, hi) for b, lo, hi in BUCKETS if b == c.value)
                     if present is None:
                         present = self.tumour_present(soft, prompt) if soft is not None else 1.0
                     c.measured = cal.estimate(raw)
                     c.probability = cal.probability(raw, lo, hi) * present
-                    c.basis = f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {how}), tumour present {present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
+                    c.basis = (
+                        f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {how}), tumour present "
+                        f"{present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
+                    )
                 elif c.kind == "tissue":
                     errors, cls = self.calibration[method], TISSUE_MEASURE[c.value][1]
-                    cal = errors.get(f"tissue:{c.value}", errors["tissue"]) if c.value in organ_classes(organ) else errors["tissue"]  # the class's own error when fitted
+                    cal = (
+                        errors.get(f"tissue:{c.value}", errors["tissue"])
+                        if c.value in organ_classes(organ)
+                        else errors["tissue"]
+                    )  # the class's own error when fitted
                     if c.value in organ_classes(organ):
                         c.per_patch = self.per_patch(organ, method)[c.value]
                         raw, c.measured_of = float(c.per_patch.mean()), cls
                         c.measured = cal.estimate(raw)
-                        c.basis = f"{cls} measured at about {c.measured:.0%} of the tissue ({how}); reports name a tissue from {NAMED_FRACTION:.0%}"
+                        c.basis = (
+                            f"{cls} measured at about {c.measured:.0%} of the tissue ({how}); "
+                            "reports name a tissue from "
+                            f"{NAMED_FRACTION:.0%}"
+                        )
                     else:  # the organ's tissue classes do not hold it: absent as far as the model can measure
                         raw, c.measured = 0.0, 0.0
-                        c.basis = f"{cls} is not among the tissues measured in {organ} ({', '.join(organ_classes(organ))})"
+                        c.basis = (
+                            f"{cls} is not among the tissues measured in {organ} ({', '.join(organ_classes(organ))})"
+                        )
                     c.probability = cal.probability(raw, NAMED_FRACTION, 1.0)
             out.append([c for c in claims if math.isfinite(c.probability)])
         return out

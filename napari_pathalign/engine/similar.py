@@ -26,11 +26,14 @@ def text_vector(model, text: str) -> np.ndarray:
 def slide_query(slide, model, encoder, features_dir, polygon_xy_level0=None) -> tuple[np.ndarray, int | None]:
     """(E,) retrieval vector of a slide, or of the patches inside a level-0 polygon, and for a region
     the side (lattice cells) of the windows that re-rank its hits; features come from the cache."""
-    from napari_pathalign.pipeline.features import GridConfig, embed_slide
-    from napari_pathalign.pipeline.regions import patches_in_polygon
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import embed_slide
+    from napari_pathalign.engine.regions import patches_in_polygon
 
     if slide.mpp is None:
-        raise ValueError(f"{slide.path.name} has no microns-per-pixel metadata; the retrieval model places patches in µm")
+        raise ValueError(
+            f"{slide.path.name} has no microns-per-pixel metadata; the retrieval model places patches in µm"
+        )
     feats = embed_slide(slide, encoder, GridConfig(), cache_dir=features_dir)
     if len(feats.features) == 0:
         raise ValueError(f"no tissue found on {slide.path.name}; nothing to search with")
@@ -49,7 +52,7 @@ def windows(xy_level0: np.ndarray, size_level0: int, side: int) -> tuple[np.ndar
     Returns patch indices (W, side²) padded with -1 -> valid (W, side²) and each window's level-0
     (x, y) corner (W, 2). Windows with fewer than a quarter of their cells on tissue are dropped.
     """
-    from napari_pathalign.pipeline.regions import lattice_index
+    from napari_pathalign.engine.regions import lattice_index
 
     rc, dense, origin = lattice_index(xy_level0, size_level0)
     rows, cols = dense.shape
@@ -82,9 +85,13 @@ def best_window(model, feats, query: np.ndarray, side: int) -> tuple[tuple[int, 
     scores = []
     with torch.no_grad():
         for s in range(0, len(index), MAX_WINDOWS_PER_BATCH):
-            idx = torch.from_numpy(np.where(valid[s : s + MAX_WINDOWS_PER_BATCH], index[s : s + MAX_WINDOWS_PER_BATCH], 0))  # (B, K)
+            idx = torch.from_numpy(
+                np.where(valid[s : s + MAX_WINDOWS_PER_BATCH], index[s : s + MAX_WINDOWS_PER_BATCH], 0)
+            )  # (B, K)
             ok = torch.from_numpy(valid[s : s + MAX_WINDOWS_PER_BATCH]).to(model.device)
-            emb = model.slide_embed(model.qformer(f[idx].to(model.device), xy[idx].to(model.device), ok).queries)  # (B, Q, E)
+            emb = model.slide_embed(
+                model.qformer(f[idx].to(model.device), xy[idx].to(model.device), ok).queries
+            )  # (B, Q, E)
             scores.append((emb @ q).max(dim=1).values.float().cpu().numpy())  # (B,) max over queries
     scores = np.concatenate(scores)
     best = int(np.argmax(scores))

@@ -1,4 +1,4 @@
-"""Retrieval metrics on a similarity matrix."""
+"""Small metrics shared by training and evaluation: retrieval top-k on a similarity matrix, ROC AUC."""
 
 from __future__ import annotations
 
@@ -22,3 +22,19 @@ def top_k_hits(sim: np.ndarray, positives: np.ndarray, k: int = 1) -> np.ndarray
         raise ValueError("no rows to score")
     top = np.argsort(-sim, axis=1, kind="stable")[:, :k]  # (S, k)
     return np.take_along_axis(positives, top, axis=1).any(axis=1)
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for the positives against the rest, as the Mann-Whitney statistic (ties
+    count half, as sklearn's; thousands of bootstrap draws in a second); None when one side is empty."""
+    from scipy.stats import rankdata
+
+    score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
+    if score.shape != positive.shape:
+        raise ValueError(f"score {score.shape} and positive {positive.shape} must have the same shape")
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(score)  # (S,) average ranks
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_pathalign.pipeline.features import GridConfig
+from napari_pathalign.core.grid_config import GridConfig
 
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".scn", ".mrxs", ".bif"}
 
@@ -29,17 +29,33 @@ def expand_slides(inputs: list[str | Path]) -> list[Path]:
         if item.is_dir() and any(item.glob("*.dcm")):
             found.append(item)
         elif item.is_dir():
-            found.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES or (p.is_dir() and any(p.glob("*.dcm")))))
+            found.extend(
+                sorted(
+                    p
+                    for p in item.iterdir()
+                    if p.suffix.lower() in SLIDE_SUFFIXES or (p.is_dir() and any(p.glob("*.dcm")))
+                )
+            )
         else:
             found.append(item)
     return found
 
 
-def embed_one(path: Path, encoder_name: str, weights: str | None, out: Path, grid: GridConfig, batch_size: int = 64, device: str = "auto", encoder=None, progress=None) -> EmbedResult:
+def embed_one(
+    path: Path,
+    encoder_name: str,
+    weights: str | None,
+    out: Path,
+    grid: GridConfig,
+    batch_size: int = 64,
+    device: str = "auto",
+    encoder=None,
+    progress=None,
+) -> EmbedResult:
     """Embed one slide into ``out`` (cached); never raises for a bad slide, says why instead."""
+    from napari_pathalign.engine.features import embed_slide
     from napari_pathalign.io import open_slide
     from napari_pathalign.models.encoders import load_patch_encoder
-    from napari_pathalign.pipeline.features import embed_slide
 
     try:
         encoder = encoder or load_patch_encoder(encoder_name, weights, device)
@@ -52,7 +68,18 @@ def embed_one(path: Path, encoder_name: str, weights: str | None, out: Path, gri
         return EmbedResult(path, 0, f"{type(exc).__name__}: {exc}")
 
 
-def embed_many(slides: list[Path], encoder_name: str, weights: str | None, out: Path, grid: GridConfig, batch_size: int = 64, device: str = "auto", scheduler: str | None = None, workers: int | None = None, encoder=None) -> list[EmbedResult]:
+def embed_many(
+    slides: list[Path],
+    encoder_name: str,
+    weights: str | None,
+    out: Path,
+    grid: GridConfig,
+    batch_size: int = 64,
+    device: str = "auto",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    encoder=None,
+) -> list[EmbedResult]:
     """All slides, with a progress bar per slide and overall (local), or one task per slide on dask.
 
     ``encoder``: an already loaded encoder for the local run (dask workers load their own).
@@ -74,20 +101,33 @@ def embed_many(slides: list[Path], encoder_name: str, weights: str | None, out: 
                     bar.n = done
                     bar.refresh()
 
-                results.append(embed_one(path, encoder_name, weights, out, grid, batch_size, device, encoder=encoder, progress=progress))
+                results.append(
+                    embed_one(
+                        path, encoder_name, weights, out, grid, batch_size, device, encoder=encoder, progress=progress
+                    )
+                )
             if results[-1].error:
                 tqdm.write(f"skipped {path}: {results[-1].error}")
             overall.update(1)
     return results
 
 
-def _embed_distributed(slides, encoder_name, weights, out, grid, batch_size, device, scheduler, workers) -> list[EmbedResult]:
+def _embed_distributed(
+    slides, encoder_name, weights, out, grid, batch_size, device, scheduler, workers
+) -> list[EmbedResult]:
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = (
+        None
+        if scheduler
+        else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    )
     with Client(scheduler or cluster) as client:
-        futures = [client.submit(embed_one, p, encoder_name, weights, out, grid, batch_size, device, pure=False) for p in slides]
+        futures = [
+            client.submit(embed_one, p, encoder_name, weights, out, grid, batch_size, device, pure=False)
+            for p in slides
+        ]
         results = []
         with tqdm(total=len(futures), desc="slides", unit="slide") as bar:
             for fut in as_completed(futures):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from napari_pathalign.core.clock import utc_now
 from napari_pathalign.io.report_files import atomic_write_text, plain_json
 
 try:  # POSIX: serialise writers across processes (two napari windows on one slide)
@@ -55,11 +56,11 @@ class ReportStoreError(ValueError):
 
 
 @dataclass
-class SlideInfo:
+class ReportSlide:
     """The slide a report belongs to."""
 
     path: str  # absolute path when last written (informative; the fingerprint identifies the slide)
-    fingerprint: str  # content hash (pipeline.features.slide_fingerprint)
+    fingerprint: str  # content hash (engine.features.slide_fingerprint)
     name: str  # file name, for messages
 
 
@@ -99,7 +100,7 @@ class SlideReport:
     """Everything stored for one slide."""
 
     schema_version: int
-    slide: SlideInfo
+    slide: ReportSlide
     versions: list[ReportVersion]  # oldest first
     chat: list[ChatTurn]  # oldest first
     autosave: Autosave | None  # unsaved working text, None after a save
@@ -187,7 +188,9 @@ class ReportStore:
         return [fp for _, fp in sorted(found, reverse=True)]
 
     # ---- writing
-    def add_version(self, fingerprint: str, slide_path, kind: str, text: str, author: str, draft: dict | None = None, note: str = "") -> SlideReport:
+    def add_version(
+        self, fingerprint: str, slide_path, kind: str, text: str, author: str, draft: dict | None = None, note: str = ""
+    ) -> SlideReport:
         """Append a version (the model's draft, a user save, the accepted report) and clear the autosave."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -197,7 +200,14 @@ class ReportStore:
         _check_str(note, "note")
         if draft is not None and not isinstance(draft, dict):
             raise ValueError(f"draft must be a plain dict (Draft.to_dict()) or None, got {type(draft).__name__}")
-        version = ReportVersion(kind=kind, text=text, time=_now(), author=author, draft=None if draft is None else plain_json(draft, "draft"), note=note)
+        version = ReportVersion(
+            kind=kind,
+            text=text,
+            time=utc_now("microseconds"),
+            author=author,
+            draft=None if draft is None else plain_json(draft, "draft"),
+            note=note,
+        )
 
         def change(report: SlideReport) -> bool:
             report.versions.append(version)
@@ -216,18 +226,32 @@ class ReportStore:
         def change(report: SlideReport) -> bool:
             if report.latest_text == text:
                 return False
-            report.autosave = Autosave(text=text, time=_now())
+            report.autosave = Autosave(text=text, time=utc_now("microseconds"))
             return True
 
         self._update(fingerprint, slide_path, change)
 
-    def add_chat_turn(self, fingerprint: str, slide_path, question: str, answer: str, region: list | None = None, answer_meta: dict | None = None) -> SlideReport:
+    def add_chat_turn(
+        self,
+        fingerprint: str,
+        slide_path,
+        question: str,
+        answer: str,
+        region: list | None = None,
+        answer_meta: dict | None = None,
+    ) -> SlideReport:
         """Append a question and the model's answer; ``region``: level-0 (x, y) polygon when asked of a region."""
         _check_str(question, "question")
         _check_str(answer, "answer")
         if answer_meta is not None and not isinstance(answer_meta, dict):
             raise ValueError(f"answer_meta must be a plain dict or None, got {type(answer_meta).__name__}")
-        turn = ChatTurn(question=question, answer=answer, time=_now(), region=None if region is None else plain_json(region, "region"), answer_meta=plain_json(answer_meta or {}, "answer_meta"))
+        turn = ChatTurn(
+            question=question,
+            answer=answer,
+            time=utc_now("microseconds"),
+            region=None if region is None else plain_json(region, "region"),
+            answer_meta=plain_json(answer_meta or {}, "answer_meta"),
+        )
 
         def change(report: SlideReport) -> bool:
             report.chat.append(turn)
@@ -239,14 +263,16 @@ class ReportStore:
     def path_of(self, fingerprint: str) -> Path:
         """The file that holds the slide's report."""
         if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
-            raise ValueError(f"fingerprint must be 1-128 letters, digits, '-' or '_' (a slide content hash), got {fingerprint!r}")
+            raise ValueError(
+                f"fingerprint must be 1-128 letters, digits, '-' or '_' (a slide content hash), got {fingerprint!r}"
+            )
         return self.folder / f"{fingerprint}.json"
 
     def _update(self, fingerprint: str, slide_path, change) -> SlideReport:
         """Read, ``change`` in place (returns whether anything changed), write; all under the writers' lock."""
         self.last_message = ""
         file = self.path_of(fingerprint)
-        slide = SlideInfo(path=_slide_path(slide_path), fingerprint=fingerprint, name=Path(str(slide_path)).name)
+        slide = ReportSlide(path=_slide_path(slide_path), fingerprint=fingerprint, name=Path(str(slide_path)).name)
         with self._writer_lock():
             report = self._read(fingerprint, for_write=True)
             if report is None:
@@ -256,7 +282,9 @@ class ReportStore:
             if change(report) or moved:
                 doc = _to_doc(report)
                 try:
-                    atomic_write_text(file, json.dumps(doc, allow_nan=False) + "\n", mode=FILE_MODE)  # no indent: the C encoder, ~10x faster
+                    atomic_write_text(
+                        file, json.dumps(doc, allow_nan=False) + "\n", mode=FILE_MODE
+                    )  # no indent: the C encoder, ~10x faster
                 except OSError as e:
                     raise self._error(f"could not save the report of {slide.name}", e) from e
         return report
@@ -276,7 +304,13 @@ class ReportStore:
             return self._set_aside(file, f"it is not valid JSON ({e})", for_write)
         version = doc.get("schema_version") if isinstance(doc, dict) else None
         if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-            raise ReportStoreError(f"{file} was written by a newer napari-pathalign (report schema {version}; this one reads {SCHEMA_VERSION}); update napari-pathalign to open or change it. The file was left as it is")
+            raise ReportStoreError(
+                (
+                    f"{file} was written by a newer napari-pathalign (report schema "
+                    f"{version}; this one reads {SCHEMA_VERSION}); "
+                    "update napari-pathalign to open or change it. The file was left as it is"
+                )
+            )
         try:
             return _parse(doc, fingerprint)
         except (KeyError, TypeError, ValueError) as e:
@@ -293,15 +327,24 @@ class ReportStore:
         try:
             os.rename(file, aside)
         except FileNotFoundError:  # another window moved it aside first
-            self.last_message = f"the report file {file.name} was unreadable ({reason}) and has been moved aside; starting an empty report"
+            self.last_message = (
+                f"the report file {file.name} was unreadable ({reason}) and has been moved aside; starting "
+                "an empty report"
+            )
             return None
         except OSError as e:
-            message = f"the report file {file} is unreadable ({reason}) and could not be moved aside ({e}); it was left as it is"
+            message = (
+                f"the report file {file} is unreadable ({reason}) and could not be moved aside ({e}); it was "
+                "left as it is"
+            )
             if for_write:
                 raise ReportStoreError(message + ", so nothing was saved over it") from e
             self.last_message = message
             return None
-        self.last_message = f"the report file {file.name} was unreadable ({reason}); it was moved aside to {aside}, and the slide's report starts empty"
+        self.last_message = (
+            f"the report file {file.name} was unreadable ({reason}); it was moved aside to {aside}, and "
+            "the slide's report starts empty"
+        )
         return None
 
     @contextmanager
@@ -348,7 +391,12 @@ class ReportStore:
                 pass
 
     def _error(self, what: str, e: OSError) -> ReportStoreError:
-        return ReportStoreError(f"{what} in {self.folder}: {e}. The text is still open; make the folder writable or free disk space and save again, or copy the text elsewhere")
+        return ReportStoreError(
+            (
+                f"{what} in {self.folder}: {e}. The text is still open; make the folder writable or free disk "
+                "space and save again, or copy the text elsewhere"
+            )
+        )
 
 
 def _to_doc(report: SlideReport) -> dict:
@@ -370,7 +418,11 @@ def _parse(doc, fingerprint: str) -> SlideReport:
     if doc["schema_version"] != SCHEMA_VERSION:
         raise ValueError(f"schema_version is {doc['schema_version']!r}")
     s = doc["slide"]
-    slide = SlideInfo(path=_str(s["path"], "slide.path"), fingerprint=_str(s["fingerprint"], "slide.fingerprint"), name=_str(s["name"], "slide.name"))
+    slide = ReportSlide(
+        path=_str(s["path"], "slide.path"),
+        fingerprint=_str(s["fingerprint"], "slide.fingerprint"),
+        name=_str(s["name"], "slide.name"),
+    )
     if slide.fingerprint != fingerprint:
         raise ValueError(f"the file is named for {fingerprint!r} but holds the report of {slide.fingerprint!r}")
     versions = []
@@ -379,7 +431,16 @@ def _parse(doc, fingerprint: str) -> SlideReport:
             raise ValueError(f"versions[{i}] has kind {v['kind']!r}, author {v['author']!r}")
         if v.get("draft") is not None and not isinstance(v["draft"], dict):
             raise TypeError(f"versions[{i}].draft is a {type(v['draft']).__name__}")
-        versions.append(ReportVersion(kind=v["kind"], text=_str(v["text"], f"versions[{i}].text"), time=_time(v["time"]), author=v["author"], draft=v.get("draft"), note=_str(v.get("note", ""), f"versions[{i}].note")))
+        versions.append(
+            ReportVersion(
+                kind=v["kind"],
+                text=_str(v["text"], f"versions[{i}].text"),
+                time=_time(v["time"]),
+                author=v["author"],
+                draft=v.get("draft"),
+                note=_str(v.get("note", ""), f"versions[{i}].note"),
+            )
+        )
     chat = []
     for i, t in enumerate(_list(doc["chat"], "chat")):
         region = t.get("region")
@@ -388,7 +449,15 @@ def _parse(doc, fingerprint: str) -> SlideReport:
         meta = t.get("answer_meta") or {}
         if not isinstance(meta, dict):
             raise TypeError(f"chat[{i}].answer_meta is a {type(meta).__name__}")
-        chat.append(ChatTurn(question=_str(t["question"], f"chat[{i}].question"), answer=_str(t["answer"], f"chat[{i}].answer"), time=_time(t["time"]), region=region, answer_meta=meta))
+        chat.append(
+            ChatTurn(
+                question=_str(t["question"], f"chat[{i}].question"),
+                answer=_str(t["answer"], f"chat[{i}].answer"),
+                time=_time(t["time"]),
+                region=region,
+                answer_meta=meta,
+            )
+        )
     a = doc["autosave"]
     autosave = None if a is None else Autosave(text=_str(a["text"], "autosave.text"), time=_time(a["time"]))
     return SlideReport(schema_version=SCHEMA_VERSION, slide=slide, versions=versions, chat=chat, autosave=autosave)
@@ -437,10 +506,6 @@ def _list(value, what: str) -> list:
 def _time(value) -> str:
     _when(_str(value, "time"))  # ValueError when not ISO 8601
     return value
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _when(iso: str) -> datetime:

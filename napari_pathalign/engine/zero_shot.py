@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.core.heatmap import Heatmap
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ZeroShot:
 
 
 def default_classes_file() -> Path:
-    from napari_pathalign.models.encoders import RESOURCES
+    from napari_pathalign.core.resources import RESOURCES
 
     return RESOURCES / "zero_shot_classes.json"
 
@@ -56,7 +56,12 @@ def load_class_sets(path: str | Path | None = None) -> tuple[dict[str, dict[str,
     else:
         sets, default = {"classes": data}, "classes"
     if not isinstance(sets, dict) or default not in sets:
-        raise ValueError(f"class file {path}: no class set named {default!r}; expected {{'default': name, 'sets': {{name: {{class: [prompts]}}}}}}")
+        raise ValueError(
+            (
+                f"class file {path}: no class set named {default!r}; expected "
+                f"{{'default': name, 'sets': {{name: {{class: [prompts]}}}}}}"
+            )
+        )
     for name, classes in sets.items():
         check_classes(classes, f"class file {path}, set {name!r}")
     return sets, default
@@ -70,7 +75,11 @@ def check_classes(classes, where: str = "classes") -> dict[str, list[str]]:
     for name, prompts in classes.items():
         if isinstance(prompts, str):
             prompts = [prompts]
-        prompts = [p.strip() for p in prompts if isinstance(p, str) and p.strip()] if isinstance(prompts, (list, tuple)) else []
+        prompts = (
+            [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+            if isinstance(prompts, (list, tuple))
+            else []
+        )
         if not str(name).strip() or not prompts:
             raise ValueError(f"{where}: class {name!r} needs a name and at least one non-empty prompt")
         out[str(name).strip()] = prompts
@@ -95,3 +104,27 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 def max_over_queries(embedding: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     """(..., Q, E) x (T, E) -> (..., T) cosine similarity, max over queries (as in training)."""
     return np.einsum("...qe,te->...qt", embedding, text_emb).max(axis=-2)
+
+
+def slide_zero_shot(analysis, classes: dict[str, list[str]] | None = None, model: str = "retrieval") -> ZeroShot:
+    """Class probabilities of the slide (softmax with the model's temperature) and a map per class."""
+    analysis.need_ready()
+    if classes is None:
+        sets, default = load_class_sets()
+        classes = sets[default]
+    classes = check_classes(classes)
+    m = analysis.models[model]
+    cls = class_embeddings(m, classes)  # (C, E)
+    temperature = float(m.scale().detach())
+    sims = max_over_queries(analysis.embedding(model).embedding, cls)  # (C,)
+    probs = softmax(temperature * sims)
+    names = list(classes)
+    gen = analysis.models["generation"]
+    local = softmax(
+        float(gen.scale().detach()) * analysis.neighbourhood_similarity(class_embeddings(gen, classes)), axis=1
+    )  # (N, C)
+    maps = {
+        c: analysis.heatmap(local[:, k], "zero-shot", f"P({c}) per region", cls=c, classes=names)
+        for k, c in enumerate(names)
+    }
+    return ZeroShot(dict(zip(names, map(float, probs))), dict(zip(names, map(float, sims))), maps, temperature, model)

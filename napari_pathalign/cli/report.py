@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from napari_pathalign.cli.common import USER_ERRORS, add_slide_arguments, prepare_analysis
+from napari_pathalign.reporting.drafting import iter_answer, iter_draft
+
 
 def _run(gen, stream: bool):
     """Drive a draft/answer generator, printing the text as it grows; its return value."""
-    from napari_pathalign.pipeline.generators import run_to_end
+    from napari_pathalign.core.generators import run_to_end
 
     shown = [""]
 
@@ -26,9 +29,8 @@ def _run(gen, stream: bool):
 
 
 def _analysis(args):
-    from napari_pathalign.cli_analysis import _prepare
 
-    return _prepare(args)
+    return prepare_analysis(args)
 
 
 def _print_statements(draft) -> None:
@@ -42,9 +44,8 @@ def _print_statements(draft) -> None:
 
 
 def _draft(args) -> int:
-    from napari_pathalign.cli_analysis import _errors
     from napari_pathalign.models.decoder import GenerationConfig
-    from napari_pathalign.pipeline.drafting import case_report
+    from napari_pathalign.reporting.drafting import case_report
 
     slides = [args.slide, *(args.case or [])]
     try:
@@ -60,18 +61,33 @@ def _draft(args) -> int:
         for k, slide in enumerate(slides):
             if len(slides) > 1:
                 print(f"part {chr(65 + k)}: {slide}", file=sys.stderr)
-            drafts.append(_run(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})).iter_draft(cfg, args.prompt), stream=True))
+            drafts.append(
+                _run(
+                    iter_draft(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})), cfg, args.prompt),
+                    stream=True,
+                )
+            )
         labels = [chr(65 + k) for k in range(len(drafts))]
-        text = drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
+        text = (
+            drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
+        )
         if out is not None:
             from napari_pathalign.io.report_files import write_report_json, write_report_markdown
 
             parts = [d.to_dict() for d in drafts]
-            sentences = [{**s, "part": label} if len(drafts) > 1 else s for label, d in zip(labels, parts) for s in d["sentences"]]
-            prov = parts[0]["provenance"] if len(drafts) == 1 else {"parts": {label: d["provenance"] for label, d in zip(labels, parts)}}
+            sentences = [
+                {**s, "part": label} if len(drafts) > 1 else s
+                for label, d in zip(labels, parts)
+                for s in d["sentences"]
+            ]
+            prov = (
+                parts[0]["provenance"]
+                if len(drafts) == 1
+                else {"parts": {label: d["provenance"] for label, d in zip(labels, parts)}}
+            )
             writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
             writer(text, prov, sentences, out, overwrite=args.overwrite)
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(text)
@@ -85,24 +101,48 @@ def _draft(args) -> int:
 
 
 def _ask(args) -> int:
-    from napari_pathalign.cli_analysis import _errors
     from napari_pathalign.models.decoder import GenerationConfig
 
     try:
         analysis = _analysis(args)
         if args.region:
-            from napari_pathalign.pipeline.regions import rectangle
+            from napari_pathalign.engine.regions import rectangle
 
             x, y, w, h = (float(v) for v in args.region.split(","))
             analysis = analysis.region(rectangle(x, y, w, h))
-        answer = _run(analysis.iter_answer(args.question, config=GenerationConfig(max_new_tokens=args.max_new_tokens)), stream=not args.json)
-    except _errors() as exc:
+        answer = _run(
+            iter_answer(analysis, args.question, config=GenerationConfig(max_new_tokens=args.max_new_tokens)),
+            stream=not args.json,
+        )
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         d = answer.to_dict()
         support = min((s["support"] for s in d["sentences"]), default=None)
-        print(json.dumps({"question": answer.question, "answer": answer.text, "support": support, "evidence": [{"sentence": s["text"], "support": s["support"], "claims": s["claims"], "xy_level0": s["evidence_xy_level0"], "attribution_xy_level0": s["attribution_xy_level0"], "patch_size_level0": s["evidence_patch_size_level0"]} for s in d["sentences"]], "note": answer.note, "provenance": d["provenance"]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "question": answer.question,
+                    "answer": answer.text,
+                    "support": support,
+                    "evidence": [
+                        {
+                            "sentence": s["text"],
+                            "support": s["support"],
+                            "claims": s["claims"],
+                            "xy_level0": s["evidence_xy_level0"],
+                            "attribution_xy_level0": s["attribution_xy_level0"],
+                            "patch_size_level0": s["evidence_patch_size_level0"],
+                        }
+                        for s in d["sentences"]
+                    ],
+                    "note": answer.note,
+                    "provenance": d["provenance"],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(answer.text)
     _print_statements(answer)
@@ -110,20 +150,28 @@ def _ask(args) -> int:
 
 
 def add_report_commands(sub) -> None:
-    from napari_pathalign.cli_analysis import _common
 
-    d = sub.add_parser("draft", help="draft a report for a slide (streamed), each sentence with its support and evidence")
-    _common(d)
+    d = sub.add_parser(
+        "draft", help="draft a report for a slide (streamed), each sentence with its support and evidence"
+    )
+    add_slide_arguments(d)
     d.add_argument("--prompt", default="Final diagnosis:")
     d.add_argument("--beams", type=int, default=1, help="beam search width (1: greedy, streamed)")
     d.add_argument("--top-p", type=float, help="nucleus sampling instead of greedy")
     d.add_argument("--max-new-tokens", type=int, default=96)
-    d.add_argument("--out", help="write the draft as .md or .json (text, provenance, sentences with support and evidence)")
+    d.add_argument(
+        "--out", help="write the draft as .md or .json (text, provenance, sentences with support and evidence)"
+    )
     d.add_argument("--overwrite", action="store_true")
-    d.add_argument("--case", nargs="+", metavar="SLIDE", help="more slides of the same case: the draft becomes a case report with parts A. (the first slide), B., ...")
+    d.add_argument(
+        "--case",
+        nargs="+",
+        metavar="SLIDE",
+        help="more slides of the same case: the draft becomes a case report with parts A. (the first slide), B., ...",
+    )
     d.set_defaults(run=_draft)
     a = sub.add_parser("ask", help="ask a question about a slide (or a region of it)")
-    _common(a)
+    add_slide_arguments(a)
     a.add_argument("question")
     a.add_argument("--region", help="x,y,w,h in level-0 pixels: ask about this box only")
     a.add_argument("--max-new-tokens", type=int, default=32)

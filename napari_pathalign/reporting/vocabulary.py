@@ -17,16 +17,39 @@ TUMOUR_CLASSES = {"pcam": "tumour", "kather": "TUMOR"}
 BUCKETS = (("small", 0.0, 0.10), ("moderate", 0.10, 0.30), ("extensive", 0.30, 1.01))
 
 ORGAN = {
-    "pcam": ("Lymph node", ["left axillary", "right axillary", "sentinel", "level II axillary", "mesenteric"], ["excision", "dissection", "biopsy"]),
-    "kather": ("Colon", ["sigmoid", "ascending", "transverse", "descending", "rectosigmoid"], ["biopsy", "resection", "polypectomy"]),
+    "pcam": (
+        "Lymph node",
+        ["left axillary", "right axillary", "sentinel", "level II axillary", "mesenteric"],
+        ["excision", "dissection", "biopsy"],
+    ),
+    "kather": (
+        "Colon",
+        ["sigmoid", "ascending", "transverse", "descending", "rectosigmoid"],
+        ["biopsy", "resection", "polypectomy"],
+    ),
 }
 
 POSITIVE = {
-    "pcam": ["metastatic carcinoma", "positive for metastatic carcinoma", "involved by metastatic carcinoma", "metastatic carcinoma is present"],
-    "kather": ["invasive adenocarcinoma", "adenocarcinoma is present", "infiltrating adenocarcinoma", "positive for adenocarcinoma"],
+    "pcam": [
+        "metastatic carcinoma",
+        "positive for metastatic carcinoma",
+        "involved by metastatic carcinoma",
+        "metastatic carcinoma is present",
+    ],
+    "kather": [
+        "invasive adenocarcinoma",
+        "adenocarcinoma is present",
+        "infiltrating adenocarcinoma",
+        "positive for adenocarcinoma",
+    ],
 }
 NEGATIVE = {
-    "pcam": ["negative for metastatic carcinoma", "no evidence of metastatic carcinoma", "no tumour identified", "benign lymph node, no metastasis"],
+    "pcam": [
+        "negative for metastatic carcinoma",
+        "no evidence of metastatic carcinoma",
+        "no tumour identified",
+        "benign lymph node, no metastasis",
+    ],
     "kather": ["negative for carcinoma", "no evidence of malignancy", "no tumour identified", "no adenocarcinoma seen"],
 }
 EXTENT = {
@@ -79,12 +102,19 @@ def write_part(t: PartTruth, rng: np.random.Generator) -> str:
         extent = ""
     else:
         diagnosis = pick(POSITIVE[t.source]).capitalize() + "."
-        extent = pick([f" Tumour forms {pick(EXTENT[b])} (about {round(t.tumour_fraction * 100)}% of the tissue).", f" Extent: {pick(EXTENT[b])}, approximately {round(t.tumour_fraction * 100)}% of the tissue."])
+        extent = pick(
+            [
+                f" Tumour forms {pick(EXTENT[b])} (about {round(t.tumour_fraction * 100)}% of the tissue).",
+                f" Extent: {pick(EXTENT[b])}, approximately {round(t.tumour_fraction * 100)}% of the tissue.",
+            ]
+        )
     tissues = [pick(TISSUE[c]) for c in background_tissues(t)]
     background = ""
     if tissues:
         listed = tissues[0] if len(tissues) == 1 else ", ".join(tissues[:-1]) + " and " + tissues[-1]
-        background = " " + pick([f"Background shows {listed}.", f"The remaining tissue is {listed}.", f"Also present: {listed}."])
+        background = " " + pick(
+            [f"Background shows {listed}.", f"The remaining tissue is {listed}.", f"Also present: {listed}."]
+        )
     return f"{specimen} {diagnosis}{extent}{background}"
 
 
@@ -104,9 +134,18 @@ def write_report(parts: list[tuple[str, PartTruth]], rng: np.random.Generator) -
 QUESTIONS = {
     "tumour": ["Is tumour present?", "Is there carcinoma in this specimen?", "Does the slide show tumour?"],
     "tissues": ["Which tissues are present?", "What tissue types are seen?", "Name the tissues on this slide."],
-    "extent": ["What fraction of the tissue is tumour?", "How extensive is the tumour?", "Approximately how much tumour is there?"],
+    "extent": [
+        "What fraction of the tissue is tumour?",
+        "How extensive is the tumour?",
+        "Approximately how much tumour is there?",
+    ],
 }
-EXTENT_ANSWER = {None: "None.", "small": "Less than 10% of the tissue.", "moderate": "Between 10% and 30% of the tissue.", "extensive": "More than 30% of the tissue."}
+EXTENT_ANSWER = {
+    None: "None.",
+    "small": "Less than 10% of the tissue.",
+    "moderate": "Between 10% and 30% of the tissue.",
+    "extensive": "More than 30% of the tissue.",
+}
 TUMOUR_NAME = {"pcam": "metastatic carcinoma", "kather": "adenocarcinoma"}
 
 

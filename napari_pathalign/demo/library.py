@@ -25,11 +25,11 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: 
     """
     import filecmp
 
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.demo.data import make_demo_data
+    from napari_pathalign.engine.library_build import model_identity, slide_record
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.pipeline.library_build import model_identity, slide_record
-    from napari_pathalign.train.demo_data import make_demo_data
 
     folder = Path(folder)
     if (folder / "library").is_dir():
@@ -39,7 +39,9 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: 
         yield f"Assembling {TEST_SLIDES} demo slides from the real tiles in {tiles} ..."
         partial = folder / "data.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        make_demo_data(Path(tiles), partial, slides=0, seed=SEED, splits=("test",), test_slides=TEST_SLIDES, progress=False)
+        make_demo_data(
+            Path(tiles), partial, slides=0, seed=SEED, splits=("test",), test_slides=TEST_SLIDES, progress=False
+        )
         shutil.rmtree(data_root, ignore_errors=True)
         partial.rename(data_root)
     data = data_root / "test"
@@ -53,7 +55,12 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: 
             if any(filecmp.cmp(path, f, shallow=False) for f in exclude_files):
                 continue
             yield f"Adding demo slide {i + 1}/{len(rows)} to the library ..."
-            meta = {"report": text, "label": "tumour" if t.tumour_fraction > 0 else "no tumour", "site": {"pcam": "lymph node", "kather": "colon"}[t.source], "dominant": r["dominant"]}
+            meta = {
+                "report": text,
+                "label": "tumour" if t.tumour_fraction > 0 else "no tumour",
+                "site": {"pcam": "lymph node", "kather": "colon"}[t.source],
+                "dominant": r["dominant"],
+            }
             record, _ = slide_record(path, model, encoder, GridConfig(), data / "features", meta)
             lib.add([record])
     partial.rename(folder / "library")

@@ -6,14 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _errors():
-    from napari_pathalign.index import LibraryError
-    from napari_pathalign.io import SlideError
-    from napari_pathalign.models.checkpoint import CheckpointError
-    from napari_pathalign.models.encoders import EncoderError
-
-    return (LibraryError, SlideError, CheckpointError, EncoderError, ValueError, FileNotFoundError)
+from napari_pathalign.cli.common import USER_ERRORS
 
 
 def _models(model_name: str, encoder_name: str, weights: str | None, device: str):
@@ -25,7 +18,7 @@ def _models(model_name: str, encoder_name: str, weights: str | None, device: str
 
 
 def _features_dir(args) -> Path:
-    from napari_pathalign.pipeline.analysis import default_cache_dir
+    from napari_pathalign.engine.features import default_cache_dir
 
     return Path(args.features) if args.features else default_cache_dir()
 
@@ -33,16 +26,18 @@ def _features_dir(args) -> Path:
 def _add_slides(lib, args, model, encoder) -> int:
     from tqdm import tqdm
 
-    from napari_pathalign.pipeline.batch import expand_slides
-    from napari_pathalign.pipeline.features import GridConfig
-    from napari_pathalign.pipeline.generators import run_to_end
-    from napari_pathalign.pipeline.library_build import iter_build, read_slide_table
+    from napari_pathalign.core.generators import run_to_end
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.batch import expand_slides
+    from napari_pathalign.engine.library_build import iter_build, read_slide_table
 
     slides = expand_slides(args.slides)
     if not slides:
         raise ValueError(f"no slides found in {args.slides}")
     table = read_slide_table(args.table) if args.table else None
-    gen = iter_build(slides, lib, model, encoder, GridConfig(), _features_dir(args), table, args.workers, args.scheduler)
+    gen = iter_build(
+        slides, lib, model, encoder, GridConfig(), _features_dir(args), table, args.workers, args.scheduler
+    )
     bar = tqdm(total=len(slides), desc="library", unit="slide")
 
     def step(item) -> None:
@@ -60,15 +55,15 @@ def _add_slides(lib, args, model, encoder) -> int:
 
 
 def _build(args) -> int:
+    from napari_pathalign.engine.library_build import model_identity
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.library_build import model_identity
 
     try:
         model, encoder = _models(args.model, args.encoder, args.encoder_weights, args.device)
         lib = Library.create(args.out, index_type=args.index_type, **model_identity(model, encoder))
         with lib:
             return _add_slides(lib, args, model, encoder)
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -83,7 +78,7 @@ def _open(args):
 
 
 def _add(args) -> int:
-    from napari_pathalign.pipeline.library_build import model_identity
+    from napari_pathalign.engine.library_build import model_identity
 
     try:
         with _open(args) as lib:
@@ -91,7 +86,7 @@ def _add(args) -> int:
             model, encoder = _models(info.model, args.encoder, args.encoder_weights, args.device)
             lib.check_model(**model_identity(model, encoder))
             return _add_slides(lib, args, model, encoder)
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -100,13 +95,15 @@ def _remove(args) -> int:
     try:
         with _open(args) as lib:
             before = len(lib)
-            from napari_pathalign.pipeline.features import slide_fingerprint
+            from napari_pathalign.engine.features import slide_fingerprint
 
             # a slide file (or DICOM folder) by its content fingerprint; else a row id or a fingerprint
-            keys = [slide_fingerprint(Path(k)) if Path(k).exists() else int(k) if k.isdigit() else k for k in args.slides]
+            keys = [
+                slide_fingerprint(Path(k)) if Path(k).exists() else int(k) if k.isdigit() else k for k in args.slides
+            ]
             lib.remove(keys)
             print(f"removed {before - len(lib)}; {len(lib)} slides left")
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -116,7 +113,7 @@ def _info(args) -> int:
     try:
         with _open(args) as lib:
             info = lib.info()
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for k, v in vars(info).items():
@@ -133,15 +130,19 @@ def _region(text: str) -> tuple[float, float, float, float]:
 
 
 def _search(args) -> int:
+    from napari_pathalign.engine.library_build import model_identity
+    from napari_pathalign.engine.similar import locate_region, text_vector
     from napari_pathalign.index import Library
-    from napari_pathalign.pipeline.library_build import model_identity
-    from napari_pathalign.pipeline.similar import locate_region, text_vector
 
     if (args.slide is None) == (args.text is None):
         print("error: search by --slide S (optionally with --region x,y,w,h) or by --text T", file=sys.stderr)
         return 2
     try:
-        filters = {k: v for k, v in (("label", args.label), ("site", args.site), ("report_contains", args.report_contains)) if v}
+        filters = {
+            k: v
+            for k, v in (("label", args.label), ("site", args.site), ("report_contains", args.report_contains))
+            if v
+        }
         with _open(args) as lib:
             model, encoder = _models(lib.info().model, "", None, args.device)
             lib.check_model(**model_identity(model, encoder))
@@ -149,16 +150,26 @@ def _search(args) -> int:
             if args.text is not None:
                 vector = text_vector(model, args.text)
             else:
-                vector, side = _slide_query(Path(args.slide), model, encoder, _features_dir(args), _region(args.region) if args.region else None)
+                vector, side = _slide_query(
+                    Path(args.slide), model, encoder, _features_dir(args), _region(args.region) if args.region else None
+                )
             hits = lib.search(vector, k=args.k, target=args.target, filters=filters or None)
             if side is not None:
                 hits = locate_region(model, hits, vector, side)
             vote = Library.majority_vote(hits)
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"hits": [_hit_json(h) for h in hits], "majority_vote": {"label": vote[0], "agreement": vote[1], "counts": vote[2]}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "hits": [_hit_json(h) for h in hits],
+                    "majority_vote": {"label": vote[0], "agreement": vote[1], "counts": vote[2]},
+                },
+                indent=2,
+            )
+        )
         return 0
     if not hits:
         print("no hits (empty library, or no slide matches the filters)")
@@ -172,14 +183,24 @@ def _search(args) -> int:
 
 
 def _hit_json(h) -> dict:
-    return {"rank": h.rank, "id": h.id, "score": h.score, "path": h.path, "label": h.label, "site": h.site, "report": h.report, "region_xywh": list(h.region_xywh) if h.region_xywh else None, "target": h.target}
+    return {
+        "rank": h.rank,
+        "id": h.id,
+        "score": h.score,
+        "path": h.path,
+        "label": h.label,
+        "site": h.site,
+        "report": h.report,
+        "region_xywh": list(h.region_xywh) if h.region_xywh else None,
+        "target": h.target,
+    }
 
 
 def _slide_query(path: Path, model, encoder, features_dir: Path, region):
     """The slide's (or a box's) retrieval vector; with a region, the window side for re-ranking."""
+    from napari_pathalign.engine.regions import rectangle
+    from napari_pathalign.engine.similar import slide_query
     from napari_pathalign.io import open_slide
-    from napari_pathalign.pipeline.regions import rectangle
-    from napari_pathalign.pipeline.similar import slide_query
 
     with open_slide(path) as slide:
         return slide_query(slide, model, encoder, features_dir, rectangle(*region) if region else None)
@@ -190,8 +211,10 @@ def _evaluate(args) -> int:
 
     try:
         model, encoder = _models(args.model, "", None, args.device)
-        metrics = evaluate_library(model, encoder, Path(args.data), k=args.k, features_dir=Path(args.features) if args.features else None)
-    except _errors() as exc:
+        metrics = evaluate_library(
+            model, encoder, Path(args.data), k=args.k, features_dir=Path(args.features) if args.features else None
+        )
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ci = metrics.pop("ci95", {})
@@ -208,7 +231,9 @@ def add_index_commands(sub) -> None:
     def common(p, slides: bool = True):
         if slides:
             p.add_argument("slides", nargs="+", help="slide files, DICOM folders, or folders of slides")
-            p.add_argument("--table", help="CSV or JSONL with slide, report, label, site columns (paths relative to it)")
+            p.add_argument(
+                "--table", help="CSV or JSONL with slide, report, label, site columns (paths relative to it)"
+            )
             p.add_argument("--workers", type=int, help="embed on a local dask cluster with this many worker processes")
             p.add_argument("--scheduler", help="embed on a running dask.distributed scheduler")
         p.add_argument("--encoder", default="", help="patch encoder (default: the model's)")
@@ -220,7 +245,12 @@ def add_index_commands(sub) -> None:
     common(b)
     b.add_argument("--out", required=True, help="the library folder to create")
     b.add_argument("--model", default="embedded-r", help="retrieval model: 'embedded-r' or a checkpoint folder")
-    b.add_argument("--index-type", default="auto", choices=["auto", "flat", "hnsw", "ivf"], help="auto: exact below a measured size, approximate above")
+    b.add_argument(
+        "--index-type",
+        default="auto",
+        choices=["auto", "flat", "hnsw", "ivf"],
+        help="auto: exact below a measured size, approximate above",
+    )
     b.set_defaults(run=_build)
     a = cmds.add_parser("add", help="add (or update) slides in a library")
     a.add_argument("library")
@@ -236,9 +266,16 @@ def add_index_commands(sub) -> None:
     s = cmds.add_parser("search", help="slide -> slides, region -> slides, text -> slides, slide -> reports")
     s.add_argument("library")
     s.add_argument("--slide", help="query slide")
-    s.add_argument("--region", help="with --slide: x,y,w,h in level-0 pixels (region -> slides, with where each hit matches)")
+    s.add_argument(
+        "--region", help="with --slide: x,y,w,h in level-0 pixels (region -> slides, with where each hit matches)"
+    )
     s.add_argument("--text", help="query text (text -> slides)")
-    s.add_argument("--target", choices=["slides", "reports"], default="slides", help="search slides, or report texts (image -> text)")
+    s.add_argument(
+        "--target",
+        choices=["slides", "reports"],
+        default="slides",
+        help="search slides, or report texts (image -> text)",
+    )
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--label")
     s.add_argument("--site")
@@ -246,7 +283,10 @@ def add_index_commands(sub) -> None:
     s.add_argument("--json", action="store_true")
     common(s, slides=False)
     s.set_defaults(run=_search)
-    e = cmds.add_parser("evaluate", help="leave-one-out retrieval quality on a demo-data split (majority vote @k, text -> slide precision @k)")
+    e = cmds.add_parser(
+        "evaluate",
+        help="leave-one-out retrieval quality on a demo-data split (majority vote @k, text -> slide precision @k)",
+    )
     e.add_argument("--data", required=True, help="a demo-data split folder (slides.csv, reports.jsonl, slides/)")
     e.add_argument("--model", default="embedded-r")
     e.add_argument("-k", type=int, default=5)

@@ -43,7 +43,12 @@ class Heatmap:
         self.values = np.asarray(self.values, np.float32).reshape(-1)
         self.xy_level0 = np.asarray(self.xy_level0, np.int64).reshape(-1, 2)
         if len(self.values) != len(self.xy_level0):
-            raise ValueError(f"heatmap has {len(self.values)} values but {len(self.xy_level0)} patch positions; expected one value per patch")
+            raise ValueError(
+                (
+                    f"heatmap has {len(self.values)} values but {len(self.xy_level0)} patch positions; expected "
+                    "one value per patch"
+                )
+            )
         if int(self.size_level0) < 1:
             raise ValueError(f"size_level0 is the patch side in level-0 pixels, >= 1; got {self.size_level0!r}")
         if self.raw is not None and len(self.raw) != len(self.values):
@@ -128,6 +133,11 @@ class Heatmap:
 def patch_at(xy_level0: np.ndarray, size_level0: int, point_xy_level0) -> int | None:
     """Index of the patch (corners ``xy_level0``, side ``size_level0``) under a level-0 point, or None."""
     x, y = float(point_xy_level0[0]), float(point_xy_level0[1])
-    inside = (xy_level0[:, 0] <= x) & (x < xy_level0[:, 0] + size_level0) & (xy_level0[:, 1] <= y) & (y < xy_level0[:, 1] + size_level0)
+    inside = (
+        (xy_level0[:, 0] <= x)
+        & (x < xy_level0[:, 0] + size_level0)
+        & (xy_level0[:, 1] <= y)
+        & (y < xy_level0[:, 1] + size_level0)
+    )
     hits = np.flatnonzero(inside)
     return None if len(hits) == 0 else int(hits[0])

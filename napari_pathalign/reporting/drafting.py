@@ -4,7 +4,7 @@
   ``TextIteratorStreamer``; the generator yields the text so far, and closing it (Stop, Cancel)
   stops the decoding at the next token. Beam search cannot stream: its text arrives at once.
 - **Support** of a sentence: the probability that the slide bears out its weakest claim
-  (``pipeline/claims.py``): a diagnosis is the LM's choice among the alternative calls, an extent
+  (``reporting/claims.py``): a diagnosis is the LM's choice among the alternative calls, an extent
   or a named tissue is measured on the slide's per-patch class maps against a calibrated
   measurement error. "0.9" reads: the model and the measurements give this sentence's least
   certain claim a 90 % chance. A sentence without a checkable claim (a specimen line) gets the
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_pathalign.pipeline.heatmap import Heatmap
+from napari_pathalign.core.heatmap import Heatmap
 
 MAX_QUESTION_CHARS = 1000  # longer questions are refused: the LM was trained on one-line questions
 TOP_PATCHES = 6  # evidence patches kept per sentence
@@ -41,7 +41,9 @@ class Evidence:
     top_patches: np.ndarray  # (k,) patch indices of the heatmap, best first
     top_xy_level0: np.ndarray  # (k, 2) their level-0 (x, y) corners
     attribution: Heatmap | None = None  # what the slide-sentence similarity used (gradient x input), for researchers
-    measurement: Heatmap | None = None  # what its least certain measured claim counted: each patch's probability of the class
+    measurement: Heatmap | None = (
+        None  # what its least certain measured claim counted: each patch's probability of the class
+    )
 
 
 @dataclass
@@ -49,10 +51,13 @@ class Statement:
     """One sentence of a draft or answer."""
 
     text: str  # the sentence
-    support: float  # probability of its weakest claim; without claims, its similarity rank among reference sentences; in [0, 1]
+    # probability of its weakest claim; without claims, its similarity rank among reference sentences; in [0, 1]
+    support: float
     similarity: float  # raw cosine similarity (retrieval model), for researchers
     evidence: Evidence  # heatmap and top patches
-    claims: list = field(default_factory=list)  # checked Claims (pipeline/claims.py); empty: support is the similarity rank
+    claims: list = field(
+        default_factory=list
+    )  # checked Claims (reporting/claims.py); empty: support is the similarity rank
 
     @property
     def basis(self) -> str:
@@ -108,9 +113,26 @@ class Draft:
             "history_used": self.history_used,
             "note": self.note,
             "provenance": asdict(self.provenance),
-            "in_distribution": None if ind is None else {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in vars(ind).items() if not k.startswith("_")},
+            "in_distribution": None
+            if ind is None
+            else {
+                k: (float(v) if isinstance(v, (np.floating, float)) else v)
+                for k, v in vars(ind).items()
+                if not k.startswith("_")
+            },
             "sentences": [
-                {"text": s.text, "support": round(s.support, 4), "similarity": round(s.similarity, 4), "flagged": s.flagged, "claims": [_claim_dict(c) for c in s.claims], "evidence_xy_level0": s.evidence.top_xy_level0.tolist(), "attribution_xy_level0": [] if s.evidence.attribution is None else s.evidence.attribution.xy_level0[s.evidence.attribution.top_patches(TOP_PATCHES)].tolist(), "evidence_patch_size_level0": s.evidence.heatmap.size_level0}
+                {
+                    "text": s.text,
+                    "support": round(s.support, 4),
+                    "similarity": round(s.similarity, 4),
+                    "flagged": s.flagged,
+                    "claims": [_claim_dict(c) for c in s.claims],
+                    "evidence_xy_level0": s.evidence.top_xy_level0.tolist(),
+                    "attribution_xy_level0": []
+                    if s.evidence.attribution is None
+                    else s.evidence.attribution.xy_level0[s.evidence.attribution.top_patches(TOP_PATCHES)].tolist(),
+                    "evidence_patch_size_level0": s.evidence.heatmap.size_level0,
+                }
                 for s in self.sentences
             ],
         }
@@ -137,7 +159,7 @@ def split_sentences(text: str) -> list[str]:
 
 def reference_sentences() -> list[str]:
     """The findings the demo reports state, as sentences: the support score's yardstick."""
-    from napari_pathalign.train.demo_reports import EXTENT, NEGATIVE, POSITIVE, TISSUE
+    from napari_pathalign.reporting.vocabulary import EXTENT, NEGATIVE, POSITIVE, TISSUE
 
     out = [p.capitalize() + "." for src in (POSITIVE, NEGATIVE) for phrases in src.values() for p in phrases]
     out += [f"Tumour forms {e}." for phrases in EXTENT.values() for e in phrases]
@@ -149,7 +171,12 @@ def check_question(question) -> str:
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty; ask e.g. 'Is tumour present?'")
     if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question is {len(question):,} characters; ask one question of at most {MAX_QUESTION_CHARS:,} characters (the model was trained on one-line questions)")
+        raise ValueError(
+            (
+                f"the question is {len(question):,} characters; ask one question of at most {MAX_QUESTION_CHARS:,} "
+                "characters (the model was trained on one-line questions)"
+            )
+        )
     return question.strip()
 
 
@@ -159,7 +186,12 @@ def stream_generate(model, slide_embedding, prompt: str, config) -> Iterator[str
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     if model.lm is None:
-        raise ValueError("this model has no language model (a retrieval model, PathAlign-R); pick a generation model (PathAlign-G, e.g. 'embedded') to draft or answer")
+        raise ValueError(
+            (
+                "this model has no language model (a retrieval model, PathAlign-R); pick a generation model "
+                "(PathAlign-G, e.g. 'embedded') to draft or answer"
+            )
+        )
     if config.num_beams > 1:  # transformers cannot stream beam search
         text = model.generate(slide_embedding, prompt, config)
         yield text
@@ -204,18 +236,22 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
     ``context`` (an answer's question) is read with each sentence: "Yes." alone says nothing,
     "Is tumour present? Yes." does.
     """
-    from napari_pathalign.pipeline.claims import ClaimChecker
+    from napari_pathalign.reporting.claims import ClaimChecker
 
     sentences = split_sentences(text)
     if not sentences:
         return []
     emb = analysis.embedding("retrieval").embedding  # (Q, E)
-    ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(0)  # (R,) encoded once per analysis
+    ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(
+        0
+    )  # (R,) encoded once per analysis
     read = [f"{context} {s}".strip() for s in sentences]
-    sims = (emb @ analysis.text_embeddings(read, "retrieval").T).max(0)  # (S,) cached: the attribution below reuses them
-    if getattr(analysis, "_claim_checker", None) is None:
-        analysis._claim_checker = ClaimChecker(analysis)
-    checker = analysis._claim_checker
+    sims = (emb @ analysis.text_embeddings(read, "retrieval").T).max(
+        0
+    )  # (S,) cached: the attribution below reuses them
+    if analysis.cache.get("claim_checker") is None:  # the slide's measurements, computed once per analysis
+        analysis.cache["claim_checker"] = ClaimChecker(analysis)
+    checker = analysis.cache["claim_checker"]
     claims = checker.check(sentences, prompt, context or None)
     attributions = analysis.similarity_attribution(read, "retrieval")
     out = []
@@ -225,36 +261,78 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
         support = min(c.probability for c in checked) if checked else float((ref_sims < sim).mean())
         measured = [c for c in checked if c.per_patch is not None]
         weakest = min(measured, key=lambda c: c.probability) if measured else None
-        measurement = None if weakest is None else analysis._heatmap(weakest.per_patch, "measurement", f"what '{weakest.phrase}' was measured on: each patch's probability of {weakest.measured_of}", claim=weakest.phrase)
-        out.append(Statement(sentence, float(support), float(sim), Evidence(heatmap, top, heatmap.xy_level0[top], attribution, measurement), checked))
+        measurement = (
+            None
+            if weakest is None
+            else analysis.heatmap(
+                weakest.per_patch,
+                "measurement",
+                f"what '{weakest.phrase}' was measured on: each patch's probability of {weakest.measured_of}",
+                claim=weakest.phrase,
+            )
+        )
+        out.append(
+            Statement(
+                sentence,
+                float(support),
+                float(sim),
+                Evidence(heatmap, top, heatmap.xy_level0[top], attribution, measurement),
+                checked,
+            )
+        )
     return out
 
 
 def _claim_dict(c) -> dict:
-    return {"kind": c.kind, "value": c.value, "phrase": c.phrase, "probability": round(c.probability, 4), "measured": None if c.measured is None else round(c.measured, 4), "basis": c.basis}
+    return {
+        "kind": c.kind,
+        "value": c.value,
+        "phrase": c.phrase,
+        "probability": round(c.probability, 4),
+        "measured": None if c.measured is None else round(c.measured, 4),
+        "basis": c.basis,
+    }
 
 
 def provenance(analysis, prompt: str, config) -> Provenance:
     from dataclasses import asdict
     from datetime import datetime, timezone
 
-    from napari_pathalign.pipeline.features import slide_fingerprint
-    from napari_pathalign.pipeline.library_build import model_identity
+    from napari_pathalign.engine.features import slide_fingerprint
+    from napari_pathalign.engine.library_build import model_identity
 
     g = model_identity(analysis.models["generation"], analysis.encoder)
     r = model_identity(analysis.models["retrieval"], analysis.encoder)
     return Provenance(
-        g["model"], g["model_hash"], r["model"], r["model_hash"], g["encoder"], g["encoder_hash"], str(analysis.slide.path),
-        slide_fingerprint(analysis.slide.path), prompt, asdict(config), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        g["model"],
+        g["model_hash"],
+        r["model"],
+        r["model_hash"],
+        g["encoder"],
+        g["encoder_hash"],
+        str(analysis.slide.path),
+        slide_fingerprint(analysis.slide.path),
+        prompt,
+        asdict(config),
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
         None if analysis.polygon_xy_level0 is None else np.asarray(analysis.polygon_xy_level0).tolist(),
     )
 
 
-def iter_generate(analysis, prompt: str, config, question: str | None = None, history_used: bool = False, note: str = "") -> Iterator[str]:
+def iter_generate(
+    analysis, prompt: str, config, question: str | None = None, history_used: bool = False, note: str = ""
+) -> Iterator[str]:
     """Stream the generation model's text after ``prompt``; return a ``Draft`` with evidence."""
     start = time.perf_counter()
     text = yield from stream_generate(analysis.models["generation"], analysis.embedding("generation"), prompt, config)
-    draft = Draft(text, build_statements(analysis, text, question or "", prompt), provenance(analysis, prompt, config), question, history_used, note)
+    draft = Draft(
+        text,
+        build_statements(analysis, text, question or "", prompt),
+        provenance(analysis, prompt, config),
+        question,
+        history_used,
+        note,
+    )
     draft.extra["seconds"] = round(time.perf_counter() - start, 3)
     distribution = getattr(analysis, "in_distribution", None)
     draft.in_distribution = distribution() if callable(distribution) else None
@@ -262,6 +340,69 @@ def iter_generate(analysis, prompt: str, config, question: str | None = None, hi
         draft.note = (draft.note + " " if draft.note else "") + draft.in_distribution.explanation
     analysis.statements.extend(draft.sentences)
     return draft
+
+
+def iter_draft(analysis, config=None, prompt: str = "Final diagnosis:"):
+    """Generator of the draft so far (text, token by token); returns a ``Draft`` with support and evidence."""
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    analysis.need_ready()
+    if not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text, got {prompt!r}")
+    return (yield from iter_generate(analysis, prompt, config or GenerationConfig()))
+
+
+def iter_answer(analysis, question: str, history: list | None = None, config=None):
+    """Generator of the answer so far; returns an ``Answer`` (a Draft with ``question``) with evidence.
+
+    ``history``: earlier (question, answer) pairs. The model sees them only when its checkpoint
+    says it was trained with them; otherwise it answers from the slide and this question alone,
+    and the answer's ``note`` says so.
+    """
+    from napari_pathalign.models.decoder import GenerationConfig
+
+    analysis.need_ready()
+    question = check_question(question)
+    history = list(history or [])
+    uses = bool(history) and trained_with_history(analysis.models["generation"])
+    prompt = " ".join(f"{q} {a}" for q, a in history) + " " + question if uses else question
+    note = (
+        ""
+        if uses or not history
+        else "answered from the slide and this question alone: this model was not trained with conversation history"
+    )
+    return (
+        yield from iter_generate(
+            analysis,
+            prompt.strip(),
+            config or GenerationConfig(max_new_tokens=32),
+            question=question,
+            history_used=uses,
+            note=note,
+        )
+    )
+
+
+def statements_at(analysis, xy_level0) -> PatchStatements | None:
+    """What the drafts and answers say about one place: their sentences ranked by how much this
+    patch supports each (its percentile in the sentence's evidence map), and the patch's zero-shot
+    class probabilities. None off the analysed patches."""
+    from napari_pathalign.core.heatmap import patch_at
+
+    analysis.need_ready()
+    f = analysis.features
+    i = patch_at(f.xy_level0, f.size_level0, xy_level0)
+    if i is None:
+        return None
+    ranked = []
+    for s in analysis.statements:
+        v = s.evidence.heatmap.raw_values
+        ranked.append((s, float((v < v[i]).mean())))
+    ranked.sort(key=lambda sv: -sv[1])
+    if analysis.cache.get("default_zero_shot") is None:  # a click in the dock asks this: compute the class maps once
+        analysis.cache["default_zero_shot"] = analysis.zero_shot()
+    z = analysis.cache["default_zero_shot"]
+    return PatchStatements(i, f.xy_level0[i].copy(), ranked, {c: float(h.values[i]) for c, h in z.heatmaps.items()})
 
 
 def trained_with_history(model) -> bool:

@@ -1,0 +1,83 @@
+"""The public labelled tile sets (PatchCamelyon, Kather 2016) and their splits by source image.
+
+Shared by the demo slides (``demo/data.py``), the encoder's self-supervised training and the linear
+probes (``eval/probe.py``): every tile of one source image lands in the same split, so no split leaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PCAM_MPP = 0.972  # PatchCamelyon: 96 px tiles from 10x scans
+KATHER_MPP = 0.495  # Kather 2016: 150 px tiles at 20x
+KATHER_CLASSES = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]  # EMPTY is glass, not tissue
+TEST_FRACTION = 1 / 3  # share of Kather source images held out for the test split
+
+
+@dataclass
+class TileSource:
+    """Tiles of one dataset and split, by class."""
+
+    kind: str  # 'pcam' or 'kather'
+    split: str  # 'train' or 'test'
+    mpp: float  # µm per tile pixel
+    tiles: dict  # class -> list of tile paths
+
+
+def kather_source_image(name: str) -> str:
+    """'10009_CRC-Prim-HE-03_009.tif_Row_301_Col_151.tif' -> 'CRC-Prim-HE-03_009'."""
+    stem = name.split(".tif_Row")[0]
+    return re.sub(r"^[0-9A-Fa-f]+_", "", stem)
+
+
+def held_out(key: str, seed: int) -> bool:
+    """Whether a source image (``key``) lands in the test split for ``seed``: a fixed hash, never a random draw."""
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < TEST_FRACTION
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+
+
+def find_sources(tiles: Path, seed: int = 0) -> list[TileSource]:
+    """Every PCam / Kather tile set under ``tiles`` (the folder itself or its subfolders)."""
+    tiles = Path(tiles)
+    if not tiles.is_dir():
+        raise FileNotFoundError(
+            f"tiles folder {tiles} does not exist; expected PCam (0/, 1/) or Kather (01_TUMOR/ ...) layout folders"
+        )
+    found: list[TileSource] = []
+    for folder in [tiles, *sorted(p for p in tiles.rglob("*") if p.is_dir())]:
+        if (folder / "0").is_dir() and (folder / "1").is_dir():
+            split = "test" if folder.name in ("valid", "test", "val") else "train"
+            found.append(
+                TileSource("pcam", split, PCAM_MPP, {"normal": _images(folder / "0"), "tumour": _images(folder / "1")})
+            )
+        classes = {
+            p.name.split("_", 1)[1]: p for p in folder.iterdir() if p.is_dir() and re.match(r"^\d\d_[A-Z]+$", p.name)
+        }
+        if set(KATHER_CLASSES) <= set(classes):
+            by_split = {"train": {c: [] for c in KATHER_CLASSES}, "test": {c: [] for c in KATHER_CLASSES}}
+            for c in KATHER_CLASSES:
+                for p in _images(classes[c]):
+                    by_split["test" if held_out(kather_source_image(p.name), seed) else "train"][c].append(p)
+            for split, t in by_split.items():
+                short = [c for c, v in t.items() if len(v) < 2]
+                if short:
+                    raise ValueError(
+                        (
+                            f"{folder}: the {split} split has fewer than 2 tiles of {short} "
+                            "after splitting by source image; "
+                            "add tiles or change --seed"
+                        )
+                    )
+                found.append(TileSource("kather", split, KATHER_MPP, t))
+    if not found:
+        raise ValueError(
+            f"no tile sets under {tiles}: expected PCam folders 0/ and 1/, or Kather folders 01_TUMOR ... 07_ADIPOSE"
+        )
+    return found
