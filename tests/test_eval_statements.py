@@ -139,7 +139,7 @@ def prepared(tmp_path_factory):
     pytest.importorskip("torch")
     from napari_pathalign.core.grid_config import GridConfig
     from napari_pathalign.demo.data import make_demo_data
-    from napari_pathalign.eval.evaluate import _prepare, read_truth
+    from napari_pathalign.eval.evaluate import embed_test_slides, read_truth
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
 
@@ -150,7 +150,7 @@ def prepared(tmp_path_factory):
     data = root / "demo" / "test"
     rows, truths, _ = read_truth(data)
     model, retrieval = PathAlign.load("embedded", device="cpu"), PathAlign.load("embedded-r", device="cpu")
-    keep, analyses, maps = _prepare(
+    keep, analyses, maps = embed_test_slides(
         model, retrieval, load_patch_encoder("embedded", device="cpu"), GridConfig(), data, rows, root / "features"
     )
     return analyses, maps, [truths[i] for i in keep], model

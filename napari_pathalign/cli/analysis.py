@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_pathalign.cli.common import USER_ERRORS, add_slide_arguments, prepare_analysis
+from napari_pathalign.cli.common import add_slide_arguments, prepare_analysis
 
 
 def _heatmap(args) -> int:
@@ -15,20 +15,16 @@ def _heatmap(args) -> int:
     if (args.text is None) == (not args.attention):
         print("error: choose one map: --text PHRASE or --attention", file=sys.stderr)
         return 2
-    try:
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        analysis = prepare_analysis(args)
-        if args.text is not None:
-            heatmap = analysis.text_heatmap(args.text)
-        else:
-            heatmap = analysis.attention_heatmap(args.layer, args.head, args.query, args.reduce, text=args.weight_text)
-        heatmap = heatmap.normalised(args.normalise)
-        write_heatmap(heatmap, out, overwrite=args.overwrite)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    analysis = prepare_analysis(args)
+    if args.text is not None:
+        heatmap = analysis.text_heatmap(args.text)
+    else:
+        heatmap = analysis.attention_heatmap(args.layer, args.head, args.query, args.reduce, text=args.weight_text)
+    heatmap = heatmap.normalised(args.normalise)
+    write_heatmap(heatmap, out, overwrite=args.overwrite)
     top = heatmap.top_patches(1)
     print(
         (
@@ -44,16 +40,12 @@ def _heatmap(args) -> int:
 def _zero_shot(args) -> int:
     from napari_pathalign.engine.zero_shot import load_class_sets
 
-    try:
-        sets, default = load_class_sets(args.classes)
-        name = args.set or default
-        if name not in sets:
-            raise ValueError(f"no class set {name!r} in the class file; it has {sorted(sets)}")
-        analysis = prepare_analysis(args)
-        result = analysis.zero_shot(sets[name], model=args.scorer)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    sets, default = load_class_sets(args.classes)
+    name = args.set or default
+    if name not in sets:
+        raise ValueError(f"no class set {name!r} in the class file; it has {sorted(sets)}")
+    analysis = prepare_analysis(args)
+    result = analysis.zero_shot(sets[name], model=args.scorer)
     if args.json:
         print(
             json.dumps(

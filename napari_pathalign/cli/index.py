@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from napari_pathalign.cli.common import USER_ERRORS
-
 
 def _models(model_name: str, encoder_name: str, weights: str | None, device: str):
     from napari_pathalign.models.encoders import load_patch_encoder
@@ -58,14 +56,10 @@ def _build(args) -> int:
     from napari_pathalign.engine.library_build import model_identity
     from napari_pathalign.index import Library
 
-    try:
-        model, encoder = _models(args.model, args.encoder, args.encoder_weights, args.device)
-        lib = Library.create(args.out, index_type=args.index_type, **model_identity(model, encoder))
-        with lib:
-            return _add_slides(lib, args, model, encoder)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model, encoder = _models(args.model, args.encoder, args.encoder_weights, args.device)
+    lib = Library.create(args.out, index_type=args.index_type, **model_identity(model, encoder))
+    with lib:
+        return _add_slides(lib, args, model, encoder)
 
 
 def _open(args):
@@ -80,42 +74,28 @@ def _open(args):
 def _add(args) -> int:
     from napari_pathalign.engine.library_build import model_identity
 
-    try:
-        with _open(args) as lib:
-            info = lib.info()
-            model, encoder = _models(info.model, args.encoder, args.encoder_weights, args.device)
-            lib.check_model(**model_identity(model, encoder))
-            return _add_slides(lib, args, model, encoder)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with _open(args) as lib:
+        info = lib.info()
+        model, encoder = _models(info.model, args.encoder, args.encoder_weights, args.device)
+        lib.check_model(**model_identity(model, encoder))
+        return _add_slides(lib, args, model, encoder)
 
 
 def _remove(args) -> int:
-    try:
-        with _open(args) as lib:
-            before = len(lib)
-            from napari_pathalign.engine.features import slide_fingerprint
+    with _open(args) as lib:
+        before = len(lib)
+        from napari_pathalign.engine.features import slide_fingerprint
 
-            # a slide file (or DICOM folder) by its content fingerprint; else a row id or a fingerprint
-            keys = [
-                slide_fingerprint(Path(k)) if Path(k).exists() else int(k) if k.isdigit() else k for k in args.slides
-            ]
-            lib.remove(keys)
-            print(f"removed {before - len(lib)}; {len(lib)} slides left")
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        # a slide file (or DICOM folder) by its content fingerprint; else a row id or a fingerprint
+        keys = [slide_fingerprint(Path(k)) if Path(k).exists() else int(k) if k.isdigit() else k for k in args.slides]
+        lib.remove(keys)
+        print(f"removed {before - len(lib)}; {len(lib)} slides left")
     return 0
 
 
 def _info(args) -> int:
-    try:
-        with _open(args) as lib:
-            info = lib.info()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with _open(args) as lib:
+        info = lib.info()
     for k, v in vars(info).items():
         print(f"{k:<14} {v}")
     return 0
@@ -137,29 +117,23 @@ def _search(args) -> int:
     if (args.slide is None) == (args.text is None):
         print("error: search by --slide S (optionally with --region x,y,w,h) or by --text T", file=sys.stderr)
         return 2
-    try:
-        filters = {
-            k: v
-            for k, v in (("label", args.label), ("site", args.site), ("report_contains", args.report_contains))
-            if v
-        }
-        with _open(args) as lib:
-            model, encoder = _models(lib.info().model, "", None, args.device)
-            lib.check_model(**model_identity(model, encoder))
-            side = None
-            if args.text is not None:
-                vector = text_vector(model, args.text)
-            else:
-                vector, side = _slide_query(
-                    Path(args.slide), model, encoder, _features_dir(args), _region(args.region) if args.region else None
-                )
-            hits = lib.search(vector, k=args.k, target=args.target, filters=filters or None)
-            if side is not None:
-                hits = locate_region(model, hits, vector, side)
-            vote = Library.majority_vote(hits)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    filters = {
+        k: v for k, v in (("label", args.label), ("site", args.site), ("report_contains", args.report_contains)) if v
+    }
+    with _open(args) as lib:
+        model, encoder = _models(lib.info().model, "", None, args.device)
+        lib.check_model(**model_identity(model, encoder))
+        side = None
+        if args.text is not None:
+            vector = text_vector(model, args.text)
+        else:
+            vector, side = _slide_query(
+                Path(args.slide), model, encoder, _features_dir(args), _region(args.region) if args.region else None
+            )
+        hits = lib.search(vector, k=args.k, target=args.target, filters=filters or None)
+        if side is not None:
+            hits = locate_region(model, hits, vector, side)
+        vote = Library.majority_vote(hits)
     if args.json:
         print(
             json.dumps(
@@ -209,14 +183,10 @@ def _slide_query(path: Path, model, encoder, features_dir: Path, region):
 def _evaluate(args) -> int:
     from napari_pathalign.eval.library_eval import evaluate_library
 
-    try:
-        model, encoder = _models(args.model, "", None, args.device)
-        metrics = evaluate_library(
-            model, encoder, Path(args.data), k=args.k, features_dir=Path(args.features) if args.features else None
-        )
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model, encoder = _models(args.model, "", None, args.device)
+    metrics = evaluate_library(
+        model, encoder, Path(args.data), k=args.k, features_dir=Path(args.features) if args.features else None
+    )
     ci = metrics.pop("ci95", {})
     for key, v in metrics.items():
         interval = f"  (95% CI {ci[key][0]:.3f}-{ci[key][1]:.3f}, bootstrap)" if ci.get(key) else ""

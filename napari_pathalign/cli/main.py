@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_pathalign.cli.common import USER_ERRORS
+
 
 def _info(args) -> int:
     from PIL import Image
@@ -235,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     reader.set_defaults(run=_set_default_reader)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:  # a bad path, model, value ...: what was wrong in one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_pathalign.cli.common import USER_ERRORS, add_slide_arguments, prepare_analysis
+from napari_pathalign.cli.common import add_slide_arguments, prepare_analysis
 from napari_pathalign.reporting.drafting import iter_answer, iter_draft
 
 
@@ -48,48 +48,40 @@ def _draft(args) -> int:
     from napari_pathalign.reporting.drafting import case_report
 
     slides = [args.slide, *(args.case or [])]
-    try:
-        out = Path(args.out) if args.out else None
-        if out is not None and out.suffix.lower() not in (".md", ".json"):
-            raise ValueError(f"--out {out}: expected a .md or .json file")
-        if out is not None and out.exists() and not args.overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        if len(slides) > 26:
-            raise ValueError(f"a case report has parts A. to Z.; got {len(slides)} slides")
-        cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.beams, top_p=args.top_p)
-        drafts = []
-        for k, slide in enumerate(slides):
-            if len(slides) > 1:
-                print(f"part {chr(65 + k)}: {slide}", file=sys.stderr)
-            drafts.append(
-                _run(
-                    iter_draft(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})), cfg, args.prompt),
-                    stream=True,
-                )
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".md", ".json"):
+        raise ValueError(f"--out {out}: expected a .md or .json file")
+    if out is not None and out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if len(slides) > 26:
+        raise ValueError(f"a case report has parts A. to Z.; got {len(slides)} slides")
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.beams, top_p=args.top_p)
+    drafts = []
+    for k, slide in enumerate(slides):
+        if len(slides) > 1:
+            print(f"part {chr(65 + k)}: {slide}", file=sys.stderr)
+        drafts.append(
+            _run(
+                iter_draft(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})), cfg, args.prompt),
+                stream=True,
             )
-        labels = [chr(65 + k) for k in range(len(drafts))]
-        text = (
-            drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
         )
-        if out is not None:
-            from napari_pathalign.io.report_files import write_report_json, write_report_markdown
+    labels = [chr(65 + k) for k in range(len(drafts))]
+    text = drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
+    if out is not None:
+        from napari_pathalign.io.report_files import write_report_json, write_report_markdown
 
-            parts = [d.to_dict() for d in drafts]
-            sentences = [
-                {**s, "part": label} if len(drafts) > 1 else s
-                for label, d in zip(labels, parts)
-                for s in d["sentences"]
-            ]
-            prov = (
-                parts[0]["provenance"]
-                if len(drafts) == 1
-                else {"parts": {label: d["provenance"] for label, d in zip(labels, parts)}}
-            )
-            writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
-            writer(text, prov, sentences, out, overwrite=args.overwrite)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parts = [d.to_dict() for d in drafts]
+        sentences = [
+            {**s, "part": label} if len(drafts) > 1 else s for label, d in zip(labels, parts) for s in d["sentences"]
+        ]
+        prov = (
+            parts[0]["provenance"]
+            if len(drafts) == 1
+            else {"parts": {label: d["provenance"] for label, d in zip(labels, parts)}}
+        )
+        writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
+        writer(text, prov, sentences, out, overwrite=args.overwrite)
     print(text)
     for label, d in zip(labels, drafts):
         if len(drafts) > 1:
@@ -103,20 +95,16 @@ def _draft(args) -> int:
 def _ask(args) -> int:
     from napari_pathalign.models.decoder import GenerationConfig
 
-    try:
-        analysis = _analysis(args)
-        if args.region:
-            from napari_pathalign.engine.regions import rectangle
+    analysis = _analysis(args)
+    if args.region:
+        from napari_pathalign.engine.regions import rectangle
 
-            x, y, w, h = (float(v) for v in args.region.split(","))
-            analysis = analysis.region(rectangle(x, y, w, h))
-        answer = _run(
-            iter_answer(analysis, args.question, config=GenerationConfig(max_new_tokens=args.max_new_tokens)),
-            stream=not args.json,
-        )
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        x, y, w, h = (float(v) for v in args.region.split(","))
+        analysis = analysis.region(rectangle(x, y, w, h))
+    answer = _run(
+        iter_answer(analysis, args.question, config=GenerationConfig(max_new_tokens=args.max_new_tokens)),
+        stream=not args.json,
+    )
     if args.json:
         d = answer.to_dict()
         support = min((s["support"] for s in d["sentences"]), default=None)

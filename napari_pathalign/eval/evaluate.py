@@ -171,7 +171,7 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x))
 
 
-def _embed_test_slides(
+def embed_test_slides(
     model, retrieval_model, encoder, grid, data: Path, rows: list[dict], features_dir: Path
 ) -> tuple[list[int], list, list]:
     """The slides with class maps: their row indices, a prepared SlideAnalysis and the class map of each
@@ -249,7 +249,7 @@ def evaluate(
         from napari_pathalign.eval.localisation import localisation_metrics
         from napari_pathalign.eval.statements import statement_metrics
 
-        keep, analyses, maps = _embed_test_slides(
+        keep, analyses, maps = embed_test_slides(
             model, retrieval_model, encoder, grid, data, rows, features_dir or data / "features"
         )
         if analyses:
