@@ -27,10 +27,10 @@ DEMO = Path(str(files("napari_pathalign.resources") / "demo-lymph-node.tif"))
 def run(device: str, slide) -> dict:
     """Everything one device says about the slide, and how long the analysis took."""
     from napari_pathalign.core.generators import run_to_end
-    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.models.decoder import GenerationConfig
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
+    from napari_pathalign.reporting.analysis import SlideAnalysis
     from napari_pathalign.reporting.drafting import iter_draft
 
     g, r = PathAlign.load("embedded", device=device), PathAlign.load("embedded-r", device=device)

@@ -104,9 +104,9 @@ def stage_rows(steps: dict[str, float], prefix: str) -> list[list]:
 # ---------------------------------------------------------------------------------------- core
 def run_core(args, cache_dir: Path) -> dict:
     from napari_pathalign.core.generators import run_to_end
-    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.engine.regions import rectangle
     from napari_pathalign.io import open_slide
+    from napari_pathalign.reporting.analysis import SlideAnalysis
 
     slide = open_slide(args.slide)
     rows = []
@@ -349,16 +349,16 @@ def run_gui(args) -> dict:
             )
         )
     stage_log: list = []  # (time, stage, done, total), appended in the worker thread
-    prepare = analysis_mod.SlideAnalysis.iter_prepare
+    prepare = analysis_mod.PreparedSlide.iter_prepare
 
     def logged_prepare(self):  # instrumentation only: when each Progress leaves the worker
         for p in prepare(self):
             stage_log.append((time.perf_counter(), p.stage, p.done, p.total))
             yield p
 
-    analysis_mod.SlideAnalysis.iter_prepare = logged_prepare
+    analysis_mod.PreparedSlide.iter_prepare = logged_prepare
     if args.quick:  # the dock takes the model's trained grid; --quick caps it
-        analysis_mod.SlideAnalysis._grid = lambda self: grid_config(True)
+        analysis_mod.PreparedSlide._grid = lambda self: grid_config(True)
 
     rows = []
     t0 = time.perf_counter()

@@ -50,9 +50,9 @@ def analyse(folder: Path, rows: list[dict], desc: str) -> list[dict]:
     """Per slide: organ, head inputs, class shares per patch (report classes), truth, zero-shot measurement."""
     from tqdm import tqdm
 
-    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.eval.class_maps import patch_class_fractions, read_class_map
     from napari_pathalign.io import open_slide
+    from napari_pathalign.reporting.analysis import SlideAnalysis
     from napari_pathalign.reporting.claims import ClaimChecker
     from napari_pathalign.reporting.measure_head import patch_inputs
 

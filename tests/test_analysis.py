@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("torch")
 
 from napari_pathalign.core.generators import run_to_end  # noqa: E402
-from napari_pathalign.engine.analysis import SlideAnalysis  # noqa: E402
 from napari_pathalign.engine.maps import background_vocabulary  # noqa: E402
 from napari_pathalign.io import open_slide  # noqa: E402
+from napari_pathalign.reporting.analysis import SlideAnalysis  # noqa: E402
 from napari_pathalign.reporting.drafting import iter_answer, iter_draft, statements_at  # noqa: E402
 
 DEMO = files("napari_pathalign.resources") / "demo-lymph-node.tif"

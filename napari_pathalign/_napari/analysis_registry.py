@@ -44,7 +44,7 @@ class AnalysisRegistry:
 
     def iter_ready(self, slide, device: str = "auto"):
         """Generator of progress; returns the slide's prepared analysis (the default models), made once."""
-        from napari_pathalign.engine.analysis import SlideAnalysis
+        from napari_pathalign.reporting.analysis import SlideAnalysis
 
         analysis = self.get(slide)
         if analysis is None or not analysis.ready:

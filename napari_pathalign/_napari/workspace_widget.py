@@ -48,7 +48,7 @@ COLORMAPS = ["inferno", "viridis", "magma", "turbo", "plasma", "red"]
 @thread_worker
 def _analyse_worker(registry, slide, model, retrieval, encoder, weights, device):
     from napari_pathalign.core.progress import Progress
-    from napari_pathalign.engine.analysis import SlideAnalysis
+    from napari_pathalign.reporting.analysis import SlideAnalysis
 
     yield Progress("models", 0, 3, "Loading the models ...")
     g = registry.model(model, device)

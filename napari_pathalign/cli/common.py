@@ -18,8 +18,8 @@ def prepare_analysis(args):
     """Open the slide and run ``SlideAnalysis.iter_prepare`` with progress bars; the analysis."""
     from tqdm import tqdm
 
-    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.io import open_slide
+    from napari_pathalign.reporting.analysis import SlideAnalysis
 
     slide = open_slide(args.slide)
     analysis = SlideAnalysis(

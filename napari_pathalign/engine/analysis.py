@@ -1,4 +1,7 @@
-"""``SlideAnalysis``: the prepared state of one open slide under its models, computed once, shared by docks.
+"""``PreparedSlide``: the prepared state of one open slide under its models, computed once, shared by docks.
+
+Users and docks hold its subclass ``reporting.analysis.SlideAnalysis``, which adds drafting, chat and
+evidence; this layer knows nothing of reports.
 
 ``iter_prepare()`` is a generator of ``Progress`` (a napari ``thread_worker`` shows it and can
 cancel between steps): it loads the models, embeds the patches (feature cache on disk), encodes the
@@ -38,10 +41,10 @@ from napari_pathalign.engine.zero_shot import max_over_queries, slide_zero_shot
 
 ROLES = ("retrieval", "generation")
 CONTRASTS = maps.CONTRASTS
-__all__ = ["ROLES", "CONTRASTS", "Progress", "SlideAnalysis", "default_cache_dir"]
+__all__ = ["ROLES", "CONTRASTS", "Progress", "PreparedSlide", "default_cache_dir"]
 
 
-class SlideAnalysis:
+class PreparedSlide:
     """One slide through one patch encoder and two PathAlign models (retrieval, generation)."""
 
     def __init__(
@@ -92,11 +95,11 @@ class SlideAnalysis:
         # results other modules derive from this state once (claim checker, default zero-shot, ...)
         self.cache: dict = {}
         self.polygon_xy_level0: np.ndarray | None = None  # set on a region
-        self.parent: SlideAnalysis | None = None
+        self.parent: PreparedSlide | None = None
         self.patch_index: np.ndarray | None = None  # a region's rows of its parent's patches
 
     @classmethod
-    def from_parent(cls, parent: SlideAnalysis, polygon_xy_level0) -> SlideAnalysis:
+    def from_parent(cls, parent: PreparedSlide, polygon_xy_level0) -> PreparedSlide:
         """The analysis of the parent's patches whose centres lie inside a polygon (V, 2) of level-0 (x, y):
         the parent's models, features and neighbourhood embeddings, re-encoded over those patches."""
         from napari_pathalign.engine.regions import patches_in_polygon
@@ -316,6 +319,6 @@ class SlideAnalysis:
     text_score = maps.text_score
     zero_shot = slide_zero_shot
 
-    def region(self, polygon_xy_level0) -> SlideAnalysis:
+    def region(self, polygon_xy_level0) -> PreparedSlide:
         """``from_parent``: the analysis of the patches whose centres lie inside a polygon (V, 2) of level-0 (x, y)."""
         return type(self).from_parent(self, polygon_xy_level0)

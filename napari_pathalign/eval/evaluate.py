@@ -176,9 +176,9 @@ def embed_test_slides(
 ) -> tuple[list[int], list, list]:
     """The slides with class maps: their row indices, a prepared SlideAnalysis and the class map of each
     (the heatmap and the statement metrics share them)."""
-    from napari_pathalign.engine.analysis import SlideAnalysis
     from napari_pathalign.eval.class_maps import class_map_path, read_class_map
     from napari_pathalign.io import open_slide
+    from napari_pathalign.reporting.analysis import SlideAnalysis
 
     keep = [
         i for i, r in enumerate(rows) if class_map_path(data / r["slide"]).is_file()
