@@ -27,6 +27,8 @@ def test_wheel_ships_manifest_sample_and_every_subpackage(wheel):
     names = set(wheel.namelist())
     assert "napari_pathalign/napari.yaml" in names
     assert "napari_pathalign/resources/CMU-1-Small-Region.svs" in names
+    assert "napari_pathalign/reporting/ontology.schema.json" in names  # ontologies are checked against it
+    assert "napari_pathalign/resources/embedded_ontology.json" in names
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "napari_pathalign").rglob("__init__.py")}
     for package in packages:
         assert f"{package}/__init__.py" in names, f"{package} is missing from setup.cfg's packages"

@@ -1,0 +1,342 @@
+"""The report ontology: how a department's reports say what they say, as data the user owns.
+
+A JSON file (``ontology.schema.json`` beside this module; docs/your-own-reports.md) names the
+organs, their classes (tumour or not) with the phrases that claim them and their zero-shot prompts,
+the negative phrases, and the extent buckets. ``find_claims`` reads a sentence with it:
+
+- a tumour class's phrase (or its name) claims that class (``diagnosis``); a non-tumour class's
+  phrase claims the tissue covers at least 10 % of the tissue (``tissue``);
+- a negative phrase claims no tumour class of the organ is present (``negative``, value ``tumour``),
+  and a class phrase under negation ("No squamous cell carcinoma is seen", "adenocarcinoma is not
+  identified") claims that class absent (``negative``, value the class);
+- an extent phrase or a percentage claims the share of tissue taken by the organ's tumour classes
+  (``extent``, value the bucket).
+
+Phrases match whole words, case-insensitive, longest first; a match never overlaps a longer one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+MAX_BYTES = 2_000_000  # an ontology is a few kB; a larger file is the wrong file
+NAMED_FRACTION = 0.10  # a named background tissue claims at least this share of the tissue
+PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+# negation before a phrase, within its clause: a cue, then at most 4 filler words ("no residual invasive ...";
+# "not seen in the lymphoid tissue" does not negate the tissue: "seen" is no filler)
+_FILLER = (
+    r"(?:any|residual|definite|definitive|obvious|evidence|of|sign|signs|a|an|the|further|viable|convincing|"
+    r"identifiable|significant|or|invasive|metastatic|foci|focus|areas?)"
+)
+NEGATION_BEFORE = re.compile(
+    r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|rules?\s+out|ruled\s+out|excludes?|nor|"
+    rf"neither)\b(?:\W+{_FILLER}){{0,4}}\W*$",
+    re.IGNORECASE,
+)
+# negation after it: "... is not seen", "... is absent", "... not identified"
+NEGATION_AFTER = re.compile(
+    r"^\W*(?:(?:is|are|was|were)\s+)?(?:not\b|absent\b|negative\b|excluded\b|ruled\s+out\b)", re.IGNORECASE
+)
+CLAUSE_END = re.compile(r"[.;:!?,]|\bbut\b|\bhowever\b|\bwhereas\b", re.IGNORECASE)
+
+
+class OntologyError(ValueError):
+    """An ontology that cannot be used; the message names the file, the field's path and what is accepted."""
+
+
+@dataclass(frozen=True)
+class ExtentBucket:
+    """A bucket of the tumour's share of the tissue: [previous upper, upper)."""
+
+    name: str
+    lower: float  # inclusive (the previous bucket's upper; 0 for the first)
+    upper: float  # exclusive (1.0 for the last: all of the tissue)
+    phrases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportClass:
+    """A class an organ's reports name: a tumour (type or subtype) or a background tissue."""
+
+    name: str
+    tumour: bool
+    phrases: tuple[str, ...]
+    prompts: tuple[str, ...]  # zero-shot prompts (the phrases where the file gives none)
+    label: str  # the class's name in the slides' class maps (demo data); ``name`` unless given
+
+
+@dataclass(frozen=True)
+class Organ:
+    """An organ (or specimen type), the words that name it, its classes and its negative phrases."""
+
+    name: str
+    words: tuple[str, ...]
+    negative_phrases: tuple[str, ...]
+    classes: tuple[ReportClass, ...]
+
+    @property
+    def tumour_classes(self) -> tuple[ReportClass, ...]:
+        return tuple(c for c in self.classes if c.tumour)
+
+    @property
+    def tissue_classes(self) -> tuple[ReportClass, ...]:
+        return tuple(c for c in self.classes if not c.tumour)
+
+    def zero_shot_classes(self) -> dict[str, list[str]]:
+        """{class name: prompts}: the organ's zero-shot set."""
+        return {c.name: list(c.prompts) for c in self.classes}
+
+
+@dataclass(frozen=True)
+class FoundClaim:
+    """A claim a sentence makes, as the ontology reads it (not yet checked against a slide)."""
+
+    kind: str  # 'diagnosis', 'negative', 'tissue' or 'extent'
+    value: str  # the class name; 'tumour' for a negative phrase (no tumour class); the extent bucket
+    phrase: str  # the words of the sentence that state it
+    start: int  # character span of the phrase in the sentence
+    end: int
+    organs: tuple[str, ...] = ()  # the organs whose phrase this is (several: the text or the slide decides)
+    percent: float | None = None  # an extent given as a number (0-1)
+
+
+@dataclass(frozen=True)
+class Ontology:
+    """A report ontology, checked; build it with ``load_ontology`` or ``Ontology.from_dict``."""
+
+    name: str
+    version: int
+    extent: tuple[ExtentBucket, ...]
+    organs: tuple[Organ, ...]
+    source: str = ""  # the file it came from, for messages
+    phrases: tuple = field(
+        default=(), repr=False, compare=False
+    )  # (phrase lower-case, kind, value, organs), longest first
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, doc, source: str = "the ontology") -> Ontology:
+        """Validate ``doc`` against the JSON Schema and the rules no schema states; OntologyError names the field."""
+        _validate_schema(doc, source)
+        buckets, lower = [], 0.0
+        for i, b in enumerate(doc["extent"]):
+            upper = float(b["upper"])
+            if upper <= lower:
+                raise OntologyError(
+                    f"{source}: extent[{i}] ('{b['name']}') has upper {upper:g}, not above the previous bucket's "
+                    f"{lower:g}; extent buckets go in increasing order of 'upper'"
+                )
+            buckets.append(ExtentBucket(b["name"], lower, upper, _strip(b["phrases"])))
+            lower = upper
+        if buckets[-1].upper < 1.0:
+            raise OntologyError(
+                f"{source}: the last extent bucket ('{buckets[-1].name}') ends at {buckets[-1].upper:g}; "
+                "it must reach 1.0 (all of the tissue)"
+            )
+        organs = []
+        for o in doc["organs"]:
+            classes = tuple(
+                ReportClass(
+                    c["name"],
+                    bool(c["tumour"]),
+                    _strip(c["phrases"]),
+                    _strip(c.get("prompts") or c["phrases"]),
+                    c.get("label", c["name"]),
+                )
+                for c in o["classes"]
+            )
+            organs.append(Organ(o["name"], _strip(o["words"]), _strip(o.get("negative_phrases", [])), classes))
+        onto = cls(doc["name"], int(doc["version"]), tuple(buckets), tuple(organs), source)
+        _check_names_and_phrases(onto, source)
+        object.__setattr__(onto, "phrases", _phrase_table(onto))
+        return onto
+
+    def to_dict(self) -> dict:
+        """The ontology as its JSON document (stored with a trained model)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "extent": [{"name": b.name, "upper": b.upper, "phrases": list(b.phrases)} for b in self.extent],
+            "organs": [
+                {
+                    "name": o.name,
+                    "words": list(o.words),
+                    "negative_phrases": list(o.negative_phrases),
+                    "classes": [
+                        {"name": c.name, "tumour": c.tumour, "phrases": list(c.phrases), "prompts": list(c.prompts)}
+                        | ({"label": c.label} if c.label != c.name else {})
+                        for c in o.classes
+                    ],
+                }
+                for o in self.organs
+            ],
+        }
+
+    # ------------------------------------------------------------------ reading
+    def organ(self, name: str) -> Organ:
+        for o in self.organs:
+            if o.name == name:
+                return o
+        raise KeyError(f"no organ {name!r} in ontology {self.name!r}; it has {[o.name for o in self.organs]}")
+
+    def organs_named(self, text: str) -> tuple[str, ...]:
+        """The organs whose words (or class phrases) the text uses, in the ontology's order."""
+        low = text.lower()
+        found = []
+        for o in self.organs:
+            words = o.words + tuple(p for c in o.classes for p in c.phrases)
+            if any(re.search(rf"\b{re.escape(w.lower())}\b", low) for w in words):
+                found.append(o.name)
+        return tuple(found)
+
+    def bucket(self, fraction: float) -> str | None:
+        """The extent bucket of a tumour share of the tissue; None when there is no tumour (0)."""
+        if fraction <= 0:
+            return None
+        return next((b.name for b in self.extent if fraction < b.upper), self.extent[-1].name)
+
+    def find_claims(self, sentence: str) -> list[FoundClaim]:
+        """The claims a sentence makes, in reading order (see the module's docstring)."""
+        if not isinstance(sentence, str):
+            raise ValueError(f"a sentence is text, got {type(sentence).__name__}")
+        low = sentence.lower()
+        taken = []  # spans already claimed by a longer phrase
+        found = []
+        for phrase, kind, value, organs in self.phrases:
+            for m in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", low):
+                s, e = m.span()
+                if any(s < te and ts < e for ts, te in taken):
+                    continue
+                taken.append((s, e))
+                if kind in ("diagnosis", "tissue") and _negated(low, s, e):
+                    kind_here = "negative"
+                else:
+                    kind_here = kind
+                found.append(FoundClaim(kind_here, value, sentence[s:e], s, e, organs))
+        for m in PERCENT.finditer(sentence):
+            s, e = m.span()
+            if any(s < te and ts < e for ts, te in taken):
+                continue
+            share = float(m.group(1)) / 100
+            if 0 < share <= 1:
+                found.append(FoundClaim("extent", self.bucket(share), m.group(0), s, e, (), share))
+        return sorted(found, key=lambda c: c.start)
+
+
+def load_ontology(path=None) -> Ontology:
+    """The ontology in a JSON file (None: the embedded model's, ``resources/embedded_ontology.json``)."""
+    if path is None:
+        return _embedded()
+    return _read(Path(path))
+
+
+@lru_cache(maxsize=1)
+def _embedded() -> Ontology:
+    from napari_pathalign.core.resources import RESOURCES
+
+    return _read(RESOURCES / "embedded_ontology.json")
+
+
+def _read(path: Path) -> Ontology:
+    if not path.is_file():
+        raise OntologyError(f"ontology file {path} does not exist; pass a JSON file (docs/your-own-reports.md)")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise OntologyError(f"{path} is {size:,} bytes; an ontology is a small JSON file (under {MAX_BYTES:,} bytes)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise OntologyError(f"{path} is not UTF-8 text; an ontology is a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise OntologyError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return Ontology.from_dict(doc, str(path))
+
+
+def schema() -> dict:
+    """The JSON Schema of an ontology file (shipped beside this module)."""
+    return json.loads((Path(__file__).with_name("ontology.schema.json")).read_text())
+
+
+# ---------------------------------------------------------------------- checks
+def _validate_schema(doc, source: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = (
+            "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".") or "the top level"
+        )
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise OntologyError(f"{source}: {where}: {e.message}{more}")
+
+
+def _check_names_and_phrases(onto: Ontology, source: str) -> None:
+    """Names unique where they must be; no phrase that claims two things."""
+    names = [o.name for o in onto.organs]
+    if len(set(names)) != len(names):
+        raise OntologyError(f"{source}: organs: two organs share a name ({names}); each organ needs its own")
+    claims: dict[str, str] = {}  # phrase -> what it claims
+
+    def claim(phrase: str, what: str, where: str) -> None:
+        key = phrase.lower()
+        if key in claims and claims[key] != what:
+            raise OntologyError(
+                f"{source}: {where}: the phrase {phrase!r} also stands for {claims[key]}; a phrase may claim "
+                "one thing only (move it to one of them)"
+            )
+        claims[key] = what
+
+    for i, b in enumerate(onto.extent):
+        for p in b.phrases:
+            claim(p, f"extent '{b.name}'", f"extent[{i}].phrases")
+    for i, o in enumerate(onto.organs):
+        cls_names = [c.name for c in o.classes]
+        if len(set(cls_names)) != len(cls_names):
+            raise OntologyError(f"{source}: organs[{i}] ('{o.name}'): two classes share a name ({cls_names})")
+        for p in o.negative_phrases:  # the same negative phrase may serve several organs
+            claim(p, "no tumour", f"organs[{i}].negative_phrases")
+        for j, c in enumerate(o.classes):
+            for p in c.phrases:
+                claim(p, f"class '{c.name}' of '{o.name}'", f"organs[{i}].classes[{j}].phrases")
+
+
+def _phrase_table(onto: Ontology) -> tuple:
+    """(phrase lower-case, kind, value, organs), longest first; a phrase shared by organs lists them all."""
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for b in onto.extent:
+        for p in b.phrases:
+            rows.setdefault((p.lower(), "extent", b.name), [])
+    for o in onto.organs:
+        for p in o.negative_phrases:
+            rows.setdefault((p.lower(), "negative", "tumour"), []).append(o.name)
+        for c in o.classes:
+            for p in c.phrases:
+                rows.setdefault((p.lower(), "diagnosis" if c.tumour else "tissue", c.name), []).append(o.name)
+    explicit = {p for p, _, _ in rows}
+    for o in onto.organs:  # a class's own name claims it too, unless a phrase already means something with it
+        for c in o.classes:
+            if c.name.lower() not in explicit:
+                rows.setdefault((c.name.lower(), "diagnosis" if c.tumour else "tissue", c.name), []).append(o.name)
+    table = [(p, k, v, tuple(organs)) for (p, k, v), organs in rows.items()]
+    return tuple(sorted(table, key=lambda r: (-len(r[0]), r[0])))
+
+
+def _negated(low: str, start: int, end: int) -> bool:
+    """Whether a negation governs the phrase at [start, end) within its clause."""
+    before = low[:start]
+    cut = max((m.end() for m in CLAUSE_END.finditer(before)), default=0)
+    if NEGATION_BEFORE.search(before[cut:]):
+        return True
+    after = low[end:]
+    stop = CLAUSE_END.search(after)
+    return bool(NEGATION_AFTER.search(after[: stop.start()] if stop else after))
+
+
+def _strip(items) -> tuple[str, ...]:
+    return tuple(s.strip() for s in items)
