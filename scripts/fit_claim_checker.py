@@ -32,7 +32,23 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ORGAN_OF = {"pcam": "lymph node tissue", "kather": "colorectal tissue"}
+ORGAN_OF = {"pcam": "lymph node", "kather": "colon"}  # demo source -> organ of the embedded ontology
+
+
+def labels(organ: str) -> list[str]:
+    """The organ's class labels (the class maps' names), tumour first: the head's and the calibration's keys."""
+    from napari_pathalign.reporting.ontology import load_ontology
+
+    o = load_ontology().organ(organ)
+    return [c.label for c in o.tumour_classes + o.tissue_classes]
+
+
+def label_of(organ: str) -> dict[str, str]:
+    from napari_pathalign.reporting.ontology import load_ontology
+
+    return {c.name: c.label for c in load_ontology().organ(organ).classes}
+
+
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 
 
@@ -73,7 +89,10 @@ def analyse(folder: Path, rows: list[dict], desc: str) -> list[dict]:
                 ),  # (N, C) per class of the map
                 "truth": json.loads(r["fractions"]),
                 "tumour_fraction": float(r["tumour_fraction"]),
-                "zero_shot": ClaimChecker(a, calibration={}, head=None).measure(organ, "zero-shot"),
+                "zero_shot": {
+                    label_of(organ)[c]: v
+                    for c, v in ClaimChecker(a, calibration={}, head=None).measure(organ, "zero-shot").items()
+                },
                 "identity": _identity(a),
             }
         )
@@ -107,12 +126,11 @@ def fit_head(train: list[dict], calib: list[dict]):
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
-    from napari_pathalign.reporting.claims import organ_classes
     from napari_pathalign.reporting.measure_head import OrganHead
 
     heads, chosen = {}, {}
     for organ in ORGAN_OF.values():
-        classes = list(organ_classes(organ))
+        classes = labels(organ)
         xt, yt = patches(train, organ, classes)
         xv, yv = patches(calib, organ, classes)
         scaler = StandardScaler().fit(xt)
@@ -164,13 +182,11 @@ def _line(xy: list[tuple[float, float]]) -> dict:
 def fit_errors(calib: list[dict], measure) -> dict:
     """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``),
     and 'tissue_by_class': one line per tissue class (each class is measured with its own error)."""
-    from napari_pathalign.reporting.claims import TUMOUR_CLASS
-
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
     by_class: dict[str, list] = {}
     for s in calib:
         m = measure(s)
-        tumour = TUMOUR_CLASS[s["organ"]]
+        tumour = labels(s["organ"])[0]
         if s["tumour_fraction"] > 0:
             pairs["tumour"].append((m[tumour], s["tumour_fraction"]))
         for cls, value in m.items():
@@ -192,9 +208,9 @@ def fit_errors(calib: list[dict], measure) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    from napari_pathalign.core.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     print(f"wrote {path}")
 
 

@@ -22,6 +22,8 @@ import shutil
 import time
 from pathlib import Path
 
+from napari_pathalign.core.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 R_MODEL = {
@@ -72,7 +74,7 @@ def step_encoder(args, work: Path) -> Path:
     tiles = load_tiles(paths, mpps)
     encoder, summary = train_ssl(tiles, SSLConfig(minutes=args.ssl_minutes, colour=args.ssl_colour, seed=args.seed))
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
-    (work / "ssl.json").write_text(json.dumps({**summary, "tiles": len(paths)}, indent=2))
+    atomic_write_text((work / "ssl.json"), json.dumps({**summary, "tiles": len(paths)}, indent=2))
     return out
 
 
@@ -91,7 +93,7 @@ def step_probe(args, work: Path, weights: Path) -> dict:
         **probe_kather(enc, tiles / "kather2016", seed=args.seed),
         "minutes": (time.time() - t) / 60,
     }
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write_text(out, json.dumps(result, indent=2))
     return result
 
 
@@ -134,7 +136,7 @@ def stage1_table(demo: Path, seed: int, variants: int) -> Path:
         for _ in range(variants - 1)
     ]
     out = demo / "train" / "stage1.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
     return out
 
 
@@ -154,7 +156,7 @@ def stage2_table(demo: Path, seed: int) -> Path:
         for key, answer in answers(part).items():
             for question in rng.sample(QUESTIONS[key], 2):
                 rows.append({"slide": rel, "report": answer, "prompt": question})
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
     return out
 
 

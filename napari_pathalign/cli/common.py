@@ -30,6 +30,7 @@ def prepare_analysis(args):
         cache_dir=args.cache_dir,
         device=args.device,
         encoder_weights=args.encoder_weights,
+        ontology=getattr(args, "ontology", None),
     )
     bar, stage = None, None
     for p in analysis.iter_prepare():

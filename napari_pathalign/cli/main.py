@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from napari_pathalign.cli.common import USER_ERRORS
+from napari_pathalign.core.atomic import atomic_write_text
 
 
 def _info(args) -> int:
@@ -136,7 +137,7 @@ def _evaluate(args) -> int:
             interval = f"  (95% CI {ci[k][0]:.3f}-{ci[k][1]:.3f}, bootstrap over slides)" if ci.get(k) else ""
             print(f"{k:<{width}}  {v:.4f}{interval}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.out:
-        Path(args.out).write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(Path(args.out), json.dumps(metrics, indent=2))
         print(f"wrote {args.out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""``pathalign draft`` and ``pathalign ask``: a report draft or an answer, with support and evidence."""
+"""``pathalign draft``, ``ask`` and ``check``: a report draft, an answer, or any report checked against the slide."""
 
 from __future__ import annotations
 
@@ -137,6 +137,39 @@ def _ask(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from napari_pathalign.reporting.check import MAX_CHARS
+
+    report = Path(args.report)
+    if not report.is_file():
+        raise FileNotFoundError(f"report file {report} does not exist; pass a text file with the report")
+    if report.stat().st_size > 4 * MAX_CHARS:
+        raise ValueError(
+            f"{report} is {report.stat().st_size:,} bytes; a report to check is at most {MAX_CHARS:,} characters"
+        )
+    try:
+        text = report.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{report} is not UTF-8 text; save the report as plain text") from None
+    result = prepare_analysis(args).check(text)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(
+        f"{Path(args.slide).name}: {len(result.checked)} of {len(result.sentences)} sentences checked "
+        f"({result.ontology})"
+    )
+    for s in result.sentences:
+        if not s.claims:
+            print(f"  [   -] {s.text}  (no claim in the ontology's words)")
+            continue
+        flag = "  LOW SUPPORT: check it" if s.flagged else ""
+        print(f"  [{s.support:4.0%}] {s.text}{flag}")
+        for c in s.claims:
+            print(f"         {c.kind} {c.value!r}, '{c.phrase}': {c.probability:.0%} ({c.basis})")
+    return 0
+
+
 def add_report_commands(sub) -> None:
 
     d = sub.add_parser(
@@ -165,3 +198,11 @@ def add_report_commands(sub) -> None:
     a.add_argument("--max-new-tokens", type=int, default=32)
     a.add_argument("--json", action="store_true", help="print one JSON object: answer, support, evidence")
     a.set_defaults(run=_ask)
+    c = sub.add_parser(
+        "check", help="check a report (a text file) against the slide: each sentence's claims and support"
+    )
+    add_slide_arguments(c)
+    c.add_argument("report", help="the report as a UTF-8 text file")
+    c.add_argument("--ontology", help="the report ontology to read it with (JSON; default: the model's own)")
+    c.add_argument("--json", action="store_true", help="print one JSON object: sentences, support, claims, evidence")
+    c.set_defaults(run=_check)

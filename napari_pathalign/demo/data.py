@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.atomic import atomic_write_text
 from napari_pathalign.eval.class_maps import GLASS, class_map_path
 from napari_pathalign.reporting.vocabulary import PartTruth, bucket, write_report
 from napari_pathalign.train.tile_sources import (
@@ -137,7 +138,7 @@ def write_class_map(
     # one cell row per line: small, and a person can see the layout in the file
     body = ",\n".join("  " + json.dumps(row) for row in grid)
     head = json.dumps({k: v for k, v in doc.items() if k != "grid"})[:-1]
-    path.write_text(f'{head}, "grid": [\n{body}\n]}}\n')
+    atomic_write_text(path, f'{head}, "grid": [\n{body}\n]}}\n')
     return path
 
 
@@ -226,6 +227,6 @@ def make_demo_data(
             w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
             w.writeheader()
             w.writerows(truth_rows)
-        (folder / "reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in report_rows))
+        atomic_write_text((folder / "reports.jsonl"), "".join(json.dumps(r) + "\n" for r in report_rows))
         counts[split] = k
     return counts

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pathalign.core.atomic import atomic_write_text
+
 FORMAT = "pathalign-feature-distribution-1"
 EMBEDDED_FILE = "embedded_feature_distribution.json"  # in napari_pathalign/resources
 
@@ -198,7 +200,7 @@ class FeatureDistribution:
             "whitener_lower": _encode(self.whitener[rows, cols]),
         }
         path = Path(path)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
         return path
 
     @classmethod

@@ -1,23 +1,23 @@
 """The claims of a report sentence, each checked against the slide: what ``support`` is made of.
 
-A sentence is as trustworthy as its weakest claim. Claims are found with the report vocabulary the
-model was trained on (``reporting/vocabulary.py``, longest phrase first, case-insensitive):
+A sentence is as trustworthy as its weakest claim. Claims are found with the report ontology
+(``reporting/ontology.py``: the analysis's, else the generation model's, else the embedded one):
 
-- **diagnosis** (tumour present / absent): the generation model's LM probability of the sentence
-  with this call against the same sentence with every other call phrase in its place, given the
-  slide and the text before it (phrases of one call summed). The model's own reading of the slide,
+- **diagnosis** (a tumour class named) and **negative** (no tumour, or a class named under
+  negation): the generation model's LM probability of the sentence with this call against the same
+  sentence with every other call of the ontology in its place (each tumour class's phrases, the
+  negative phrases), given the slide and the text before it. The model's own reading of the slide,
   asked as a choice instead of a continuation.
-- **extent** (small < 10 %, moderate 10-30 %, extensive > 30 % of the tissue): *measured*. The
-  tumour fraction is the mean per-patch probability of the organ's tumour class: from the model's
-  measurement head (``reporting/measure_head.py``) when it ships one, else from the organ's
-  zero-shot tissue set (``resources/zero_shot_classes.json``; each patch read with its
-  neighbourhood). The claim's probability is the share of a logit-normal measurement error (fitted
-  per method on calibration slides: ``resources/claim_calibration.json``,
-  ``scripts/fit_claim_checker.py``) that falls in the claimed bucket, times the probability that
-  tumour is present at all.
-- **tissue** (a background tissue named): measured the same way, within the organ the text names
-  (a tissue outside the organ's classes counts as absent); the probability that the tissue covers
-  at least 10 % of the slide, the share at which reports name one.
+- **extent** (an extent bucket, or a percentage): *measured*. The tumour fraction is the mean
+  per-patch probability of the organ's tumour classes: from the model's measurement head
+  (``reporting/measure_head.py``) when it ships one that knows the organ's classes, else from the
+  organ's zero-shot prompts (each patch read with its neighbourhood). The claim's probability is the
+  share of a logit-normal measurement error (fitted per method on calibration slides:
+  ``resources/claim_calibration.json``, ``scripts/fit_claim_checker.py``) that falls in the
+  claimed bucket, times the probability that tumour is present at all.
+- **tissue** (a background class named): measured the same way, within the organ the text names
+  (a class outside the organ counts as absent); the probability that the tissue covers at least
+  10 % of the slide, the share at which reports name one. Named under negation, the opposite.
 - **answer** ("Yes." / "No." after a question): the LM's probability of this answer against the other.
 
 Sentences without a claim (a specimen line) keep the slide-sentence similarity rank, and say so.
@@ -34,36 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-NAMED_FRACTION = 0.10  # reports name a background tissue that covers at least this share
-PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+from napari_pathalign.reporting.ontology import NAMED_FRACTION, Ontology, load_ontology
 
-# Report tissue classes -> (zero-shot set, class) that measures them (resources/zero_shot_classes.json).
-TISSUE_MEASURE = {
-    "normal": ("lymph node tissue", "lymphoid tissue"),
-    "STROMA": ("colorectal tissue", "stroma"),
-    "COMPLEX": ("colorectal tissue", "complex stroma"),
-    "LYMPHO": ("colorectal tissue", "lymphocytes"),
-    "DEBRIS": ("colorectal tissue", "debris"),
-    "MUCOSA": ("colorectal tissue", "mucosa"),
-    "ADIPOSE": ("colorectal tissue", "adipose"),
-}
-TUMOUR_MEASURE = {
-    "lymph node tissue": "metastatic carcinoma",
-    "colorectal tissue": "adenocarcinoma",
-}  # organ set -> its tumour class
-TUMOUR_CLASS = {"lymph node tissue": "tumour", "colorectal tissue": "TUMOR"}  # organ set -> its tumour's report class
-ORGAN_HINTS = {  # words of a draft that name the organ
-    "lymph node tissue": ("lymph node", "nodal", "axillary", "sentinel", "metastatic carcinoma", "metastasis"),
-    "colorectal tissue": ("colon", "colonic", "rectum", "rectal", "sigmoid", "adenocarcinoma", "polypectomy"),
-}
+NEGATIVE = "no tumour"  # the value of the negative calls among the LM's alternatives
 
 
 @dataclass
 class Claim:
     """One checkable statement inside a sentence."""
 
-    kind: str  # 'diagnosis', 'extent', 'tissue' or 'answer'
-    value: str  # 'positive'/'negative', the bucket, the tissue class, or 'yes'/'no'
+    kind: str  # 'diagnosis', 'negative', 'extent', 'tissue' or 'answer'
+    value: str  # the ontology's class or bucket name; 'tumour' for a negative phrase; 'yes'/'no'
     phrase: str  # the words of the sentence that state it
     start: int  # character span of the phrase in the sentence
     end: int
@@ -74,6 +55,7 @@ class Claim:
         default=None, repr=False
     )  # (N,) what was measured: each patch's probability of the class
     measured_of: str = ""  # the class measured, in words ('tumour', 'adipose', ...)
+    organs: tuple[str, ...] = ()  # the ontology organs whose phrase this is
 
 
 @dataclass
@@ -126,72 +108,34 @@ def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration
     return out
 
 
-def organ_classes(organ: str) -> dict[str, str]:
-    """Report class -> zero-shot class of one organ set (its tumour and its tissues)."""
-    out = {TUMOUR_CLASS[organ]: TUMOUR_MEASURE[organ]}
-    out.update({c: zs for c, (s, zs) in TISSUE_MEASURE.items() if s == organ})
-    return out
-
-
-@lru_cache(maxsize=1)
-def vocabulary() -> list[tuple[str, str, str]]:
-    """(phrase lower-case, kind, value), longest first."""
-    from napari_pathalign.reporting.vocabulary import BUCKETS, EXTENT, NEGATIVE, POSITIVE, TISSUE
-
-    out = [(p, "diagnosis", "positive") for ps in POSITIVE.values() for p in ps]
-    out += [(p, "diagnosis", "negative") for ps in NEGATIVE.values() for p in ps]
-    out += [(p, "extent", b) for b, ps in EXTENT.items() for p in ps]
-    out += [
-        ("less than 10%", "extent", "small"),
-        ("between 10% and 30%", "extent", "moderate"),
-        ("more than 30%", "extent", "extensive"),
-    ]
-    out += [(p, "tissue", c) for c, ps in TISSUE.items() for p in ps]
-    assert {b for b, _, _ in BUCKETS} == set(EXTENT)
-    return sorted({(p.lower(), k, v) for p, k, v in out}, key=lambda x: (-len(x[0]), x[0]))
-
-
-def find_claims(sentence: str, question: str | None = None) -> list[Claim]:
-    """The claims ``sentence`` states (unchecked), in reading order."""
-    from napari_pathalign.reporting.vocabulary import bucket
-
-    low = sentence.lower()
-    taken = np.zeros(len(low), bool)
-    found = []
-    for phrase, kind, value in vocabulary():
-        for m in re.finditer(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", low):
-            a, b = m.span()
-            if not taken[a:b].any():
-                taken[a:b] = True
-                found.append(Claim(kind, value, sentence[a:b], a, b))
-    if (
-        not any(c.kind == "extent" for c in found)
-        and (m := PERCENT.search(sentence))
-        and not taken[m.start() : m.end()].any()
-    ):
-        b = bucket(float(m.group(1)) / 100)
-        if b is not None:
-            found.append(Claim("extent", b, m.group(0), m.start(), m.end()))
-    if question and not found and (m := re.match(r"\s*(yes|no)\b", low)):
+def find_claims(sentence: str, question: str | None = None, ontology: Ontology | None = None) -> list[Claim]:
+    """The claims ``sentence`` states (unchecked), in reading order; a percentage that repeats an extent
+    phrase of the same sentence is no second claim."""
+    onto = ontology or load_ontology()
+    found = [Claim(c.kind, c.value, c.phrase, c.start, c.end, organs=c.organs) for c in onto.find_claims(sentence)]
+    phrased = [c for c in found if c.kind == "extent" and not re.fullmatch(r"[\d.]+\s*%", c.phrase)]
+    if phrased:
+        found = [c for c in found if c.kind != "extent" or c in phrased]
+    if question and not found and (m := re.match(r"\s*(yes|no)\b", sentence.lower())):
         found.append(Claim("answer", m.group(1), sentence[m.start(1) : m.end(1)], m.start(1), m.end(1)))
-    return sorted(found, key=lambda c: c.start)
+    return found
 
 
 class ClaimChecker:
-    """Checks claims against one prepared ``SlideAnalysis`` (its measurements are computed once)."""
+    """Checks claims against one prepared analysis (its measurements are computed once)."""
 
-    def __init__(self, analysis, calibration: dict | None = None, head=...):
+    def __init__(self, analysis, calibration: dict | None = None, head=..., ontology: Ontology | None = None):
         """``calibration``: {method: {kind: Calibration}} (default: the shipped file); ``head``: a
-        ``MeasureHead`` or None for zero-shot only (default: the shipped head when it fits the models)."""
+        ``MeasureHead`` or None for zero-shot only (default: the shipped head when it fits the models);
+        ``ontology``: default the analysis's own (``analysis.ontology``), else the embedded one."""
         from napari_pathalign.reporting.measure_head import load_head
 
         self.analysis = analysis
+        self.ontology = ontology or getattr(analysis, "ontology", None) or load_ontology()
         self.calibration = calibration if calibration is not None else load_calibration()
         self.head = load_head() if head is ... else head
-        self._measured: dict[
-            tuple[str, str], dict[str, np.ndarray]
-        ] = {}  # (organ, method) -> class -> per-patch probability
-        self._present: dict[str, float] = {}
+        self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> (N,)
+        self._calls: dict[str, dict[str, float]] = {}  # prompt -> {call: probability} right after it
         self._method: str | None = None
 
     # -- measurements -------------------------------------------------------------------------
@@ -206,70 +150,91 @@ class ClaimChecker:
             self._method = "head" if self.head.applies_to(ident["model_hash"], ident["encoder_hash"]) else "zero-shot"
         return self._method
 
+    def head_for(self, organ: str):
+        """(head organ name, OrganHead) of the measurement head that knows every class of ``organ`` (by the
+        classes' labels), or None: then the organ is measured zero-shot."""
+        if self.head is None:
+            return None
+        labels = {c.label for c in self.ontology.organ(organ).classes}
+        for name, h in self.head.organs.items():
+            if set(h.classes) == labels:
+                return name, h
+        return None
+
+    def method_for(self, organ: str) -> str:
+        """The method that measures ``organ``: the head only where it fits the models and knows the organ."""
+        return "head" if self.method() == "head" and self.head_for(organ) is not None else "zero-shot"
+
     def measure(self, organ: str, method: str | None = None) -> dict[str, float]:
-        """Report class -> measured share of the tissue (mean per-patch probability) for one organ."""
+        """Class -> measured share of the tissue (mean per-patch probability) for one ontology organ."""
         return {c: float(v.mean()) for c, v in self.per_patch(organ, method).items()}
 
     def per_patch(self, organ: str, method: str | None = None) -> dict[str, np.ndarray]:
-        """Report class -> (N,) each patch's probability of it, for one organ (computed once)."""
-        method = method or self.method()
+        """Class -> (N,) each patch's probability of it, for one ontology organ (computed once)."""
+        method = method or self.method_for(organ)
         key = (organ, method)
         if key not in self._measured:
             if method == "head":
                 from napari_pathalign.reporting.measure_head import patch_inputs
 
-                h = self.head.organs[organ]
+                _, h = self.head_for(organ)
+                name_of = {c.label: c.name for c in self.ontology.organ(organ).classes}
                 p = h.probabilities(patch_inputs(self.analysis))  # (N, C)
-                self._measured[key] = {c: p[:, k].astype(np.float32) for k, c in enumerate(h.classes)}
+                self._measured[key] = {name_of[c]: p[:, k].astype(np.float32) for k, c in enumerate(h.classes)}
             else:
-                zs = self.zero_shot_per_patch(organ)
-                self._measured[key] = {c: zs[z] for c, z in organ_classes(organ).items()}
+                self._measured[key] = self.zero_shot_per_patch(organ)
         return self._measured[key]
 
-    def zero_shot_per_patch(self, set_name: str) -> dict[str, np.ndarray]:
-        """Zero-shot class -> (N,) each patch's probability (its neighbourhood against the set's prompts)."""
+    def zero_shot_per_patch(self, organ: str) -> dict[str, np.ndarray]:
+        """Class -> (N,) each patch's probability (its neighbourhood against the organ's class prompts)."""
         from scipy.special import softmax
 
-        from napari_pathalign.engine.zero_shot import class_embeddings, load_class_sets
+        from napari_pathalign.engine.zero_shot import class_embeddings
 
-        sets, _ = load_class_sets()
-        if set_name not in sets:
-            raise ValueError(
-                f"the zero-shot class file has no set {set_name!r}, which measures claims; sets: {sorted(sets)}"
-            )
+        classes = self.ontology.organ(organ).zero_shot_classes()
         gen = self.analysis.models["generation"]
-        sims = self.analysis.neighbourhood_similarity(class_embeddings(gen, sets[set_name]))  # (N, C)
+        sims = self.analysis.neighbourhood_similarity(class_embeddings(gen, classes))  # (N, C)
         p = softmax(float(gen.scale().detach()) * sims, axis=1).astype(np.float32)
-        return {c: p[:, k] for k, c in enumerate(sets[set_name])}
+        return {c: p[:, k] for k, c in enumerate(classes)}
 
     def organ(self, text: str) -> str:
-        """The organ's zero-shot set: named in the text, else the one whose tumour and tissue words the
-        slide matches best."""
+        """The ontology organ: named in the text (its words or class phrases), else the one whose class
+        prompts the slide matches best."""
         low = text.lower()
-        hits = {s: sum(w in low for w in words) for s, words in ORGAN_HINTS.items()}
+        hits = {}
+        for o in self.ontology.organs:
+            words = o.words + tuple(p for c in o.classes for p in c.phrases)
+            hits[o.name] = sum(bool(re.search(rf"\b{re.escape(w.lower())}\b", low)) for w in words)
         if max(hits.values()) > 0:
             return max(hits, key=hits.get)
-        from napari_pathalign.engine.zero_shot import load_class_sets
+        if len(self.ontology.organs) == 1:
+            return self.ontology.organs[0].name
+        sets = {o.name: [p for c in o.classes for p in c.prompts] for o in self.ontology.organs}
+        return self.analysis.zero_shot(sets, "retrieval").best
 
-        sets, _ = load_class_sets()
-        z = self.analysis.zero_shot({s: [p for ps in sets[s].values() for p in ps] for s in ORGAN_HINTS}, "retrieval")
-        return z.best
+    def calls(self, soft, prompt: str) -> dict[str, float]:
+        """{call: probability} right after ``prompt``: each tumour class of the ontology, and 'no tumour'."""
+        if prompt not in self._calls:
+            alts = [(p[:1].upper() + p[1:] + ".", value) for p, value in self._call_phrases()]
+            self._calls[prompt] = _distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
+        return self._calls[prompt]
 
     def tumour_present(self, soft, prompt: str) -> float:
-        """P(tumour present) from the LM: a positive vs a negative diagnosis right after ``prompt``."""
-        if prompt not in self._present:
-            alts = [
-                (p.capitalize() + ".", value) for p, kind, value in vocabulary() if kind == "diagnosis"
-            ]  # the calls _alternatives swaps in
-            self._present[prompt] = _choice(self.analysis.models["generation"].lm, soft, prompt, alts, "positive")
-        return self._present[prompt]
+        """P(tumour present) from the LM: the tumour calls against the negative ones right after ``prompt``."""
+        return 1.0 - self.calls(soft, prompt).get(NEGATIVE, 0.0)
+
+    def _call_phrases(self) -> list[tuple[str, str]]:
+        """(phrase, call) of every diagnosis the ontology can state: tumour classes' phrases, negative phrases."""
+        out = []
+        for o in self.ontology.organs:
+            out += [(p, c.name) for c in o.tumour_classes for p in c.phrases]
+            out += [(p, NEGATIVE) for p in o.negative_phrases]
+        return list(dict.fromkeys(out))
 
     # -- checking -----------------------------------------------------------------------------
     def check(self, sentences: list[str], prompt: str, question: str | None = None) -> list[list[Claim]]:
-        """The checked claims of each sentence of one text (a draft or an answer) that followed ``prompt``."""
+        """The checked claims of each sentence of one text (a draft, an answer, a report) after ``prompt``."""
         import torch
-
-        from napari_pathalign.reporting.vocabulary import BUCKETS
 
         gen = self.analysis.models["generation"]
         soft = None
@@ -279,77 +244,114 @@ class ClaimChecker:
                     torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
                 ).float()
         organ = self.organ(" ".join([question or "", *sentences]))
-        method = self.method()
-        how = "measurement head" if method == "head" else "zero-shot map"
         present = None
         out = []
         for k, sentence in enumerate(sentences):
             prefix = " ".join([prompt, *sentences[:k]]).strip()
-            claims = find_claims(sentence, question)
+            claims = find_claims(sentence, question, self.ontology)
             for c in claims:
-                if c.kind in ("diagnosis", "answer"):
+                if c.kind in ("diagnosis", "negative", "answer") and not self._is_tissue(c, organ):
                     if soft is None:
                         continue
-                    c.probability = _choice(gen.lm, soft, prefix, _alternatives(sentence, c), c.value)
-                    c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
-                    if c.kind == "diagnosis":
-                        present = c.probability if c.value == "positive" else 1 - c.probability
+                    no_tumour = self._check_call(c, sentence, prefix, soft)  # P(no tumour) in the call's place
+                    if c.kind == "diagnosis" or (c.kind == "negative" and c.value == "tumour"):
+                        present = 1 - no_tumour
                 elif c.kind == "extent":
-                    cal, c.per_patch = (
-                        self.calibration[method]["tumour"],
-                        self.per_patch(organ, method)[TUMOUR_CLASS[organ]],
-                    )
-                    raw, c.measured_of = float(c.per_patch.mean()), "tumour"
-                    lo, hi = next((lo, hi) for b, lo, hi in BUCKETS if b == c.value)
                     if present is None:
                         present = self.tumour_present(soft, prompt) if soft is not None else 1.0
-                    c.measured = cal.estimate(raw)
-                    c.probability = cal.probability(raw, lo, hi) * present
-                    c.basis = (
-                        f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {how}), tumour present "
-                        f"{present:.0%}; claimed {c.value}, {lo:.0%}-{min(hi, 1):.0%}"
-                    )
-                elif c.kind == "tissue":
-                    errors, cls = self.calibration[method], TISSUE_MEASURE[c.value][1]
-                    cal = (
-                        errors.get(f"tissue:{c.value}", errors["tissue"])
-                        if c.value in organ_classes(organ)
-                        else errors["tissue"]
-                    )  # the class's own error when fitted
-                    if c.value in organ_classes(organ):
-                        c.per_patch = self.per_patch(organ, method)[c.value]
-                        raw, c.measured_of = float(c.per_patch.mean()), cls
-                        c.measured = cal.estimate(raw)
-                        c.basis = (
-                            f"{cls} measured at about {c.measured:.0%} of the tissue ({how}); "
-                            "reports name a tissue from "
-                            f"{NAMED_FRACTION:.0%}"
-                        )
-                    else:  # the organ's tissue classes do not hold it: absent as far as the model can measure
-                        raw, c.measured = 0.0, 0.0
-                        c.basis = (
-                            f"{cls} is not among the tissues measured in {organ} ({', '.join(organ_classes(organ))})"
-                        )
-                    c.probability = cal.probability(raw, NAMED_FRACTION, 1.0)
+                    self._check_extent(c, organ, present)
+                else:  # a tissue, named or negated
+                    self._check_tissue(c, organ)
             out.append([c for c in claims if math.isfinite(c.probability)])
         return out
 
+    def _is_tissue(self, c: Claim, organ: str) -> bool:
+        """A negated background class ("no adipose tissue") is measured, not asked of the LM."""
+        if c.kind != "negative" or c.value == "tumour":
+            return False
+        return not any(x.name == c.value and x.tumour for o in self.ontology.organs for x in o.classes)
 
-def _alternatives(sentence: str, claim: Claim) -> list[tuple[str, str]]:
-    """The sentence with every phrase of the claim's kind in the claim's place: [(sentence, value)]."""
-    if claim.kind == "answer":
-        return [("Yes" + sentence[claim.end :], "yes"), ("No" + sentence[claim.end :], "no")]
-    out = []
-    for phrase, kind, value in vocabulary():
-        if kind == claim.kind:
-            p = phrase[:1].upper() + phrase[1:] if claim.phrase[:1].isupper() else phrase
-            out.append((sentence[: claim.start] + p + sentence[claim.end :], value))
-    return out
+    def _check_call(self, c: Claim, sentence: str, prefix: str, soft) -> float:
+        """A diagnosis, a negative call or an answer: the LM's choice among the alternatives. Returns the
+        probability of 'no tumour' in the call's place (nan for an answer)."""
+        lm = self.analysis.models["generation"].lm
+        if c.kind == "answer":
+            c.probability = _distribution(lm, soft, prefix, _answers(sentence, c)).get(c.value, 0.0)
+            c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
+            return float("nan")
+        dist = _distribution(lm, soft, prefix, self._swapped(sentence, c))  # {call: probability}
+        if c.kind == "negative" and c.value != "tumour":  # "no <class>": that class is not the call
+            c.probability = 1 - dist.get(c.value, 0.0)
+            c.basis = f"1 - the model's probability of '{c.value}' among the calls, given the slide"
+        else:
+            c.probability = dist.get(NEGATIVE if c.kind == "negative" else c.value, 0.0)
+            c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
+        return dist.get(NEGATIVE, 0.0)
+
+    def _swapped(self, sentence: str, c: Claim) -> list[tuple[str, str]]:
+        """The sentence with every call of the ontology in the claim's place: [(sentence, call)]."""
+        out = []
+        for phrase, value in self._call_phrases():
+            p = phrase[:1].upper() + phrase[1:] if c.phrase[:1].isupper() else phrase
+            out.append((sentence[: c.start] + p + sentence[c.end :], value))
+        return out
+
+    def _check_extent(self, c: Claim, organ: str, present: float) -> None:
+        method = self.method_for(organ)
+        o = self.ontology.organ(organ)
+        per = self.per_patch(organ, method)
+        c.per_patch = np.sum([per[t.name] for t in o.tumour_classes], axis=0).astype(np.float32)
+        cal = self.calibration[method]["tumour"]
+        raw, c.measured_of = float(c.per_patch.mean()), "tumour"
+        b = next(b for b in self.ontology.extent if b.name == c.value)
+        c.measured = cal.estimate(raw)
+        c.probability = cal.probability(raw, b.lower, b.upper) * present
+        c.basis = (
+            f"tumour measured at about {c.measured:.0%} of the tissue ({organ}, {_how_for(self, organ)}), "
+            f"tumour present {present:.0%}; claimed {c.value}, {b.lower:.0%}-{b.upper:.0%}"
+        )
+
+    def _check_tissue(self, c: Claim, organ: str) -> None:
+        method = self.method_for(organ)
+        o = self.ontology.organ(organ)
+        errors = self.calibration[method]
+        own = next((x for x in o.classes if x.name == c.value), None)
+        if own is not None:
+            cal = errors.get(f"tissue:{own.label}", errors["tissue"])  # the class's own error when fitted
+            c.per_patch = self.per_patch(organ, method)[own.name]
+            raw, c.measured_of = float(c.per_patch.mean()), own.name
+            c.measured = cal.estimate(raw)
+            c.basis = (
+                f"{own.name} measured at about {c.measured:.0%} of the tissue ({_how_for(self, organ)}); "
+                f"reports name a tissue from {NAMED_FRACTION:.0%}"
+            )
+        else:  # the organ's classes do not hold it: absent as far as the model can measure
+            cal, raw, c.measured = errors["tissue"], 0.0, 0.0
+            c.basis = f"{c.value} is not among the tissues measured in {organ} ({', '.join(x.name for x in o.classes)})"
+        named = cal.probability(raw, NAMED_FRACTION, 1.0)
+        c.probability = 1 - named if c.kind == "negative" else named
 
 
-def _choice(lm, soft, prefix: str, alternatives: list[tuple[str, str]], value: str) -> float:
-    """Probability mass of the alternatives with ``value`` among all, by the LM after ``prefix``."""
+def _how(method: str) -> str:
+    return "measurement head" if method == "head" else "zero-shot map"
+
+
+def _how_for(checker, organ: str) -> str:
+    """The method's name, and why zero-shot where the model's head exists but does not know the organ."""
+    method = checker.method_for(organ)
+    if method == "zero-shot" and checker.method() == "head":
+        return "zero-shot map: the model's measurement head does not know this ontology's classes"
+    return _how(method)
+
+
+def _answers(sentence: str, claim: Claim) -> list[tuple[str, str]]:
+    """The answer with 'Yes' and 'No' in its place."""
+    return [("Yes" + sentence[claim.end :], "yes"), ("No" + sentence[claim.end :], "no")]
+
+
+def _distribution(lm, soft, prefix: str, alternatives: list[tuple[str, str]]) -> dict[str, float]:
+    """{value: probability mass of its alternatives among all}, by the LM after ``prefix``."""
     logp = np.array(lm.continuation_logprobs(soft, prefix, [t for t, _ in alternatives]))
     values = np.array([v for _, v in alternatives])
     total = np.logaddexp.reduce(logp)
-    return float(np.exp(np.logaddexp.reduce(logp[values == value]) - total)) if (values == value).any() else 0.0
+    return {v: float(np.exp(np.logaddexp.reduce(logp[values == v]) - total)) for v in dict.fromkeys(values.tolist())}

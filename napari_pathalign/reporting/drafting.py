@@ -126,7 +126,7 @@ class Draft:
                     "support": round(s.support, 4),
                     "similarity": round(s.similarity, 4),
                     "flagged": s.flagged,
-                    "claims": [_claim_dict(c) for c in s.claims],
+                    "claims": [claim_dict(c) for c in s.claims],
                     "evidence_xy_level0": s.evidence.top_xy_level0.tolist(),
                     "attribution_xy_level0": []
                     if s.evidence.attribution is None
@@ -157,14 +157,19 @@ def split_sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if p and p.strip()]
 
 
-def reference_sentences() -> list[str]:
-    """The findings the demo reports state, as sentences: the support score's yardstick."""
-    from napari_pathalign.reporting.vocabulary import EXTENT, NEGATIVE, POSITIVE, TISSUE
+def reference_sentences(ontology=None) -> list[str]:
+    """The findings an ontology's reports state, as sentences: the similarity rank's yardstick
+    (``ontology``: default the embedded model's)."""
+    from napari_pathalign.reporting.ontology import load_ontology
 
-    out = [p.capitalize() + "." for src in (POSITIVE, NEGATIVE) for phrases in src.values() for p in phrases]
-    out += [f"Tumour forms {e}." for phrases in EXTENT.values() for e in phrases]
-    out += [f"Background shows {t}." for phrases in TISSUE.values() for t in phrases]
-    return out
+    onto = ontology or load_ontology()
+    out = []
+    for o in onto.organs:
+        out += [p[:1].upper() + p[1:] + "." for c in o.tumour_classes for p in c.phrases]
+        out += [p[:1].upper() + p[1:] + "." for p in o.negative_phrases]
+        out += [f"Background shows {p}." for c in o.tissue_classes for p in c.phrases]
+    out += [f"Tumour forms {p}." for b in onto.extent for p in b.phrases]
+    return list(dict.fromkeys(out))
 
 
 def check_question(question) -> str:
@@ -242,9 +247,9 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
     if not sentences:
         return []
     emb = analysis.embedding("retrieval").embedding  # (Q, E)
-    ref_sims = (emb @ analysis.text_embeddings(reference_sentences(), "retrieval").T).max(
-        0
-    )  # (R,) encoded once per analysis
+    ref_sims = (
+        emb @ analysis.text_embeddings(reference_sentences(getattr(analysis, "ontology", None)), "retrieval").T
+    ).max(0)  # (R,) encoded once per analysis
     read = [f"{context} {s}".strip() for s in sentences]
     sims = (emb @ analysis.text_embeddings(read, "retrieval").T).max(
         0
@@ -283,7 +288,7 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
     return out
 
 
-def _claim_dict(c) -> dict:
+def claim_dict(c) -> dict:
     return {
         "kind": c.kind,
         "value": c.value,
