@@ -180,6 +180,34 @@ def test_unwritable_store_keeps_the_text_and_says_where(docks, qtbot, tmp_path):
     assert report.save_version() and store.latest_text(slide_key(layer.metadata["slide"])[0]) == "my careful edit"
 
 
+def test_check_a_typed_report_lists_unsupported_claims_with_evidence(docks, qtbot, output_dir):
+    """The pathologist's own words, checked: the demo node has moderate metastatic carcinoma, no fat."""
+    viewer, layer, report, chat, store, errors = docks
+    assert report.check_text() is None and "Type or paste a report" in report.status.text()
+    report.editor.setPlainText(
+        "Lymph node, sentinel, excision:\nMetastatic carcinoma is present.\n"
+        "Extent: between 10% and 30%.\nBackground: mature fat."
+    )
+    _finish(qtbot, report.check_text())
+    assert [report.sentences.item(k).text()[:7] for k in range(report.sentences.count())][0] == "[  -  ]"
+    assert "Checked 3 of 4 sentences" in report.status.text()
+    assert report.unsupported.isVisible() and report.unsupported.count() == 1
+    item = report.unsupported.item(0)
+    assert "tissue 'adipose'" in item.text() and "mature fat" in item.text()
+    report.unsupported.itemClicked.emit(item)  # a click shows that claim's sentence on the slide
+    assert report.evidence.layer in viewer.layers and "mature fat" in report.evidence.label.text()
+    viewer.window._qt_window.resize(1600, 1000)
+    report.parentWidget().raise_()  # the Report tab in front of the Chat tab it shares the dock area with
+    qtbot.wait(200)
+    viewer.screenshot(str(output_dir / "report-check.png"), canvas_only=False)
+    report.editor.setPlainText("Specimen received in formalin.")
+    _finish(qtbot, report.check_text())
+    assert "Not checked: nothing in this report can be checked" in report.status.text()
+    report.editor.setPlainText("x" * 1_048_576)  # a pasted megabyte: refused in words, napari keeps working
+    assert report.check_text() is None and "1,048,576 characters" in report.status.text()
+    assert report.check_button.isEnabled()
+
+
 def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
     from napari_pathalign._napari.report_widget import slide_key
 

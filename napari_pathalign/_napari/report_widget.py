@@ -12,7 +12,8 @@ from pathlib import Path
 
 import napari
 from napari.qt.threading import thread_worker
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -33,6 +34,21 @@ from napari_pathalign.reporting.drafting import iter_draft, statements_at
 
 AUTOSAVE_MS = 1500  # an edit is on disk within 2 s
 DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p 0.9 (sampled)": {"top_p": 0.9}}
+
+
+def _support_colour(support: float) -> str:
+    """Readable on napari's dark theme: red below the review line, amber up to 0.8, green above."""
+    return "#ff6b6b" if support < 0.5 else ("#f0c05a" if support < 0.8 else "#7bd88f")
+
+
+@thread_worker
+def _check(registry, slide, text):
+    """Prepare the slide's analysis when needed, then check the text's claims (``SlideAnalysis.check``)."""
+    from napari_pathalign.core.generators import mapped
+
+    analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
+    yield ("progress", "Checking each sentence's claims against the slide ...")
+    return analysis.check(text)
 
 
 @thread_worker
@@ -59,6 +75,7 @@ class ReportWidget(SlideDock):
         super().__init__(napari_viewer)
         self.store = store if store is not None else ReportStore()
         self.draft = None  # the model's last Draft (its text is never lost under edits)
+        self.shown = []  # the Statements listed under the editor (a draft's or a check's)
         self.layer = None  # the slide layer this report belongs to
         self.dirty = False  # edited since the last saved version
         self.confirm = self._ask  # tests replace it
@@ -69,6 +86,11 @@ class ReportWidget(SlideDock):
         self.decoding.addItems(list(DECODING))
         self.draft_button, self.stop_button = QPushButton("Draft"), QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.check_button = QPushButton("Check")
+        self.check_button.setToolTip(
+            "Check the text in the editor, typed, pasted or drafted, against the slide: each sentence's claims "
+            "in the words of the model's report ontology"
+        )
         self.case_button = QPushButton("Case report")
         self.case_button.setToolTip(
             "One report for the case: the reports of every open slide as lettered parts A., B., ... (layer order)"
@@ -85,7 +107,7 @@ class ReportWidget(SlideDock):
         self.export_box.addItems(["Markdown (.md)", "JSON (.json)", "PDF (.pdf)"])
         self.export_button = QPushButton("Export ...")
         top = QHBoxLayout()
-        for w in (self.decoding, self.draft_button, self.stop_button, self.case_button):
+        for w in (self.decoding, self.draft_button, self.stop_button, self.check_button, self.case_button):
             top.addWidget(w)
         bottom = QHBoxLayout()
         for w in (self.accept_button, self.save_button, self.export_box, self.export_button):
@@ -103,6 +125,11 @@ class ReportWidget(SlideDock):
             )
         )
         layout.addWidget(self.sentences, 2)
+        self.unsupported = QListWidget()  # the claims a check found the slide does not bear out; click: evidence
+        self.unsupported.setWordWrap(True)
+        self.unsupported.setMaximumHeight(90)
+        self.unsupported.hide()
+        layout.addWidget(self.unsupported)
         layout.addWidget(self.evidence)
         layout.addLayout(bottom)
         layout.addWidget(self.status)
@@ -112,6 +139,8 @@ class ReportWidget(SlideDock):
         self.autosave_timer.timeout.connect(self.autosave)
         self.editor.textChanged.connect(self._edited)
         self.draft_button.clicked.connect(self.start_draft)
+        self.check_button.clicked.connect(self.check_text)
+        self.unsupported.itemClicked.connect(lambda item: self.show_evidence(item.data(Qt.UserRole)))
         self.stop_button.clicked.connect(self.stop)
         self.case_button.clicked.connect(lambda: self.compose_case())
         self.accept_button.clicked.connect(lambda: self.save_version("accepted"))
@@ -141,7 +170,7 @@ class ReportWidget(SlideDock):
             self.autosave()  # the other slide's edits are kept before switching
         self.layer = layer
         self.draft = None
-        self.sentences.clear()
+        self.show_sentences([])
         self.slide_label.setText(f"<b>{layer.name}</b>")
         self.restore()
 
@@ -358,11 +387,7 @@ class ReportWidget(SlideDock):
         if layer is not self.layer:
             return
         self._set_text(draft.text)
-        self.sentences.clear()
-        for s in draft.sentences:
-            item = QListWidgetItem(f"{'⚠ ' if s.flagged else ''}[{s.support:.0%}] {s.text}")
-            item.setToolTip(("low support: check this sentence against the slide\n" if s.flagged else "") + s.basis)
-            self.sentences.addItem(item)
+        self.show_sentences(draft.sentences)
         fp, path = slide_key(slide_of(layer))
         try:
             self.store.add_version(fp, path, "draft", draft.text, "model", draft=draft.to_dict())
@@ -377,10 +402,79 @@ class ReportWidget(SlideDock):
         )
         self.dirty = False
 
+    def show_sentences(self, sentences: list, checked_only: bool = False) -> None:
+        """List statements with their support (a check's sentences without a claim show none)."""
+        self.shown = list(sentences)
+        self.sentences.clear()
+        for s in self.shown:
+            if checked_only and not s.claims:
+                item = QListWidgetItem(f"[  -  ] {s.text}")
+                item.setToolTip("no claim in the words of the report ontology: nothing here to check")
+                item.setForeground(QColor("#9aa0a6"))
+            else:
+                item = QListWidgetItem(f"{'⚠ ' if s.flagged else ''}[{s.support:.0%}] {s.text}")
+                item.setToolTip(("low support: check this sentence against the slide\n" if s.flagged else "") + s.basis)
+                item.setForeground(QColor(_support_colour(s.support)))
+            self.sentences.addItem(item)
+        self.unsupported.clear()
+        self.unsupported.hide()
+
     def show_evidence(self, row: int):
-        if self.draft is None or not 0 <= row < len(self.draft.sentences) or self.layer is None:
+        if not 0 <= row < len(self.shown) or self.layer is None:
             return
-        self.evidence.show(self.draft.sentences[row], self.layer)
+        self.evidence.show(self.shown[row], self.layer)
+
+    # ------------------------------------------------------------------ checking
+    def check_text(self, *_):
+        """Check the editor's text (typed, pasted or drafted) against the slide, in a worker."""
+        layer, text = self.layer, self.editor.toPlainText()
+        if layer is None:
+            self.say("Select a slide layer opened by PathAlign first.", error=True)
+            return None
+        from napari_pathalign.reporting.check import MAX_CHARS
+
+        if not text.strip():
+            self.say("Type or paste a report into the editor, then press Check.", error=True)
+            return None
+        if len(text) > MAX_CHARS:
+            self.say(
+                f"Not checked: the text is {len(text):,} characters; a report to check is at most {MAX_CHARS:,} "
+                "(check it part by part).",
+                error=True,
+            )
+            return None
+        if self.dirty:
+            self.autosave()  # the text checked is the text kept
+        worker = _check(self.registry, slide_of(layer), text, _ignore_errors=True)
+        worker.yielded.connect(self._on_yield)
+        worker.returned.connect(lambda result, layer=layer: self._on_check(layer, result))
+        worker.errored.connect(lambda exc: self.say(f"Not checked: {exc}", error=True))
+        worker.finished.connect(lambda: (self.check_button.setEnabled(True), self.draft_button.setEnabled(True)))
+        self.check_button.setEnabled(False)
+        self.draft_button.setEnabled(False)
+        return self.start_worker(worker)
+
+    def _on_check(self, layer, result):
+        if layer is not self.layer:
+            return
+        self.check_result = result
+        self.show_sentences(result.sentences, checked_only=True)
+        for s, c in result.unsupported:
+            item = QListWidgetItem(f"✗ {c.kind} '{c.value}' ('{c.phrase}'): {c.probability:.0%} · {s.text}")
+            item.setToolTip(c.basis)
+            item.setData(Qt.UserRole, self.shown.index(s))
+            self.unsupported.addItem(item)
+        self.unsupported.setVisible(self.unsupported.count() > 0)
+        n_claims = sum(len(s.claims) for s in result.sentences)
+        bad = len(result.unsupported)
+        warn = bool(getattr(result.in_distribution, "warn", False))
+        note = " The slide is unlike the model's training tissue: treat the support as unreliable." if warn else ""
+        self.say(
+            f"Checked {len(result.checked)} of {len(result.sentences)} sentences ({n_claims} claims in the words of "
+            f"{result.ontology}); {bad} claim{'s' if bad != 1 else ''} not borne out"
+            f"{': click one to see its evidence' if bad else ''}.{note}",
+            error=warn,
+        )
 
     def _on_click(self, viewer, event):
         """List what the draft and answers say about the clicked patch, best supported first."""

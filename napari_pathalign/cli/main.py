@@ -86,6 +86,9 @@ def _train(args) -> int:
         cfg = TrainConfig.from_json(args.config)
         if args.device:
             cfg.device = args.device
+        if args.ontology:
+            cfg.ontology = args.ontology
+            cfg.validate()
         result = train(cfg, resume=args.resume)
     except (ValueError, FileNotFoundError) as exc:  # config, table, features, checkpoint problems
         print(f"error: {exc}", file=sys.stderr)
@@ -196,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--config", required=True, help="training config JSON (see examples/train_config_g.json)")
     tr.add_argument("--resume", action="store_true", help="continue from the config's out/train_state")
     tr.add_argument("--device", help="override the config's device: auto, cpu or cuda[:N]")
+    tr.add_argument(
+        "--ontology", help="the report ontology of the training reports (JSON); stored with the model as ontology.json"
+    )
     tr.set_defaults(run=_train)
     dd = sub.add_parser(
         "demo-data", help="assemble demo slides with ground truth and multi-part reports from labelled real tiles"

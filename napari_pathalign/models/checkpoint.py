@@ -56,12 +56,18 @@ def _lm_entry(model, folder: Path) -> str | None:
 
 
 def save_pathalign(
-    model, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False
+    model,
+    path: str | Path,
+    extra: dict | None = None,
+    half: bool = False,
+    bundle_lm: bool = False,
+    files: dict[str, str] | None = None,
 ) -> Path:
     """Write atomically: a temporary folder beside ``path`` is renamed over it when complete.
 
     ``half``: store float16 (shipped weights; they load back into float32). ``bundle_lm``: copy the
-    language model into the checkpoint (as ``lm/``) so the folder is self-contained.
+    language model into the checkpoint (as ``lm/``) so the folder is self-contained. ``files``: more
+    text files that belong with the weights, {name: text} (the report ontology: ``ontology.json``).
     """
     import torch
     from safetensors.torch import save_file
@@ -87,6 +93,10 @@ def save_pathalign(
             shutil.copytree(model.lm.path, tmp / cfg["lm"])  # keep a bundled LM with the weights
         save_file(tensors, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        for name, text in (files or {}).items():
+            if Path(name).name != name or name in ("config.json", "model.safetensors"):
+                raise ValueError(f"a checkpoint's extra file is a plain file name, not {name!r}")
+            (tmp / name).write_text(text, encoding="utf-8")
     return path
 
 

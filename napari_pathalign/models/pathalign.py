@@ -356,7 +356,14 @@ class PathAlign(nn.Module):
 
         return load_pathalign(path, device=device, lm=lm, config_from_dict=PathAlignConfig.from_dict, build=cls)
 
-    def save(self, path: str | Path, extra: dict | None = None, half: bool = False, bundle_lm: bool = False) -> Path:
+    def save(
+        self,
+        path: str | Path,
+        extra: dict | None = None,
+        half: bool = False,
+        bundle_lm: bool = False,
+        files: dict[str, str] | None = None,
+    ) -> Path:
         from napari_pathalign.models.checkpoint import save_pathalign
 
-        return save_pathalign(self, path, extra, half, bundle_lm)
+        return save_pathalign(self, path, extra, half, bundle_lm, files)

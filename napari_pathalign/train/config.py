@@ -34,6 +34,9 @@ class TrainConfig:
     seed: int = 0  # shuffling, patch sampling, hard negatives and initialisation
     device: str = "auto"  # 'auto' (CUDA with bf16 autocast when present), 'cpu', 'cuda[:N]'
     embed_missing: bool = True  # embed slides whose features are not cached yet (else: error)
+    # the report ontology of the training reports (docs/your-own-reports.md), stored with the model as
+    # ontology.json; None: a stage-2 model keeps its stage-1 model's, otherwise the embedded demo one applies
+    ontology: str | None = None
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -56,7 +59,7 @@ class TrainConfig:
             raise ValueError(f"{path}: missing {missing}; a config needs at least 'data' and 'out'")
         cfg = cls(**raw)
         base = path.parent
-        for key in ("data", "out", "val_data", "features_dir", "encoder_weights", "init_from"):
+        for key in ("data", "out", "val_data", "features_dir", "encoder_weights", "init_from", "ontology"):
             value = getattr(cfg, key)
             if value is not None and not Path(value).is_absolute():
                 setattr(cfg, key, str(base / value))
@@ -67,6 +70,10 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        if self.ontology is not None:
+            from napari_pathalign.reporting.ontology import load_ontology
+
+            load_ontology(self.ontology)  # an OntologyError (a ValueError) names the field, before any training
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
         if self.stage == 2 and not self.init_from:

@@ -138,6 +138,19 @@ def _config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _ontology_file(cfg: TrainConfig) -> dict[str, str]:
+    """{'ontology.json': text} of the ontology the model is trained with: the config's, else the stage-1
+    model's (stage 2 keeps it); {} when there is none (the embedded demo ontology then applies)."""
+    from napari_pathalign.reporting.ontology import load_ontology
+
+    source = cfg.ontology
+    if source is None and cfg.init_from and (Path(cfg.init_from) / "ontology.json").is_file():
+        source = str(Path(cfg.init_from) / "ontology.json")
+    if source is None:
+        return {}
+    return {"ontology.json": json.dumps(load_ontology(source).to_dict(), indent=1, ensure_ascii=False) + "\n"}
+
+
 def _save_state(folder: Path, optimizer, state: dict) -> None:
     """Optimizer moments as safetensors + the loop's position as JSON (no pickle), atomically."""
     from safetensors.torch import save_file
@@ -243,7 +256,11 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             record[f"{which}_top1"] = retrieval_top1(model, eval_bank, eval_texts, cfg.max_patches)
         history.append(record)
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        model.save(model_dir, extra={"epoch": epoch + 1, "history": history, "train_config": cfg.to_dict()})
+        model.save(
+            model_dir,
+            extra={"epoch": epoch + 1, "history": history, "train_config": cfg.to_dict()},
+            files=_ontology_file(cfg),
+        )
         _save_state(
             state_dir,
             optimizer,
