@@ -42,6 +42,11 @@ class SlideAnalysis(PreparedSlide):
             return self.ontology_spec
         return model_ontology(self.models.get("generation"))
 
+    @property
+    def model_ontology(self) -> Ontology:
+        """The ontology the generation model was trained with (its own words)."""
+        return model_ontology(self.models.get("generation"))
+
     iter_draft = drafting.iter_draft
     iter_answer = drafting.iter_answer
     statements_at = drafting.statements_at

@@ -79,7 +79,7 @@ def check_report(analysis, text: str, prompt: str = "Final diagnosis:") -> Repor
     name = f"'{onto.name}' v{onto.version}"
     if not split_sentences(text):
         raise ValueError("the report holds no sentence to check")
-    statements = build_statements(analysis, text, "", prompt)
+    statements = build_statements(analysis, text, "", prompt, own_words=False)
     if not any(s.claims for s in statements):
         raise ValueError(
             f"nothing in this report can be checked: no sentence names a diagnosis, a negative finding, an extent "

@@ -132,10 +132,12 @@ class ClaimChecker:
 
         self.analysis = analysis
         self.ontology = ontology or getattr(analysis, "ontology", None) or load_ontology()
+        # the words the model was trained with: the calls of a report worded otherwise are asked in these
+        self.model_ontology = getattr(analysis, "model_ontology", None) or load_ontology()
         self.calibration = calibration if calibration is not None else load_calibration()
         self.head = load_head() if head is ... else head
         self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> (N,)
-        self._calls: dict[str, dict[str, float]] = {}  # prompt -> {call: probability} right after it
+        self._calls: dict[tuple, dict[str, float]] = {}  # (prompt, ontology) -> {call: probability} after it
         self._method: str | None = None
 
     # -- measurements -------------------------------------------------------------------------
@@ -212,28 +214,37 @@ class ClaimChecker:
         sets = {o.name: [p for c in o.classes for p in c.prompts] for o in self.ontology.organs}
         return self.analysis.zero_shot(sets, "retrieval").best
 
-    def calls(self, soft, prompt: str) -> dict[str, float]:
-        """{call: probability} right after ``prompt``: each tumour class of the ontology, and 'no tumour'."""
-        if prompt not in self._calls:
-            alts = [(p[:1].upper() + p[1:] + ".", value) for p, value in self._call_phrases()]
-            self._calls[prompt] = _distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
-        return self._calls[prompt]
+    def calls(self, soft, prompt: str, ontology: Ontology | None = None) -> dict[str, float]:
+        """{call: probability} of a whole sentence right after ``prompt``: each tumour class of the ontology
+        (default the checked text's), and 'no tumour'."""
+        onto = ontology or self.ontology
+        key = (prompt, onto.name, onto.version)
+        if key not in self._calls:
+            alts = [(p[:1].upper() + p[1:] + ".", value) for p, value in self._call_phrases(onto)]
+            self._calls[key] = _distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
+        return self._calls[key]
 
     def tumour_present(self, soft, prompt: str) -> float:
         """P(tumour present) from the LM: the tumour calls against the negative ones right after ``prompt``."""
-        return 1.0 - self.calls(soft, prompt).get(NEGATIVE, 0.0)
+        return 1.0 - self.calls(soft, prompt, self.model_ontology).get(NEGATIVE, 0.0)
 
-    def _call_phrases(self) -> list[tuple[str, str]]:
+    def _call_phrases(self, ontology: Ontology | None = None) -> list[tuple[str, str]]:
         """(phrase, call) of every diagnosis the ontology can state: tumour classes' phrases, negative phrases."""
         out = []
-        for o in self.ontology.organs:
+        for o in (ontology or self.ontology).organs:
             out += [(p, c.name) for c in o.tumour_classes for p in c.phrases]
             out += [(p, NEGATIVE) for p in o.negative_phrases]
         return list(dict.fromkeys(out))
 
     # -- checking -----------------------------------------------------------------------------
-    def check(self, sentences: list[str], prompt: str, question: str | None = None) -> list[list[Claim]]:
-        """The checked claims of each sentence of one text (a draft, an answer, a report) after ``prompt``."""
+    def check(
+        self, sentences: list[str], prompt: str, question: str | None = None, own_words: bool = True
+    ) -> list[list[Claim]]:
+        """The checked claims of each sentence of one text (a draft, an answer, a report) after ``prompt``.
+
+        ``own_words``: the text is the model's own (a draft): a call is asked in its place in the sentence.
+        A report written by someone else is worded its own way: its calls are asked in the model's words,
+        as whole sentences after the text before them (the claimed class matched by its label)."""
         import torch
 
         gen = self.analysis.models["generation"]
@@ -253,7 +264,7 @@ class ClaimChecker:
                 if c.kind in ("diagnosis", "negative", "answer") and not self._is_tissue(c, organ):
                     if soft is None:
                         continue
-                    no_tumour = self._check_call(c, sentence, prefix, soft)  # P(no tumour) in the call's place
+                    no_tumour = self._check_call(c, sentence, prefix, soft, own_words)  # P(no tumour)
                     if c.kind == "diagnosis" or (c.kind == "negative" and c.value == "tumour"):
                         present = 1 - no_tumour
                 elif c.kind == "extent":
@@ -271,22 +282,41 @@ class ClaimChecker:
             return False
         return not any(x.name == c.value and x.tumour for o in self.ontology.organs for x in o.classes)
 
-    def _check_call(self, c: Claim, sentence: str, prefix: str, soft) -> float:
+    def _check_call(self, c: Claim, sentence: str, prefix: str, soft, own_words: bool = True) -> float:
         """A diagnosis, a negative call or an answer: the LM's choice among the alternatives. Returns the
-        probability of 'no tumour' in the call's place (nan for an answer)."""
+        probability of 'no tumour' (nan for an answer)."""
         lm = self.analysis.models["generation"].lm
         if c.kind == "answer":
             c.probability = _distribution(lm, soft, prefix, _answers(sentence, c)).get(c.value, 0.0)
             c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
             return float("nan")
-        dist = _distribution(lm, soft, prefix, self._swapped(sentence, c))  # {call: probability}
-        if c.kind == "negative" and c.value != "tumour":  # "no <class>": that class is not the call
-            c.probability = 1 - dist.get(c.value, 0.0)
-            c.basis = f"1 - the model's probability of '{c.value}' among the calls, given the slide"
+        value = c.value
+        if own_words:
+            dist = _distribution(lm, soft, prefix, self._swapped(sentence, c))  # {call: probability}
+            how = "in its place in the sentence"
         else:
-            c.probability = dist.get(NEGATIVE if c.kind == "negative" else c.value, 0.0)
-            c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
+            value, known = self._model_call(c.value)
+            dist = self.calls(soft, prefix, self.model_ontology if known else self.ontology)
+            how = "in the model's own words" if known else "in this ontology's words (a class the model never named)"
+        if c.kind == "negative" and c.value != "tumour":  # "no <class>": that class is not the call
+            c.probability = 1 - dist.get(value, 0.0)
+            c.basis = f"1 - the model's probability of '{c.value}' among the calls ({how}), given the slide"
+        else:
+            c.probability = dist.get(NEGATIVE if c.kind == "negative" else value, 0.0)
+            c.basis = f"the model's probability of '{c.phrase}' against the other calls ({how}), given the slide"
         return dist.get(NEGATIVE, 0.0)
+
+    def _model_call(self, value: str) -> tuple[str, bool]:
+        """The model ontology's name for a class of the checked text's ontology (same label, else same name),
+        and whether the model knows it."""
+        if value == "tumour":
+            return value, True
+        label = next((c.label for o in self.ontology.organs for c in o.classes if c.name == value), value)
+        for o in self.model_ontology.organs:
+            for c in o.tumour_classes:
+                if c.label == label or c.name == value:
+                    return c.name, True
+        return value, False
 
     def _swapped(self, sentence: str, c: Claim) -> list[tuple[str, str]]:
         """The sentence with every call of the ontology in the claim's place: [(sentence, call)]."""

@@ -235,7 +235,9 @@ def stream_generate(model, slide_embedding, prompt: str, config) -> Iterator[str
     return text.strip()
 
 
-def build_statements(analysis, text: str, context: str = "", prompt: str = "Final diagnosis:") -> list[Statement]:
+def build_statements(
+    analysis, text: str, context: str = "", prompt: str = "Final diagnosis:", own_words: bool = True
+) -> list[Statement]:
     """Sentences of ``text`` (which followed ``prompt``) with support (their claims) and evidence heatmaps.
 
     ``context`` (an answer's question) is read with each sentence: "Yes." alone says nothing,
@@ -257,7 +259,7 @@ def build_statements(analysis, text: str, context: str = "", prompt: str = "Fina
     if analysis.cache.get("claim_checker") is None:  # the slide's measurements, computed once per analysis
         analysis.cache["claim_checker"] = ClaimChecker(analysis)
     checker = analysis.cache["claim_checker"]
-    claims = checker.check(sentences, prompt, context or None)
+    claims = checker.check(sentences, prompt, context or None, own_words=own_words)
     attributions = analysis.similarity_attribution(read, "retrieval")
     out = []
     for sentence, full, sim, checked, attribution in zip(sentences, read, sims, claims, attributions):
