@@ -29,26 +29,12 @@ from qtpy.QtWidgets import (
 
 from napari_pathalign._napari.dock import SlideDock, dock_links
 from napari_pathalign._napari.evidence_view import EvidenceView
+from napari_pathalign._napari.report_check import ReportCheckMixin, support_colour
 from napari_pathalign._napari.slide_info import slide_of
 from napari_pathalign.reporting.drafting import iter_draft, statements_at
 
 AUTOSAVE_MS = 1500  # an edit is on disk within 2 s
 DECODING = {"greedy (streamed)": {}, "beam search (3)": {"num_beams": 3}, "top-p 0.9 (sampled)": {"top_p": 0.9}}
-
-
-def _support_colour(support: float) -> str:
-    """Readable on napari's dark theme: red below the review line, amber up to 0.8, green above."""
-    return "#ff6b6b" if support < 0.5 else ("#f0c05a" if support < 0.8 else "#7bd88f")
-
-
-@thread_worker
-def _check(registry, slide, text):
-    """Prepare the slide's analysis when needed, then check the text's claims (``SlideAnalysis.check``)."""
-    from napari_pathalign.core.generators import mapped
-
-    analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
-    yield ("progress", "Checking each sentence's claims against the slide ...")
-    return analysis.check(text)
 
 
 @thread_worker
@@ -66,7 +52,7 @@ def slide_key(slide) -> tuple[str, str]:
     return slide_fingerprint(slide.path), str(slide.path)
 
 
-class ReportWidget(SlideDock):
+class ReportWidget(ReportCheckMixin, SlideDock):
     title = "Report"
 
     def __init__(self, napari_viewer: napari.Viewer, store=None):
@@ -414,7 +400,7 @@ class ReportWidget(SlideDock):
             else:
                 item = QListWidgetItem(f"{'⚠ ' if s.flagged else ''}[{s.support:.0%}] {s.text}")
                 item.setToolTip(("low support: check this sentence against the slide\n" if s.flagged else "") + s.basis)
-                item.setForeground(QColor(_support_colour(s.support)))
+                item.setForeground(QColor(support_colour(s.support)))
             self.sentences.addItem(item)
         self.unsupported.clear()
         self.unsupported.hide()
@@ -423,58 +409,6 @@ class ReportWidget(SlideDock):
         if not 0 <= row < len(self.shown) or self.layer is None:
             return
         self.evidence.show(self.shown[row], self.layer)
-
-    # ------------------------------------------------------------------ checking
-    def check_text(self, *_):
-        """Check the editor's text (typed, pasted or drafted) against the slide, in a worker."""
-        layer, text = self.layer, self.editor.toPlainText()
-        if layer is None:
-            self.say("Select a slide layer opened by PathAlign first.", error=True)
-            return None
-        from napari_pathalign.reporting.check import MAX_CHARS
-
-        if not text.strip():
-            self.say("Type or paste a report into the editor, then press Check.", error=True)
-            return None
-        if len(text) > MAX_CHARS:
-            self.say(
-                f"Not checked: the text is {len(text):,} characters; a report to check is at most {MAX_CHARS:,} "
-                "(check it part by part).",
-                error=True,
-            )
-            return None
-        if self.dirty:
-            self.autosave()  # the text checked is the text kept
-        worker = _check(self.registry, slide_of(layer), text, _ignore_errors=True)
-        worker.yielded.connect(self._on_yield)
-        worker.returned.connect(lambda result, layer=layer: self._on_check(layer, result))
-        worker.errored.connect(lambda exc: self.say(f"Not checked: {exc}", error=True))
-        worker.finished.connect(lambda: (self.check_button.setEnabled(True), self.draft_button.setEnabled(True)))
-        self.check_button.setEnabled(False)
-        self.draft_button.setEnabled(False)
-        return self.start_worker(worker)
-
-    def _on_check(self, layer, result):
-        if layer is not self.layer:
-            return
-        self.check_result = result
-        self.show_sentences(result.sentences, checked_only=True)
-        for s, c in result.unsupported:
-            item = QListWidgetItem(f"✗ {c.kind} '{c.value}' ('{c.phrase}'): {c.probability:.0%} · {s.text}")
-            item.setToolTip(c.basis)
-            item.setData(Qt.UserRole, self.shown.index(s))
-            self.unsupported.addItem(item)
-        self.unsupported.setVisible(self.unsupported.count() > 0)
-        n_claims = sum(len(s.claims) for s in result.sentences)
-        bad = len(result.unsupported)
-        warn = bool(getattr(result.in_distribution, "warn", False))
-        note = " The slide is unlike the model's training tissue: treat the support as unreliable." if warn else ""
-        self.say(
-            f"Checked {len(result.checked)} of {len(result.sentences)} sentences ({n_claims} claims in the words of "
-            f"{result.ontology}); {bad} claim{'s' if bad != 1 else ''} not borne out"
-            f"{': click one to see its evidence' if bad else ''}.{note}",
-            error=warn,
-        )
 
     def _on_click(self, viewer, event):
         """List what the draft and answers say about the clicked patch, best supported first."""
