@@ -109,7 +109,7 @@ def test_tumour_text_heatmap_finds_the_tumour_focus(analysis):
 
 
 def test_zero_shot_probabilities_and_class_maps(analysis):
-    z = analysis.zero_shot()
+    z = analysis.zero_shot()  # the default set: the report ontology's 'diagnosis'
     assert set(z.probabilities) == {"tumour", "no tumour"}
     assert abs(sum(z.probabilities.values()) - 1) < 1e-6 and z.temperature > 1
     assert z.best == "tumour"  # the demo node holds a 22.6% tumour focus

@@ -147,3 +147,18 @@ def test_bad_files_say_what_is_accepted(tmp_path):
     good = tmp_path / "gland.json"
     good.write_text(json.dumps(GLAND))
     assert load_ontology(good).organ("glandula").tumour_classes[1].name == "clear-cell neoplasm"
+
+
+def test_zero_shot_class_sets_come_from_the_ontology():
+    sets, default = Ontology.from_dict(GLAND).class_sets()
+    assert default == "diagnosis" and set(sets) == {"diagnosis", "glandula"}
+    assert sets["diagnosis"] == {
+        "tumour": ["spindle neoplasm", "fusiform tumour", "clear cells"],
+        "no tumour": ["benign glandula", "no neoplasm"],
+    }
+    assert sets["glandula"]["clear-cell neoplasm"] == ["clear cells"]
+    embedded, _ = load_ontology().class_sets()
+    assert (
+        set(embedded) == {"diagnosis", "lymph node", "colon"}
+        and "no tumour identified" in embedded["diagnosis"]["no tumour"]
+    )

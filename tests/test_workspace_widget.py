@@ -34,6 +34,8 @@ def test_analyse_then_text_attention_zero_shot_export(dock, qtbot, tmp_path, out
     viewer, layer, widget = dock
     assert not widget.tabs.isEnabled()
     assert _analyse(widget, qtbot).ready
+    box = widget.zero_shot.set_box  # the zero-shot sets come from the model's report ontology
+    assert [box.itemText(k) for k in range(box.count())] == ["diagnosis", "lymph node", "colon"]
     assert widget.tabs.isEnabled() and "patches analysed on cpu" in widget.status.text()
     assert widget.progress.value() == widget.progress.maximum()
     # text -> region: typed like a user, shown as an image layer aligned with the slide in µm

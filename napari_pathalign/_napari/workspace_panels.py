@@ -197,6 +197,18 @@ class ZeroShotPanel(QWidget):
         self.set_box.setCurrentText(default)
         self.load_set(default)
 
+    def set_sets(self, sets: dict, default: str) -> None:
+        """Offer other class sets (an analysis's report ontology), keeping the chosen set when it is there."""
+        current = self.set_box.currentText()
+        self.sets = sets
+        self.set_box.blockSignals(True)
+        self.set_box.clear()
+        self.set_box.addItems(list(sets))
+        self.set_box.blockSignals(False)
+        name = current if current in sets else default
+        self.set_box.setCurrentText(name)
+        self.load_set(name)
+
     def load_set(self, name: str) -> None:
         classes = self.sets.get(name, {})
         self.table.setRowCount(0)

@@ -81,8 +81,8 @@ class WorkspaceWidget(SlideDock):
     title = "PathAlign"
 
     def __init__(self, napari_viewer: napari.Viewer):
-        from napari_pathalign.engine.zero_shot import load_class_sets
         from napari_pathalign.models.encoders import available_encoders
+        from napari_pathalign.reporting.ontology import load_ontology
 
         super().__init__(napari_viewer)
         self.job_layer = None  # the slide layer the running Analyse belongs to
@@ -117,7 +117,7 @@ class WorkspaceWidget(SlideDock):
         for b in (browse, self.analyse_button, self.cancel_button):
             buttons.addWidget(b)
         # -- panels
-        sets, default = load_class_sets()
+        sets, default = load_ontology().class_sets()  # the embedded model's; each analysis brings its own
         self.attention = AttentionPanel()
         self.text = TextPanel()
         self.zero_shot = ZeroShotPanel(sets, default)
@@ -298,6 +298,7 @@ class WorkspaceWidget(SlideDock):
         self.say(f"{layer.name}: {n} patches analysed on {analysis.device_info}.")
         self.progress.setValue(self.progress.maximum())
         self.attention.set_gallery(getattr(analysis, "gallery", []))
+        self.zero_shot.set_sets(*analysis.ontology.class_sets())  # the model's report ontology
         self.layer_changed()
 
     def _layer_removed(self, event):

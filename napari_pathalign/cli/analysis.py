@@ -40,11 +40,16 @@ def _heatmap(args) -> int:
 def _zero_shot(args) -> int:
     from napari_pathalign.engine.zero_shot import load_class_sets
 
-    sets, default = load_class_sets(args.classes)
+    if args.classes:  # a class file given: checked before the slide is analysed
+        sets, default = load_class_sets(args.classes)
+        if (args.set or default) not in sets:
+            raise ValueError(f"no class set {args.set or default!r} in the class file; it has {sorted(sets)}")
+    analysis = prepare_analysis(args)
+    if not args.classes:  # the sets of the model's report ontology
+        sets, default = analysis.ontology.class_sets()
     name = args.set or default
     if name not in sets:
-        raise ValueError(f"no class set {name!r} in the class file; it has {sorted(sets)}")
-    analysis = prepare_analysis(args)
+        raise ValueError(f"no class set {name!r} in the report ontology; it has {sorted(sets)}")
     result = analysis.zero_shot(sets[name], model=args.scorer)
     if args.json:
         print(
@@ -88,9 +93,12 @@ def add_analysis_commands(sub) -> None:
     zs = sub.add_parser("zero-shot", help="zero-shot class probabilities of a slide from prompt ensembles")
     add_slide_arguments(zs)
     zs.add_argument(
-        "--classes", help="JSON of {class: [prompts]} (default: the shipped classes for the embedded model)"
+        "--classes",
+        help="JSON class file {'default': set, 'sets': {set: {class: [prompts]}}} (default: the sets of the model's "
+        "report ontology: 'diagnosis' and one per organ)",
     )
-    zs.add_argument("--set", help="class set inside the JSON (default: its 'default')")
+    zs.add_argument("--set", help="class set to score (default: the file's default, or 'diagnosis')")
+    zs.add_argument("--ontology", help="the report ontology whose class sets to use (JSON; default: the model's own)")
     zs.add_argument(
         "--scorer", choices=["retrieval", "generation"], default="retrieval", help="which model scores the slide"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_pathalign.engine.analysis import PreparedSlide
+from napari_pathalign.engine.zero_shot import slide_zero_shot
 from napari_pathalign.reporting import drafting
 from napari_pathalign.reporting.check import check_report
 from napari_pathalign.reporting.ontology import Ontology, load_ontology
@@ -46,6 +47,13 @@ class SlideAnalysis(PreparedSlide):
     def model_ontology(self) -> Ontology:
         """The ontology the generation model was trained with (its own words)."""
         return model_ontology(self.models.get("generation"))
+
+    def zero_shot(self, classes: dict[str, list[str]] | None = None, model: str = "retrieval"):
+        """``engine.zero_shot.slide_zero_shot``; without ``classes``, the ontology's 'diagnosis' set."""
+        if classes is None:
+            sets, default = self.ontology.class_sets()
+            classes = sets[default]
+        return slide_zero_shot(self, classes, model)
 
     iter_draft = drafting.iter_draft
     iter_answer = drafting.iter_answer

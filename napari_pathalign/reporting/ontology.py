@@ -177,6 +177,17 @@ class Ontology:
         }
 
     # ------------------------------------------------------------------ reading
+    def class_sets(self) -> tuple[dict[str, dict[str, list[str]]], str]:
+        """Zero-shot class sets from the ontology, and the default one: 'diagnosis' (every tumour class's
+        prompts against the negative phrases) and one set per organ (its classes)."""
+        tumour = [p for o in self.organs for c in o.tumour_classes for p in c.prompts]
+        negative = [p for o in self.organs for p in o.negative_phrases]
+        sets = {"diagnosis": {"tumour": list(dict.fromkeys(tumour)), "no tumour": list(dict.fromkeys(negative))}}
+        sets.update({o.name: o.zero_shot_classes() for o in self.organs})
+        if not negative:  # an ontology without negative phrases: the diagnosis set is its tumour classes
+            sets["diagnosis"] = {c.name: list(c.prompts) for o in self.organs for c in o.tumour_classes}
+        return sets, "diagnosis"
+
     def organ(self, name: str) -> Organ:
         for o in self.organs:
             if o.name == name:
