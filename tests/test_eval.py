@@ -96,3 +96,27 @@ def test_auc_matches_sklearn_with_ties():
     score, positive = rng.integers(0, 5, 200).astype(float), rng.random(200) < 0.3  # many ties
     assert auc(score, positive) == pytest.approx(roc_auc_score(positive, score))
     assert auc(score, np.zeros(200, bool)) is None
+
+
+def test_facts_read_with_the_ontology_match_what_the_demo_writer_wrote():
+    """The clinical-fact parser reads the ontology's claims; on reports and answers the demo writer made
+    from a known composition it recovers exactly that composition's facts."""
+    from napari_pathalign.demo.data import KATHER_CLASSES
+    from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, truth_facts
+    from napari_pathalign.reporting.vocabulary import PartTruth, answers, bucket, truth_tissues, write_part
+
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        source = "pcam" if i % 2 else "kather"
+        classes = ["tumour", "normal"] if source == "pcam" else KATHER_CLASSES
+        w = rng.dirichlet(np.ones(len(classes)) * 0.7)
+        if rng.random() < 0.3:
+            w[0] = 0
+            w = w / w.sum()
+        fractions = dict(zip(classes, w.round(3)))
+        truth = PartTruth(source, fractions, float(fractions[classes[0]]))
+        assert parse_facts(write_part(truth, rng)) == truth_facts(truth)
+        said = answers(truth)
+        assert parse_extent_answer(said["extent"]) == (bucket(truth.tumour_fraction) or "none")
+        assert parse_tissue_answer(said["tissues"], source) == set(truth_tissues(truth))
+    assert parse_facts("No.") == {("tumour", "no")} and parse_facts("No adenocarcinoma is seen.") == {("tumour", "no")}

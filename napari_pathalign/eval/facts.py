@@ -1,61 +1,41 @@
-"""Clinical facts in report text, read with the vocabulary the demo reports are written with.
+"""Clinical facts in report text, read with a report ontology (the embedded one by default).
 
 A draft is scored on what it states, not how it says it: the tumour call (present / absent), the
-extent bucket when present (small < 10%, moderate 10-30%, extensive > 30%), and each background
-tissue class it names. Phrases and the classes they mean are in ``reporting/vocabulary.py``; negative
-phrases are matched before positive ones ("negative for metastatic carcinoma" is not a positive).
+extent bucket when present, and each background tissue class it names (by its label, the demo
+slides' class name). The claims are the ontology's (``reporting/ontology.py``: longest phrase first,
+negation-aware), so a negative phrase is never also read as a positive one. A bare "No." or "None."
+(an answer) states absence.
 """
 
 from __future__ import annotations
 
 import re
 
-from napari_pathalign.reporting.vocabulary import (
-    EXTENT,
-    NEGATIVE,
-    POSITIVE,
-    TISSUE,
-    TUMOUR_CLASSES,
-    TUMOUR_NAME,
-    PartTruth,
-    background_tissues,
-    bucket,
-)
+from napari_pathalign.reporting.ontology import Ontology, load_ontology
+from napari_pathalign.reporting.vocabulary import TUMOUR_CLASSES, PartTruth, background_tissues, bucket
 
-_NEG = sorted(
-    {p.lower() for ps in NEGATIVE.values() for p in ps} | {"no.", "no,", "no tumour", "none."}, key=len, reverse=True
-)
-_POS = sorted(
-    {p.lower() for ps in POSITIVE.values() for p in ps} | {n.lower() for n in TUMOUR_NAME.values()},
-    key=len,
-    reverse=True,
-)
-_TISSUE = sorted(((p.lower(), c) for c, ps in TISSUE.items() for p in ps), key=lambda x: -len(x[0]))
-_EXTENT = sorted(((p.lower(), b) for b, ps in EXTENT.items() for p in ps), key=lambda x: -len(x[0]))
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+ANSWER_NO = re.compile(r"(?:^|\s)(?:no[.,]|none\.|no tumour)(?=\s|$)")  # an answer's "No." states absence
 
 
-def parse_facts(text: str) -> set[tuple[str, str]]:
-    """{('tumour', 'yes'|'no'), ('extent', bucket), ('tissue', class), ...} stated in ``text``."""
-    t = " " + " ".join(str(text).lower().split()) + " "
+def parse_facts(text: str, ontology: Ontology | None = None) -> set[tuple[str, str]]:
+    """{('tumour', 'yes'|'no'), ('extent', bucket), ('tissue', class label), ...} stated in ``text``."""
+    onto = ontology or load_ontology()
+    flat = " ".join(str(text).split())
+    claims = onto.find_claims(flat)
+    tumour_classes = {c.name for o in onto.organs for c in o.tumour_classes}
+    label = {c.name: c.label for o in onto.organs for c in o.classes}
     facts: set[tuple[str, str]] = set()
-    rest = t
-    if any(p in t for p in _NEG):
+    negative = any(c.kind == "negative" and (c.value == "tumour" or c.value in tumour_classes) for c in claims)
+    if negative or ANSWER_NO.search(" " + flat.lower() + " "):
         facts.add(("tumour", "no"))
-        for p in _NEG:
-            rest = rest.replace(p, " ")
-    elif any(p in t for p in _POS):
+    elif any(c.kind == "diagnosis" for c in claims):
         facts.add(("tumour", "yes"))
     if ("tumour", "yes") in facts:
-        b = next((b for p, b in _EXTENT if p in t), None)
-        if b is None and (m := _PERCENT.search(t)):
-            b = bucket(float(m.group(1)) / 100)
-        if b is not None:
-            facts.add(("extent", b))
-    for p, c in _TISSUE:
-        if p in rest:
-            facts.add(("tissue", c))
-            rest = rest.replace(p, " ")
+        extents = [c for c in claims if c.kind == "extent"]
+        phrased = [c for c in extents if c.percent is None]
+        chosen = (phrased or extents)[:1]
+        facts |= {("extent", c.value) for c in chosen if c.value}
+    facts |= {("tissue", label[c.value]) for c in claims if c.kind == "tissue"}
     return facts
 
 
@@ -78,12 +58,11 @@ def parse_yes_no(text: str) -> str | None:
     return "yes" if t.startswith("yes") else "no" if t.startswith("no") else None
 
 
-def parse_extent_answer(text: str) -> str | None:
-    """'None.' -> None-bucket 'none'; 'Less than 10% ...' -> 'small'; etc."""
+def parse_extent_answer(text: str, ontology: Ontology | None = None) -> str | None:
+    """An answer to 'how much tumour?': 'none' for "None." / "No ...", else the extent bucket it states."""
     t = str(text).strip().lower()
     if t.startswith("none") or t.startswith("no"):
         return "none"
-    for key, name in (("less than 10", "small"), ("between 10", "moderate"), ("more than 30", "extensive")):
-        if key in t:
-            return name
-    return next((b for p, b in _EXTENT if p in t), None)
+    extents = [c for c in (ontology or load_ontology()).find_claims(str(text)) if c.kind == "extent"]
+    phrased = [c for c in extents if c.percent is None]
+    return next((c.value for c in phrased or extents), None)
