@@ -155,3 +155,35 @@ def test_train_on_a_made_up_organ_then_check_in_its_words(tmp_path, capsys):
     # measured with the ontology's prompts: the shipped measurement head does not fit this model, and says so
     assert "zero-shot map" in claims[("extent", "diffuse")]["basis"]
     assert out["sentences"][0]["support"] is None  # the specimen line claims nothing
+
+    # pathalign calibrate: the model's own measurement errors, from slides of known composition, kept with it
+    import csv
+
+    from napari_pathalign.reporting.claims import Calibration, load_calibration, model_calibration
+
+    with open(tmp_path / "slides.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["slide", "fractions"])
+        for i, (folder, share, _) in enumerate(CASES * 2):
+            name = {"02_STROMA": "spindle neoplasm", "07_ADIPOSE": "clear-cell neoplasm"}.get(folder)
+            fractions = {"acini": round(1 - round(share * 36) / 36, 4)}
+            if name:
+                fractions[name] = round(round(share * 36) / 36, 4)
+            w.writerow([f"g{i}.tif", json.dumps(fractions)])
+    model = tmp_path / "g2" / "model"
+    common = ["--retrieval-model", "", "--cache-dir", str(tmp_path / "features")]
+    assert main(["calibrate", str(model), str(tmp_path), *common]) == 0
+    assert "zero-shot tumour: true logit" in capsys.readouterr().out
+    own = load_calibration(str(model / "claim_calibration.json"))["zero-shot"]
+    assert isinstance(own["tumour"], Calibration) and own["tumour"] != load_calibration()["zero-shot"]["tumour"]
+
+    class Held:  # what model_calibration reads of an analysis: its generation model's folder
+        models = {"generation": type("M", (), {"source_path": model})()}
+
+    assert model_calibration(Held())["zero-shot"]["tumour"] == own["tumour"]
+    assert main(["calibrate", str(model), str(tmp_path), *common]) == 2  # never overwritten unasked
+    assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "slides.csv").write_text("slide,fractions\ng0.tif,not json\ng1.tif,{}\ng2.tif,{}\n")
+    assert main(["calibrate", str(model), str(tmp_path / "bad"), "--out", str(tmp_path / "x.json"), *common]) == 2
+    assert "fractions is not a JSON object" in capsys.readouterr().err

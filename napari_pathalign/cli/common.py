@@ -14,8 +14,8 @@ from napari_pathalign.models.spec import EncoderError
 USER_ERRORS = (LibraryError, SlideError, CheckpointError, EncoderError, ValueError, FileNotFoundError, FileExistsError)
 
 
-def prepare_analysis(args):
-    """Open the slide and run ``SlideAnalysis.iter_prepare`` with progress bars; the analysis."""
+def prepare_analysis(args, quiet: bool = False):
+    """Open the slide and run ``SlideAnalysis.iter_prepare`` with progress bars (none when ``quiet``)."""
     from tqdm import tqdm
 
     from napari_pathalign.io import open_slide
@@ -32,6 +32,10 @@ def prepare_analysis(args):
         encoder_weights=args.encoder_weights,
         ontology=getattr(args, "ontology", None),
     )
+    if quiet:
+        for _ in analysis.iter_prepare():
+            pass
+        return analysis
     bar, stage = None, None
     for p in analysis.iter_prepare():
         if p.stage != stage and bar is not None:

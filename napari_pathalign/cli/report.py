@@ -170,6 +170,37 @@ def _check(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from napari_pathalign.core.atomic import atomic_write_text
+    from napari_pathalign.core.generators import run_to_end
+    from napari_pathalign.reporting.calibration import iter_calibrate
+
+    folder = Path(args.model)
+    if args.out:
+        out = Path(args.out)
+    elif folder.is_dir():
+        out = folder / "claim_calibration.json"
+    else:
+        raise ValueError(f"--out is needed: {args.model!r} is no checkpoint folder to keep the calibration in")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+
+    def analysis_of(slide):
+        return prepare_analysis(argparse.Namespace(**{**vars(args), "slide": slide}), quiet=True)
+
+    doc = run_to_end(iter_calibrate(Path(args.data), analysis_of), lambda p: print(p, file=sys.stderr))
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    for method in (m for m in doc if m != "provenance"):
+        for kind in ("tumour", "tissue"):
+            f = doc[method][kind]
+            print(
+                f"{method} {kind}: true logit = {f['slope']} x measured + {f['intercept']}, "
+                f"sigma {f['sigma']} ({f['pairs']} pairs)"
+            )
+    print(f"wrote {out}")
+    return 0
+
+
 def add_report_commands(sub) -> None:
 
     d = sub.add_parser(
@@ -206,3 +237,20 @@ def add_report_commands(sub) -> None:
     c.add_argument("--ontology", help="the report ontology to read it with (JSON; default: the model's own)")
     c.add_argument("--json", action="store_true", help="print one JSON object: sentences, support, claims, evidence")
     c.set_defaults(run=_check)
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit a model's measurement errors on slides with known composition (DATA/slides.csv); kept with the model",
+    )
+    cal.add_argument("model", help="the generation model: a checkpoint folder, or 'embedded' (then give --out)")
+    cal.add_argument("data", help="folder with slides.csv: slide, fractions (JSON of class label -> share)")
+    cal.add_argument("--out", help="where to write (default: claim_calibration.json in the model folder)")
+    cal.add_argument("--overwrite", action="store_true")
+    cal.add_argument(
+        "--ontology", help="the report ontology whose class labels the fractions use (default: the model's)"
+    )
+    cal.add_argument("--retrieval-model", default="", help="retrieval model (default: the model itself)")
+    cal.add_argument("--encoder", default="embedded", help="patch encoder name (the model's own)")
+    cal.add_argument("--encoder-weights", help="local weights of the encoder (default: its shipped file)")
+    cal.add_argument("--cache-dir", help="feature cache folder (default: the user's cache folder)")
+    cal.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    cal.set_defaults(run=_calibrate)

@@ -108,6 +108,17 @@ def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration
     return out
 
 
+def model_calibration(analysis) -> dict[str, dict[str, Calibration]]:
+    """The measurement errors of the analysis's generation model: its own ``claim_calibration.json`` (written
+    by ``pathalign calibrate``) per method where it has one, else the shipped file's."""
+    shipped = load_calibration()
+    folder = getattr(analysis.models.get("generation"), "source_path", None)
+    own = Path(folder) / "claim_calibration.json" if folder is not None else None
+    if own is None or not own.is_file():
+        return shipped
+    return {**shipped, **load_calibration(str(own))}
+
+
 def find_claims(sentence: str, question: str | None = None, ontology: Ontology | None = None) -> list[Claim]:
     """The claims ``sentence`` states (unchecked), in reading order; a percentage that repeats an extent
     phrase of the same sentence is no second claim."""
@@ -134,7 +145,7 @@ class ClaimChecker:
         self.ontology = ontology or getattr(analysis, "ontology", None) or load_ontology()
         # the words the model was trained with: the calls of a report worded otherwise are asked in these
         self.model_ontology = getattr(analysis, "model_ontology", None) or load_ontology()
-        self.calibration = calibration if calibration is not None else load_calibration()
+        self.calibration = calibration if calibration is not None else model_calibration(analysis)
         self.head = load_head() if head is ... else head
         self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> (N,)
         self._calls: dict[tuple, dict[str, float]] = {}  # (prompt, ontology) -> {call: probability} after it
