@@ -163,10 +163,10 @@ def fit_head(train: list[dict], calib: list[dict]):
 
 def _line(xy: list[tuple[float, float]]) -> dict:
     """Least squares of the true logit on the measured logit, with the residual sigma."""
-    from napari_pathalign.reporting.claims import _logit
+    from napari_pathalign.reporting.claims import logit
 
-    x = np.array([_logit(a) for a, _ in xy])
-    y = np.array([_logit(b) for _, b in xy])
+    x = np.array([logit(a) for a, _ in xy])
+    y = np.array([logit(b) for _, b in xy])
     slope, intercept = np.polyfit(x, y, 1)
     sigma = float(np.std(y - (slope * x + intercept), ddof=2))
     if slope <= 0:  # the measurement says nothing (or the opposite, on a few slides): the class's base rate instead

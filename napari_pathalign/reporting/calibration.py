@@ -28,12 +28,12 @@ from napari_pathalign.core.progress import Progress
 def fit_line(xy: list[tuple[float, float]]) -> dict:
     """Least squares of the true logit on the measured logit, with the residual sigma. With a slope of
     zero or below (the measurement says nothing, on these slides) the class's base rate instead."""
-    from napari_pathalign.reporting.claims import _logit
+    from napari_pathalign.reporting.claims import logit
 
     if len(xy) < 3:
         raise ValueError(f"a calibration line needs at least 3 slides, got {len(xy)}; add slides to the data")
-    x = np.array([_logit(a) for a, _ in xy])
-    y = np.array([_logit(b) for _, b in xy])
+    x = np.array([logit(a) for a, _ in xy])
+    y = np.array([logit(b) for _, b in xy])
     slope, intercept = np.polyfit(x, y, 1)
     sigma = float(np.std(y - (slope * x + intercept), ddof=2)) if len(xy) > 3 else float(np.std(y, ddof=1))
     if slope <= 0 or not math.isfinite(sigma) or sigma <= 0:

@@ -68,13 +68,13 @@ class Calibration:
 
     def estimate(self, measured: float) -> float:
         """The calibrated fraction (the median of the true fraction given the measured one)."""
-        return 1 / (1 + math.exp(-(self.slope * _logit(measured) + self.intercept)))
+        return 1 / (1 + math.exp(-(self.slope * logit(measured) + self.intercept)))
 
     def probability(self, measured: float, lo: float, hi: float) -> float:
         """P(lo <= true fraction < hi) given the measured fraction."""
-        mu = self.slope * _logit(measured) + self.intercept
-        a = -math.inf if lo <= 0 else (_logit(lo) - mu) / self.sigma
-        b = math.inf if hi >= 1 else (_logit(hi) - mu) / self.sigma
+        mu = self.slope * logit(measured) + self.intercept
+        a = -math.inf if lo <= 0 else (logit(lo) - mu) / self.sigma
+        b = math.inf if hi >= 1 else (logit(hi) - mu) / self.sigma
         return _phi(b) - _phi(a)
 
 
@@ -83,7 +83,7 @@ def _phi(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0))) if math.isfinite(z) else (1.0 if z > 0 else 0.0)
 
 
-def _logit(x: float, eps: float = 0.005) -> float:
+def logit(x: float, eps: float = 0.005) -> float:
     x = min(max(float(x), eps), 1 - eps)
     return math.log(x / (1 - x))
 
