@@ -161,27 +161,11 @@ def fit_head(train: list[dict], calib: list[dict]):
     return heads, chosen
 
 
-def _line(xy: list[tuple[float, float]]) -> dict:
-    """Least squares of the true logit on the measured logit, with the residual sigma."""
-    from napari_pathalign.reporting.claims import logit
-
-    x = np.array([logit(a) for a, _ in xy])
-    y = np.array([logit(b) for _, b in xy])
-    slope, intercept = np.polyfit(x, y, 1)
-    sigma = float(np.std(y - (slope * x + intercept), ddof=2))
-    if slope <= 0:  # the measurement says nothing (or the opposite, on a few slides): the class's base rate instead
-        slope, intercept, sigma = 0.0, float(y.mean()), float(np.std(y, ddof=1))
-    return {
-        "slope": round(float(slope), 4),
-        "intercept": round(float(intercept), 4),
-        "sigma": round(sigma, 4),
-        "pairs": len(xy),
-    }
-
-
 def fit_errors(calib: list[dict], measure) -> dict:
     """{kind: {slope, intercept, sigma, pairs}} of one measurement method (``measure(slide) -> {class: fraction}``),
     and 'tissue_by_class': one line per tissue class (each class is measured with its own error)."""
+    from napari_pathalign.reporting.calibration import fit_line
+
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
     by_class: dict[str, list] = {}
     for s in calib:
@@ -194,8 +178,8 @@ def fit_errors(calib: list[dict], measure) -> dict:
                 pair = (value, float(s["truth"].get(cls, 0.0)))
                 pairs["tissue"].append(pair)
                 by_class.setdefault(cls, []).append(pair)
-    fit = {kind: _line(xy) for kind, xy in pairs.items()}
-    fit["tissue_by_class"] = {cls: _line(xy) for cls, xy in sorted(by_class.items())}
+    fit = {kind: fit_line(xy) for kind, xy in pairs.items()}
+    fit["tissue_by_class"] = {cls: fit_line(xy) for cls, xy in sorted(by_class.items())}
     for kind, f in [*((k, fit[k]) for k in pairs), *fit["tissue_by_class"].items()]:
         print(
             (
