@@ -162,3 +162,36 @@ def test_zero_shot_class_sets_come_from_the_ontology():
         set(embedded) == {"diagnosis", "lymph node", "colon"}
         and "no tumour identified" in embedded["diagnosis"]["no tumour"]
     )
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [
+        ("Metastatic carcinoma is\nnot identified.", [("negative", "metastatic carcinoma")]),  # hard-wrapped
+        ("Metastatic\xa0carcinoma is present.", [("diagnosis", "metastatic carcinoma")]),  # a no-break space
+        ("Metastatic carcinoma: not identified.", [("negative", "metastatic carcinoma")]),  # synoptic form
+        ("Adenocarcinoma is not well differentiated.", [("diagnosis", "adenocarcinoma")]),  # "not" of a grade
+        ("Cannot rule out metastatic carcinoma.", []),  # uncertainty claims neither way
+        ("Metastatic carcinoma not excluded.", []),
+        ("No extensive involvement.", []),  # a negated bucket names none
+        ("No adenocarcinoma or fibrous stroma seen.", [("negative", "adenocarcinoma"), ("negative", "stroma")]),
+        ("Tumour <10% of the tissue.", [("extent", "small")]),
+        ("Tumour 5-10%.", [("extent", "small")]),
+        ("Tumour between 10% and 30%.", [("extent", "moderate")]),
+        ("Ki-67 index 80%.", []),  # a percentage not about the tumour
+        ("Benign colonic mucosa, 60% of the tissue.", [("tissue", "mucosa")]),
+    ],
+)
+def test_hard_cases_of_negation_wrapping_and_percentages(sentence, expected):
+    assert [(c.kind, c.value) for c in load_ontology().find_claims(sentence)] == expected
+
+
+def test_classes_of_an_organ_need_their_own_labels():
+    doc = copy.deepcopy(GLAND)
+    for c in doc["organs"][0]["classes"][:2]:
+        c["label"] = "tumour"
+    with pytest.raises(OntologyError, match="two classes share a label"):
+        Ontology.from_dict(doc)
+    doc = _broken(lambda d: d["extent"][0]["phrases"].append("   "))
+    with pytest.raises(OntologyError, match=r"extent\[0\].phrases\[1\]"):
+        Ontology.from_dict(doc)

@@ -189,7 +189,7 @@ def _calibrate(args) -> int:
         return prepare_analysis(argparse.Namespace(**{**vars(args), "slide": slide}), quiet=True)
 
     doc = run_to_end(iter_calibrate(Path(args.data), analysis_of), lambda p: print(p, file=sys.stderr))
-    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n", overwrite=args.overwrite)
     for method in (m for m in doc if m != "provenance"):
         for kind in ("tumour", "tissue"):
             f = doc[method][kind]

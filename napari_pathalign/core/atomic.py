@@ -26,7 +26,7 @@ def atomic_write(path, mode: int = 0o644, overwrite: bool = True) -> Iterator[Pa
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".partial", dir=path.parent)  # a long name fits
     os.close(fd)
     tmp = Path(name)
     try:
@@ -57,7 +57,7 @@ def atomic_write_text(path, text: str, mode: int = 0o644, overwrite: bool = True
 def atomic_folder(path) -> Iterator[Path]:
     """A folder built under a temporary name and swapped in whole (checkpoints): never half a folder."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:100]}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
         for f in tmp.rglob("*"):

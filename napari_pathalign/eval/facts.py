@@ -55,13 +55,14 @@ def parse_tissue_answer(text: str, source: str) -> set[str]:
 
 def parse_yes_no(text: str) -> str | None:
     t = str(text).strip().lower()
-    return "yes" if t.startswith("yes") else "no" if t.startswith("no") else None
+    m = re.match(r"(yes|no)\b", t)
+    return m.group(1) if m else None
 
 
 def parse_extent_answer(text: str, ontology: Ontology | None = None) -> str | None:
     """An answer to 'how much tumour?': 'none' for "None." / "No ...", else the extent bucket it states."""
     t = str(text).strip().lower()
-    if t.startswith("none") or t.startswith("no"):
+    if re.match(r"(?:none|no)\b", t):
         return "none"
     extents = [c for c in (ontology or load_ontology()).find_claims(str(text)) if c.kind == "extent"]
     phrased = [c for c in extents if c.percent is None]

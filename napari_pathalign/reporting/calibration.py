@@ -31,13 +31,17 @@ def fit_line(xy: list[tuple[float, float]]) -> dict:
     from napari_pathalign.reporting.claims import logit
 
     if len(xy) < 3:
-        raise ValueError(f"a calibration line needs at least 3 slides, got {len(xy)}; add slides to the data")
+        raise ValueError(
+            f"a calibration line needs at least 3 slides, got {len(xy)} (for the tumour share: slides with tumour); "
+            "add slides to the data"
+        )
     x = np.array([logit(a) for a, _ in xy])
     y = np.array([logit(b) for _, b in xy])
     slope, intercept = np.polyfit(x, y, 1)
     sigma = float(np.std(y - (slope * x + intercept), ddof=2)) if len(xy) > 3 else float(np.std(y, ddof=1))
-    if slope <= 0 or not math.isfinite(sigma) or sigma <= 0:
-        slope, intercept, sigma = 0.0, float(y.mean()), max(float(np.std(y, ddof=1)), 0.1)
+    if slope <= 0 or not math.isfinite(sigma) or sigma <= 0 or np.ptp(x) < 1e-6:  # no signal in the measurement
+        slope, intercept, sigma = 0.0, float(y.mean()), float(np.std(y, ddof=1))
+    sigma = max(sigma, 0.05)  # a near-exact fit on a few slides is no zero error
     return {
         "slope": round(float(slope), 4),
         "intercept": round(float(intercept), 4),
@@ -73,7 +77,7 @@ def read_slides(data: Path) -> list[dict]:
             f"{table} does not exist; calibration data is a folder with slides.csv (columns slide, fractions: a "
             "JSON object of class label -> share of the tissue)"
         )
-    with open(table, newline="", encoding="utf-8") as fh:
+    with open(table, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: a spreadsheet's byte-order mark
         rows = list(csv.DictReader(fh))
     for k, r in enumerate(rows):
         if "slide" not in r or "fractions" not in r:

@@ -75,8 +75,14 @@ def check_report(analysis, text: str, prompt: str = "Final diagnosis:") -> Repor
             f"the report is {len(text):,} characters; a report to check is at most {MAX_CHARS:,} "
             "(check it part by part)"
         )
+    if analysis.models["generation"].lm is None:
+        raise ValueError(
+            "this model has no language model (a retrieval model, PathAlign-R), so it cannot weigh a diagnosis; "
+            "check with a generation model (PathAlign-G, e.g. 'embedded')"
+        )
     onto = analysis.ontology
     name = f"'{onto.name}' v{onto.version}"
+    text = _unwrap(text)
     if not split_sentences(text):
         raise ValueError("the report holds no sentence to check")
     statements = build_statements(analysis, text, "", prompt, own_words=False)
@@ -89,6 +95,14 @@ def check_report(analysis, text: str, prompt: str = "Final diagnosis:") -> Repor
     distribution = getattr(analysis, "in_distribution", None)
     ind = distribution() if callable(distribution) else None
     return ReportCheck(text, statements, name, provenance(analysis, prompt, _NoDecoding()), ind)
+
+
+def _unwrap(text: str) -> str:
+    """Join hard-wrapped lines (a line that does not end a sentence or a heading continues on the next),
+    so that "... is" / "not identified." is read as one sentence."""
+    import re
+
+    return re.sub(r"(?<![.!?:])[ \t]*\n[ \t]*(?=\S)", " ", text.strip())
 
 
 @dataclass

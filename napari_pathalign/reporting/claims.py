@@ -94,17 +94,43 @@ def calibration_file() -> Path:
     return RESOURCES / "claim_calibration.json"
 
 
-@lru_cache(maxsize=4)
 def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration]]:
+    """As ``_load_calibration``, read again when the file changes (a model recalibrated in this session)."""
+    source = Path(path or calibration_file())
+    return _load_calibration(str(source), source.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _load_calibration(path: str, mtime_ns: int) -> dict[str, dict[str, Calibration]]:
     """{measurement method ('head', 'zero-shot'): {'tumour': Calibration, 'tissue': Calibration,
     'tissue:<class>': Calibration, ...}} from the shipped file (or ``path``)."""
-    data = json.loads(Path(path or calibration_file()).read_text())
-    line = lambda d: Calibration(**{f: float(d[f]) for f in ("slope", "intercept", "sigma")})  # noqa: E731
+    source = Path(path or calibration_file())
+    data = json.loads(source.read_text())
+
+    def line(d: dict, where: str) -> Calibration:
+        try:
+            cal = Calibration(**{f: float(d[f]) for f in ("slope", "intercept", "sigma")})
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{source}: {where} needs numbers slope, intercept and sigma; got {d!r:.80}") from None
+        if not (
+            math.isfinite(cal.slope) and math.isfinite(cal.intercept) and cal.sigma > 0 and math.isfinite(cal.sigma)
+        ):
+            raise ValueError(f"{source}: {where} needs finite numbers and sigma > 0; got {d!r:.80}")
+        return cal
+
     out = {}
     for m in ("head", "zero-shot"):
         if m in data:
-            out[m] = {k: line(data[m][k]) for k in ("tumour", "tissue")}
-            out[m].update({f"tissue:{c}": line(d) for c, d in data[m].get("tissue_by_class", {}).items()})
+            missing = [k for k in ("tumour", "tissue") if k not in data[m]]
+            if missing:
+                raise ValueError(f"{source}: the '{m}' calibration lacks {missing}; run pathalign calibrate again")
+            out[m] = {k: line(data[m][k], f"{m}.{k}") for k in ("tumour", "tissue")}
+            out[m].update(
+                {
+                    f"tissue:{c}": line(d, f"{m}.tissue_by_class.{c}")
+                    for c, d in data[m].get("tissue_by_class", {}).items()
+                }
+            )
     return out
 
 
@@ -229,7 +255,7 @@ class ClaimChecker:
         """{call: probability} of a whole sentence right after ``prompt``: each tumour class of the ontology
         (default the checked text's), and 'no tumour'."""
         onto = ontology or self.ontology
-        key = (prompt, onto.name, onto.version)
+        key = (prompt, id(onto))  # the object: an edited copy may keep the name and version
         if key not in self._calls:
             alts = [(p[:1].upper() + p[1:] + ".", value) for p, value in self._call_phrases(onto)]
             self._calls[key] = _distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
@@ -265,7 +291,12 @@ class ClaimChecker:
                 soft = gen.lm_proj(
                     torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
                 ).float()
-        organ = self.organ(" ".join([question or "", *sentences]))
+        text = " ".join([question or "", *sentences])
+        organ = self.organ(text)
+        low = text.lower()
+        named = {  # organs the text names by their words (not by a class phrase)
+            o.name for o in self.ontology.organs if any(re.search(rf"\b{re.escape(w.lower())}\b", low) for w in o.words)
+        }
         present = None
         out = []
         for k, sentence in enumerate(sentences):
@@ -276,14 +307,17 @@ class ClaimChecker:
                     if soft is None:
                         continue
                     no_tumour = self._check_call(c, sentence, prefix, soft, own_words)  # P(no tumour)
-                    if c.kind == "diagnosis" or (c.kind == "negative" and c.value == "tumour"):
+                    if math.isfinite(no_tumour) and (
+                        c.kind == "diagnosis" or (c.kind == "negative" and c.value == "tumour")
+                    ):
                         present = 1 - no_tumour
                 elif c.kind == "extent":
                     if present is None:
                         present = self.tumour_present(soft, prompt) if soft is not None else 1.0
                     self._check_extent(c, organ, present)
-                else:  # a tissue, named or negated
-                    self._check_tissue(c, organ)
+                else:  # a tissue: in its own organ when the text names that organ too (a report of two organs)
+                    own = c.organs[0] if len(c.organs) == 1 and c.organs[0] in named else organ
+                    self._check_tissue(c, own)
             out.append([c for c in claims if math.isfinite(c.probability)])
         return out
 
@@ -309,6 +343,9 @@ class ClaimChecker:
             value, known = self._model_call(c.value)
             dist = self.calls(soft, prefix, self.model_ontology if known else self.ontology)
             how = "in the model's own words" if known else "in this ontology's words (a class the model never named)"
+        if len(dist) < 2:  # one call only: the choice would be certain whatever the slide, so it is no check
+            c.probability = float("nan")
+            return float("nan")
         if c.kind == "negative" and c.value != "tumour":  # "no <class>": that class is not the call
             c.probability = 1 - dist.get(value, 0.0)
             c.basis = f"1 - the model's probability of '{c.value}' among the calls ({how}), given the slide"

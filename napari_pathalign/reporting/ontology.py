@@ -25,23 +25,39 @@ from pathlib import Path
 
 MAX_BYTES = 2_000_000  # an ontology is a few kB; a larger file is the wrong file
 NAMED_FRACTION = 0.10  # a named background tissue claims at least this share of the tissue
-PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+# a share of the tissue: "48%", "5-10%", "<10%", "up to 20%", "between 10% and 30%" (a range reads as its middle)
+PERCENT = re.compile(
+    r"(?P<bound><|>|≤|≥|up\s+to\s+|less\s+than\s+|under\s+|over\s+|more\s+than\s+)?"
+    r"(?:between\s+)?(?P<a>\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to|and)\s*(?P<b>\d+(?:\.\d+)?)\s*%"
+    r"|(?P<bound1><|>|≤|≥|up\s+to\s+|less\s+than\s+|under\s+|over\s+|more\s+than\s+)?(?P<c>\d+(?:\.\d+)?)\s*%",
+    re.IGNORECASE,
+)
+# a percentage is a claim about the tumour only in a sentence about the tumour ("Ki-67 80%" is not)
+TUMOUR_CONTEXT = re.compile(r"\b(?:tumou?r\w*|neoplas\w*|carcinoma\w*|involv\w*|extent)\b", re.IGNORECASE)
 # negation before a phrase, within its clause: a cue, then at most 4 filler words ("no residual invasive ...";
 # "not seen in the lymphoid tissue" does not negate the tissue: "seen" is no filler)
 _FILLER = (
     r"(?:any|residual|definite|definitive|obvious|evidence|of|sign|signs|a|an|the|further|viable|convincing|"
     r"identifiable|significant|or|invasive|metastatic|foci|focus|areas?)"
 )
+# ("cannot rule out", "not excluded" are uncertainty, not negation: they claim nothing either way)
 NEGATION_BEFORE = re.compile(
-    r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|rules?\s+out|ruled\s+out|excludes?|nor|"
-    rf"neither)\b(?:\W+{_FILLER}){{0,4}}\W*$",
+    rf"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|nor|neither)\b(?:\W+{_FILLER}){{0,4}}\W*$",
     re.IGNORECASE,
 )
-# negation after it: "... is not seen", "... is absent", "... not identified"
+# negation after it: "... is not seen", "...: not identified", "... is absent"
+# ("is not well differentiated" is no negation)
 NEGATION_AFTER = re.compile(
-    r"^\W*(?:(?:is|are|was|were)\s+)?(?:not\b|absent\b|negative\b|excluded\b|ruled\s+out\b)", re.IGNORECASE
+    r"^[\s:,-]*(?:(?:is|are|was|were)\s+)?(?:not\s+(?:seen|identified|present|detected|found|evident|demonstrated|"
+    r"observed|visualised|visualized)\b|absent\b)",
+    re.IGNORECASE,
 )
-CLAUSE_END = re.compile(r"[.;:!?,]|\bbut\b|\bhowever\b|\bwhereas\b", re.IGNORECASE)
+UNCERTAIN = re.compile(
+    r"\b(?:cannot\s+(?:be\s+)?(?:ruled?\s+out|excluded?)|not\s+excluded|rule\s+out|possible|suspicious\s+for)\b",
+    re.IGNORECASE,
+)
+CLAUSE_END = re.compile(r"[.;!?,]|\bbut\b|\bhowever\b|\bwhereas\b", re.IGNORECASE)
+LIST_JOIN = re.compile(r"^\s*(?:,|or|nor|,\s*or|,\s*nor)\s*$", re.IGNORECASE)  # "no X or Y": Y negated too
 
 
 class OntologyError(ValueError):
@@ -184,6 +200,9 @@ class Ontology:
         negative = [p for o in self.organs for p in o.negative_phrases]
         sets = {"diagnosis": {"tumour": list(dict.fromkeys(tumour)), "no tumour": list(dict.fromkeys(negative))}}
         sets.update({o.name: o.zero_shot_classes() for o in self.organs})
+        if not tumour:  # no tumour class at all: the organs' sets only
+            del sets["diagnosis"]
+            return sets, next(iter(sets))
         if not negative:  # an ontology without negative phrases: the diagnosis set is its tumour classes
             sets["diagnosis"] = {c.name: list(c.prompts) for o in self.organs for c in o.tumour_classes}
         return sets, "diagnosis"
@@ -218,22 +237,29 @@ class Ontology:
         taken = []  # spans already claimed by a longer phrase
         found = []
         for phrase, kind, value, organs in self.phrases:
-            for m in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", low):
+            words = r"\s+".join(re.escape(w) for w in phrase.split())  # line breaks, double or odd spaces match too
+            for m in re.finditer(rf"(?<!\w){words}(?!\w)", low):
                 s, e = m.span()
                 if any(s < te and ts < e for ts, te in taken):
                     continue
                 taken.append((s, e))
-                if kind in ("diagnosis", "tissue") and _negated(low, s, e):
-                    kind_here = "negative"
-                else:
-                    kind_here = kind
-                found.append(FoundClaim(kind_here, value, sentence[s:e], s, e, organs))
+                if kind in ("diagnosis", "tissue", "extent") and _uncertain(low, s, e):
+                    continue  # "cannot rule out X" claims neither X nor its absence
+                negated = kind in ("diagnosis", "tissue", "extent") and _negated(low, s, e)
+                if negated and kind == "extent":
+                    continue  # "no extensive involvement" names no bucket
+                found.append(FoundClaim("negative" if negated else kind, value, sentence[s:e], s, e, organs))
+        found.sort(key=lambda c: c.start)
+        for a, b in zip(found, found[1:]):  # "no adenocarcinoma or fibrous stroma": the list shares the negation
+            if a.kind == "negative" and b.kind in ("diagnosis", "tissue") and LIST_JOIN.match(low[a.end : b.start]):
+                found[found.index(b)] = FoundClaim("negative", b.value, b.phrase, b.start, b.end, b.organs)
+        about_tumour = TUMOUR_CONTEXT.search(low) or any(c.kind in ("diagnosis", "extent") for c in found)
         for m in PERCENT.finditer(sentence):
             s, e = m.span()
-            if any(s < te and ts < e for ts, te in taken):
+            if any(s < te and ts < e for ts, te in taken) or not about_tumour:
                 continue
-            share = float(m.group(1)) / 100
-            if 0 < share <= 1:
+            share = _share(m)
+            if share is not None and 0 < share <= 1:
                 found.append(FoundClaim("extent", self.bucket(share), m.group(0), s, e, (), share))
         return sorted(found, key=lambda c: c.start)
 
@@ -289,6 +315,9 @@ def _validate_schema(doc, source: str) -> None:
 
 def _check_names_and_phrases(onto: Ontology, source: str) -> None:
     """Names unique where they must be; no phrase that claims two things."""
+    buckets = [b.name for b in onto.extent]
+    if len(set(buckets)) != len(buckets):
+        raise OntologyError(f"{source}: extent: two buckets share a name ({buckets})")
     names = [o.name for o in onto.organs]
     if len(set(names)) != len(names):
         raise OntologyError(f"{source}: organs: two organs share a name ({names}); each organ needs its own")
@@ -310,6 +339,12 @@ def _check_names_and_phrases(onto: Ontology, source: str) -> None:
         cls_names = [c.name for c in o.classes]
         if len(set(cls_names)) != len(cls_names):
             raise OntologyError(f"{source}: organs[{i}] ('{o.name}'): two classes share a name ({cls_names})")
+        labels = [c.label for c in o.classes]
+        if len(set(labels)) != len(labels):
+            raise OntologyError(
+                f"{source}: organs[{i}] ('{o.name}'): two classes share a label ({labels}); each class of an organ "
+                "needs its own label (its name in the class maps and the measurement head)"
+            )
         for p in o.negative_phrases:  # the same negative phrase may serve several organs
             claim(p, "no tumour", f"organs[{i}].negative_phrases")
         for j, c in enumerate(o.classes):
@@ -336,6 +371,34 @@ def _phrase_table(onto: Ontology) -> tuple:
                 rows.setdefault((c.name.lower(), "diagnosis" if c.tumour else "tissue", c.name), []).append(o.name)
     table = [(p, k, v, tuple(organs)) for (p, k, v), organs in rows.items()]
     return tuple(sorted(table, key=lambda r: (-len(r[0]), r[0])))
+
+
+def _share(m: re.Match) -> float | None:
+    """The share of tissue a PERCENT match states: a range reads as its middle, '<10%' as just under 10 %."""
+    if m.group("c") is not None:
+        value = float(m.group("c")) / 100
+        bound = (m.group("bound1") or "").strip().lower()
+    else:
+        value = (float(m.group("a")) + float(m.group("b"))) / 200
+        bound = (m.group("bound") or "").strip().lower()
+    if bound in ("<", "≤", "up to", "less than", "under"):
+        return value * 0.999 if value > 0 else None
+    if bound in (">", "≥", "over", "more than"):
+        return min(value * 1.001, 1.0)
+    return value
+
+
+def _clause(low: str, start: int, end: int) -> str:
+    before = low[:start]
+    cut = max((m.end() for m in CLAUSE_END.finditer(before)), default=0)
+    after = low[end:]
+    stop = CLAUSE_END.search(after)
+    return low[cut:start] + " " + (after[: stop.start()] if stop else after)
+
+
+def _uncertain(low: str, start: int, end: int) -> bool:
+    """Whether the phrase sits in an uncertain clause ("cannot rule out", "not excluded", "suspicious for")."""
+    return bool(UNCERTAIN.search(_clause(low, start, end)))
 
 
 def _negated(low: str, start: int, end: int) -> bool:
