@@ -239,11 +239,7 @@ class ClaimChecker:
     def organ(self, text: str) -> str:
         """The ontology organ: named in the text (its words or class phrases), else the one whose class
         prompts the slide matches best."""
-        low = text.lower()
-        hits = {}
-        for o in self.ontology.organs:
-            words = o.words + tuple(p for c in o.classes for p in c.phrases)
-            hits[o.name] = sum(bool(re.search(rf"\b{re.escape(w.lower())}\b", low)) for w in words)
+        hits = self.ontology.organ_mentions(text)
         if max(hits.values()) > 0:
             return max(hits, key=hits.get)
         if len(self.ontology.organs) == 1:
@@ -293,10 +289,7 @@ class ClaimChecker:
                 ).float()
         text = " ".join([question or "", *sentences])
         organ = self.organ(text)
-        low = text.lower()
-        named = {  # organs the text names by their words (not by a class phrase)
-            o.name for o in self.ontology.organs if any(re.search(rf"\b{re.escape(w.lower())}\b", low) for w in o.words)
-        }
+        named = {o for o, hits in self.ontology.organ_mentions(text, class_phrases=False).items() if hits}  # by words
         present = None
         out = []
         for k, sentence in enumerate(sentences):

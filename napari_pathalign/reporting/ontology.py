@@ -213,15 +213,18 @@ class Ontology:
                 return o
         raise KeyError(f"no organ {name!r} in ontology {self.name!r}; it has {[o.name for o in self.organs]}")
 
+    def organ_mentions(self, text: str, class_phrases: bool = True) -> dict[str, int]:
+        """{organ: how many of its words (and, with ``class_phrases``, its classes' phrases) the text uses}."""
+        low = text.lower()
+        hits = {}
+        for o in self.organs:
+            words = o.words + (tuple(p for c in o.classes for p in c.phrases) if class_phrases else ())
+            hits[o.name] = sum(bool(re.search(rf"\b{re.escape(w.lower())}\b", low)) for w in words)
+        return hits
+
     def organs_named(self, text: str) -> tuple[str, ...]:
         """The organs whose words (or class phrases) the text uses, in the ontology's order."""
-        low = text.lower()
-        found = []
-        for o in self.organs:
-            words = o.words + tuple(p for c in o.classes for p in c.phrases)
-            if any(re.search(rf"\b{re.escape(w.lower())}\b", low) for w in words):
-                found.append(o.name)
-        return tuple(found)
+        return tuple(name for name, hits in self.organ_mentions(text).items() if hits)
 
     def bucket(self, fraction: float) -> str | None:
         """The extent bucket of a tumour share of the tissue; None when there is no tumour (0)."""
@@ -268,6 +271,14 @@ def load_ontology(path=None) -> Ontology:
     """The ontology in a JSON file (None: the embedded model's, ``resources/embedded_ontology.json``)."""
     if path is None:
         return _embedded()
+    path = Path(path)
+    if not path.is_file():
+        raise OntologyError(f"ontology file {path} does not exist; pass a JSON file (docs/your-own-reports.md)")
+    return _read_once(str(path.resolve()), path.stat().st_mtime_ns)  # read again only when the file changes
+
+
+@lru_cache(maxsize=16)
+def _read_once(path: str, mtime_ns: int) -> Ontology:
     return _read(Path(path))
 
 
@@ -388,28 +399,25 @@ def _share(m: re.Match) -> float | None:
     return value
 
 
-def _clause(low: str, start: int, end: int) -> str:
+def _clause(low: str, start: int, end: int) -> tuple[str, str]:
+    """The text of the phrase's clause before it and after it."""
     before = low[:start]
     cut = max((m.end() for m in CLAUSE_END.finditer(before)), default=0)
     after = low[end:]
     stop = CLAUSE_END.search(after)
-    return low[cut:start] + " " + (after[: stop.start()] if stop else after)
+    return before[cut:], after[: stop.start()] if stop else after
 
 
 def _uncertain(low: str, start: int, end: int) -> bool:
     """Whether the phrase sits in an uncertain clause ("cannot rule out", "not excluded", "suspicious for")."""
-    return bool(UNCERTAIN.search(_clause(low, start, end)))
+    before, after = _clause(low, start, end)
+    return bool(UNCERTAIN.search(before + " " + after))
 
 
 def _negated(low: str, start: int, end: int) -> bool:
     """Whether a negation governs the phrase at [start, end) within its clause."""
-    before = low[:start]
-    cut = max((m.end() for m in CLAUSE_END.finditer(before)), default=0)
-    if NEGATION_BEFORE.search(before[cut:]):
-        return True
-    after = low[end:]
-    stop = CLAUSE_END.search(after)
-    return bool(NEGATION_AFTER.search(after[: stop.start()] if stop else after))
+    before, after = _clause(low, start, end)
+    return bool(NEGATION_BEFORE.search(before) or NEGATION_AFTER.search(after))
 
 
 def _strip(items) -> tuple[str, ...]:
