@@ -4,8 +4,9 @@
 
 Steps (each skipped when its output exists in --work, so a run can be resumed or redone in parts
 by deleting that output):
-  1. encoder   SimCLR on PCam train + Kather train-split tiles (no labels)  -> embedded_encoder.safetensors
-  2. probe     linear probes: PCam valid AUC, Kather balanced accuracy      -> probe.json
+  1. encoder   SimCLR on PCam train + Kather and LC25000 train-split tiles (no labels)
+               -> embedded_encoder.safetensors (--encoder FILE starts from a trained one instead)
+  2. probe     linear probes: PCam valid AUC, Kather balanced accuracy, lung (split by cluster) -> probe.json
   3. demo      demo slides from train tiles (train/) and held-out tiles (test/)
   4. lm        a small GPT-2 on the training report and answer text, frozen -> lm/
   5. R, G      PathAlign-R (ITC, 1 query); PathAlign-G stage 1 (ITC+ITM+ITG, 32 queries), stage 2 (LM)
@@ -64,6 +65,12 @@ def step_encoder(args, work: Path) -> Path:
     out = work / "embedded_encoder.safetensors"
     if out.exists():
         return out
+    if args.encoder:  # a trained encoder: the SSL step is skipped (its ssl.json is carried along)
+        shutil.copy(args.encoder, out)
+        ssl = Path(args.encoder).with_name(Path(args.encoder).name.replace("encoder.safetensors", "ssl.json"))
+        if ssl.is_file():
+            shutil.copy(ssl, work / "ssl.json")
+        return out
     paths, mpps = [], []
     for src in find_sources(Path(args.tiles), args.seed):
         if src.split == "train":  # never the PCam valid or Kather held-out source images
@@ -79,7 +86,7 @@ def step_encoder(args, work: Path) -> Path:
 
 
 def step_probe(args, work: Path, weights: Path) -> dict:
-    from napari_pathalign.eval.probe import probe_kather, probe_pcam
+    from napari_pathalign.eval.probe import probe_kather, probe_lung, probe_pcam
     from napari_pathalign.models.encoders import load_patch_encoder
 
     out = work / "probe.json"
@@ -91,6 +98,7 @@ def step_probe(args, work: Path, weights: Path) -> dict:
     result = {
         **probe_pcam(enc, tiles / "pcam", seed=args.seed),
         **probe_kather(enc, tiles / "kather2016", seed=args.seed),
+        **(probe_lung(enc, tiles / "lc25000_lung", seed=args.seed) if (tiles / "lc25000_lung").is_dir() else {}),
         "minutes": (time.time() - t) / 60,
     }
     atomic_write_text(out, json.dumps(result, indent=2))
@@ -109,7 +117,7 @@ def step_demo(args, work: Path) -> Path:
 def _truths(demo: Path) -> dict:
     import csv
 
-    from napari_pathalign.reporting.vocabulary import PartTruth
+    from napari_pathalign.eval.truth import PartTruth
 
     with open(demo / "train" / "slides.csv", newline="") as fh:
         return {
@@ -126,7 +134,7 @@ def stage1_table(demo: Path, seed: int, variants: int) -> Path:
     """
     import numpy as np
 
-    from napari_pathalign.reporting.vocabulary import write_part
+    from napari_pathalign.demo.report_writer import write_part
 
     rng = np.random.default_rng(seed)
     rows = [json.loads(line) for line in (demo / "train" / "reports.jsonl").read_text().splitlines()]
@@ -144,7 +152,7 @@ def stage2_table(demo: Path, seed: int) -> Path:
     """Report drafts (two wordings) plus closed questions for every training slide (VQA)."""
     import numpy as np
 
-    from napari_pathalign.reporting.vocabulary import QUESTIONS, answers, write_part
+    from napari_pathalign.demo.report_writer import answers, questions, write_part
 
     out = demo / "train" / "stage2.jsonl"
     rng = random.Random(seed)
@@ -154,7 +162,7 @@ def stage2_table(demo: Path, seed: int) -> Path:
         for _ in range(2):
             rows.append({"slide": rel, "report": write_part(part, nprng), "prompt": "Final diagnosis:"})
         for key, answer in answers(part).items():
-            for question in rng.sample(QUESTIONS[key], 2):
+            for question in rng.sample(questions(key), 2):
                 rows.append({"slide": rel, "report": answer, "prompt": question})
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
     return out
@@ -282,11 +290,7 @@ def ship(work: Path, weights: Path) -> None:
     for name in ("metrics.json", "probe.json", "ssl.json"):
         if (work / name).exists():
             shutil.copy(work / name, res / f"embedded_{name}")
-    shutil.copy(work / "demo" / "test" / "slides" / DEMO_SLIDE, res / "demo-lymph-node.tif")
     small_set(work, res)
-
-
-DEMO_SLIDE = "test-pcam-005A.tif"  # held-out PCam tiles, one part, a moderate tumour focus
 SMALL_SET = {"seed": 0, "slides": 12}
 SMALL_KEYS = [
     "retrieval_top1",
@@ -338,6 +342,7 @@ def main() -> None:
     ap.add_argument("--tiles", default=str(ROOT.parent / "shared" / "data" / "tiles"))
     ap.add_argument("--work", default=str(ROOT / "runs" / "embedded"))
     ap.add_argument("--ssl-minutes", type=float, default=18.0)
+    ap.add_argument("--encoder", help="a trained embedded encoder (.safetensors): skip the SSL step and use it")
     ap.add_argument(
         "--ssl-colour",
         type=float,

@@ -4,20 +4,40 @@ import numpy as np
 import pytest
 
 from napari_pathalign.core.metrics import top_k_accuracy
-from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
-from napari_pathalign.reporting.vocabulary import PartTruth, answers, bucket, truth_tissues, write_part
+from napari_pathalign.demo.report_writer import answers, questions, write_part
+from napari_pathalign.eval.facts import (
+    parse_extent_answer,
+    parse_facts,
+    parse_subtype_answer,
+    parse_tissue_answer,
+    parse_yes_no,
+    truth_facts,
+)
+from napari_pathalign.eval.truth import PartTruth, organ_of, subtypes, truth_tissues
+from napari_pathalign.reporting.ontology import load_ontology
 
 KATHER = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]
+LUNG_TUMOURS = ["adenocarcinoma", "squamous_cell_carcinoma"]
+
+
+def bucket(fraction):
+    return load_ontology().bucket(fraction)
 
 
 def random_truth(rng):
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.35:
         t = float(rng.choice([0.0, rng.uniform(0.01, 0.09), rng.uniform(0.11, 0.29), rng.uniform(0.31, 0.8)]))
         return PartTruth("pcam", {"normal": 1 - t, **({"tumour": t} if t else {})}, t)
-    classes = list(rng.choice(KATHER, size=int(rng.integers(1, 5)), replace=False))
-    w = rng.dirichlet(np.ones(len(classes)))
-    fractions = dict(zip(classes, map(float, w)))
-    return PartTruth("kather", fractions, fractions.get("TUMOR", 0.0))
+    if kind < 0.7:
+        classes = list(rng.choice(KATHER, size=int(rng.integers(1, 5)), replace=False))
+        w = rng.dirichlet(np.ones(len(classes)))
+        fractions = dict(zip(classes, map(float, w)))
+        return PartTruth("kather", fractions, fractions.get("TUMOR", 0.0))
+    present = [LUNG_TUMOURS[:1], LUNG_TUMOURS[1:], LUNG_TUMOURS, []][int(rng.integers(4))]
+    w = rng.dirichlet(np.ones(len(present) + 1))
+    fractions = {"benign": float(w[0]), **{c: float(f) for c, f in zip(present, w[1:])}}
+    return PartTruth("lung", fractions, float(sum(w[1:])))
 
 
 def test_parser_reads_back_every_written_report():
@@ -26,7 +46,7 @@ def test_parser_reads_back_every_written_report():
     for _ in range(300):
         truth = random_truth(rng)
         text = write_part(truth, rng)
-        assert parse_facts(text) == truth_facts(truth), text
+        assert parse_facts(text, organ=organ_of(truth).name) == truth_facts(truth), text
 
 
 def test_parser_is_not_fooled_by_negations():
@@ -46,9 +66,34 @@ def test_closed_answers_round_trip():
         truth = random_truth(rng)
         a = answers(truth)
         assert parse_yes_no(a["tumour"]) == ("yes" if truth.tumour_fraction > 0 else "no")
-        assert parse_tissue_answer(a["tissues"], truth.source) == set(truth_tissues(truth)), a["tissues"]
+        assert parse_tissue_answer(a["tissues"], truth) == set(truth_tissues(truth)), a["tissues"]
         assert parse_extent_answer(a["extent"]) == (bucket(truth.tumour_fraction) or "none"), a["extent"]
+        organ = organ_of(truth)
+        for c in organ.tumour_classes:  # "Is there <class>?" for every tumour class of the organ
+            present = truth.fractions.get(c.label, 0) > 0
+            assert parse_yes_no(a[f"class:{c.name}"]) == ("yes" if present else "no")
+            assert c.name in questions(f"class:{c.name}")[0]
+        if subtypes(truth) is not None:
+            assert parse_subtype_answer(a["subtype"], organ.name) == set(subtypes(truth)), a["subtype"]
+        else:
+            assert "subtype" not in a
     assert parse_yes_no("maybe") is None
+
+
+def test_lung_reports_name_subtypes_and_the_parser_reads_them():
+    truth = PartTruth("lung", {"benign": 0.7, "squamous_cell_carcinoma": 0.3}, 0.3)
+    rng = np.random.default_rng(3)
+    texts = {write_part(truth, rng) for _ in range(20)}
+    assert all(t.startswith("Lung, ") and "lobe" in t for t in texts)
+    for t in texts:
+        assert ("subtype", "squamous cell carcinoma") in parse_facts(t, organ="lung"), t
+        assert ("subtype", "adenocarcinoma") not in parse_facts(t, organ="lung"), t
+    facts = parse_facts(
+        "Lung, left upper lobe, lobectomy: lung adenocarcinoma. No squamous cell carcinoma.", organ="lung"
+    )
+    assert ("subtype", "adenocarcinoma") in facts and ("subtype", "squamous cell carcinoma") not in facts
+    # colon's single tumour class is no subtype task
+    assert not any(k == "subtype" for k, _ in parse_facts("Colon: invasive adenocarcinoma.", organ="colon"))
 
 
 def test_top_k_accuracy():
@@ -100,23 +145,22 @@ def test_auc_matches_sklearn_with_ties():
 
 def test_facts_read_with_the_ontology_match_what_the_demo_writer_wrote():
     """The clinical-fact parser reads the ontology's claims; on reports and answers the demo writer made
-    from a known composition it recovers exactly that composition's facts."""
-    from napari_pathalign.demo.data import KATHER_CLASSES
-    from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, truth_facts
-    from napari_pathalign.reporting.vocabulary import PartTruth, answers, bucket, truth_tissues, write_part
+    from a known composition it recovers exactly that composition's facts (sparse compositions too)."""
+    from napari_pathalign.train.tile_sources import KATHER_CLASSES, LUNG_CLASSES
 
     rng = np.random.default_rng(0)
     for i in range(300):
-        source = "pcam" if i % 2 else "kather"
-        classes = ["tumour", "normal"] if source == "pcam" else KATHER_CLASSES
+        source = ("pcam", "kather", "lung")[i % 3]
+        classes = {"pcam": ["tumour", "normal"], "kather": KATHER_CLASSES, "lung": LUNG_CLASSES}[source]
         w = rng.dirichlet(np.ones(len(classes)) * 0.7)
         if rng.random() < 0.3:
             w[0] = 0
             w = w / w.sum()
         fractions = dict(zip(classes, w.round(3)))
-        truth = PartTruth(source, fractions, float(fractions[classes[0]]))
-        assert parse_facts(write_part(truth, rng)) == truth_facts(truth)
+        tumour = {c.label for c in organ_of(PartTruth(source, fractions, 0)).tumour_classes}
+        truth = PartTruth(source, fractions, float(sum(f for c, f in fractions.items() if c in tumour)))
+        assert parse_facts(write_part(truth, rng), organ=organ_of(truth).name) == truth_facts(truth)
         said = answers(truth)
         assert parse_extent_answer(said["extent"]) == (bucket(truth.tumour_fraction) or "none")
-        assert parse_tissue_answer(said["tissues"], source) == set(truth_tissues(truth))
+        assert parse_tissue_answer(said["tissues"], truth) == set(truth_tissues(truth))
     assert parse_facts("No.") == {("tumour", "no")} and parse_facts("No adenocarcinoma is seen.") == {("tumour", "no")}

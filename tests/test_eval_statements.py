@@ -16,7 +16,7 @@ from napari_pathalign.eval.statements import (
     sentence_label,
     support_metrics,
 )
-from napari_pathalign.reporting.vocabulary import PartTruth
+from napari_pathalign.eval.truth import PartTruth
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiles"
 POSITIVE = PartTruth("pcam", {"normal": 0.8, "tumour": 0.2}, 0.2)  # moderate extent, lymphoid background
@@ -47,11 +47,15 @@ def test_sentence_label(text, truth, expected):
 
 
 def test_extent_sentence_states_tumour_and_its_bucket():
-    assert sentence_facts("Tumour forms widespread replacement.", "kather") == {
+    assert sentence_facts("Tumour forms widespread replacement.", NEGATIVE) == {
         ("tumour", "yes"),
         ("extent", "extensive"),
     }
-    assert sentence_facts("Background shows adipose tissue.", "kather") == {("tissue", "ADIPOSE")}
+    assert sentence_facts("Background shows adipose tissue.", NEGATIVE) == {("tissue", "ADIPOSE")}
+    lung = PartTruth("lung", {"benign": 0.8, "adenocarcinoma": 0.2}, 0.2)
+    assert sentence_facts("Tumour forms a small focus.", lung) == {("tumour", "yes"), ("extent", "small")}
+    assert sentence_label("Histologic type: squamous cell carcinoma.", lung) is False  # the wrong subtype
+    assert sentence_label("Lung adenocarcinoma, partial involvement.", lung) is True
 
 
 def test_support_metrics_on_hand_made_sentences():

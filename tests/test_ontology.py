@@ -75,28 +75,26 @@ def test_longest_phrase_wins_and_spans_do_not_overlap():
         ("tissue", "lymphoid tissue", ("lymph node",)),
     ]
     shared = onto.find_claims("No tumour identified.")[0]
-    assert shared.kind == "negative" and set(shared.organs) == {"lymph node", "colon"}  # the text or slide decides
+    assert shared.kind == "negative" and set(shared.organs) == {"lymph node", "colon", "lung"}  # text or slide decides
 
 
-def test_the_shipped_ontology_holds_every_phrase_the_demo_writer_uses():
-    from napari_pathalign.reporting import vocabulary as v
+def test_the_demo_writer_words_every_tile_source_with_the_shipped_ontology():
+    """The writer holds no phrase of its own: each tile source maps to an ontology organ whose class labels
+    are exactly the source's class-map labels, so every written phrase is one the ontology reads back."""
+    from napari_pathalign.demo.report_writer import load_writer
+    from napari_pathalign.train.tile_sources import KATHER_CLASSES, LUNG_CLASSES
 
-    onto = load_ontology()
-    kinds = {}
-    for phrase, kind, value, _ in onto.phrases:
-        kinds[phrase] = (kind, value)
-    for source, organ in (("pcam", "lymph node"), ("kather", "colon")):
-        for p in v.POSITIVE[source]:
-            assert kinds[p.lower()][0] == "diagnosis", p
-        for p in v.NEGATIVE[source]:
-            assert kinds[p.lower()] == ("negative", "tumour"), p
-        assert onto.organs_named(v.ORGAN[source][0]) == (organ,)
-    for bucket, phrases in v.EXTENT.items():
-        assert all(kinds[p.lower()] == ("extent", bucket) for p in phrases)
-    labels = {c.label for o in onto.organs for c in o.tissue_classes}
-    assert labels == set(v.TISSUE)
-    for label, phrases in v.TISSUE.items():
-        assert all(kinds[p.lower()][0] == "tissue" for p in phrases), label
+    writer = load_writer()
+    assert writer.ontology == load_ontology()
+    labels = {"pcam": {"normal", "tumour"}, "kather": set(KATHER_CLASSES), "lung": set(LUNG_CLASSES)}
+    for source, spec in writer.config["sources"].items():
+        organ = writer.ontology.organ(spec["organ"])
+        assert {c.label for c in organ.classes} == labels[source], source
+        assert organ.negative_phrases, source
+        assert writer.ontology.organs_named(spec["specimen"]) == (organ.name,), source
+    lung = writer.ontology.organ("lung")
+    assert [c.name for c in lung.tumour_classes] == ["adenocarcinoma", "squamous cell carcinoma"]
+    assert [c.name for c in lung.tissue_classes] == ["benign lung"]
 
 
 def _broken(edit):
@@ -159,7 +157,7 @@ def test_zero_shot_class_sets_come_from_the_ontology():
     assert sets["glandula"]["clear-cell neoplasm"] == ["clear cells"]
     embedded, _ = load_ontology().class_sets()
     assert (
-        set(embedded) == {"diagnosis", "lymph node", "colon"}
+        set(embedded) == {"diagnosis", "lymph node", "colon", "lung"}
         and "no tumour identified" in embedded["diagnosis"]["no tumour"]
     )
 

@@ -7,10 +7,15 @@ Sources (found under ``--tiles``):
 - Kather 2016 layout: ``01_TUMOR/`` ... ``08_EMPTY/`` of 150-px tiles at about 0.495 µm/px
   (colorectal). Split by source image: the file name up to ``.tif_Row``, without its leading hex
   id, names the image, and every tile of one image lands in the same split.
+- LC25000 lung layout: ``adenocarcinoma/``, ``squamous_cell_carcinoma/``, ``benign/`` and
+  ``tiles.csv``; split by source-tile cluster (its rotated copies never straddle the split). A lung
+  slide holds adenocarcinoma, squamous cell carcinoma or both within benign lung, or none.
 
 Each slide is a grid of tile cells laid out like tissue on glass: an irregular tissue outline on
 white, contiguous regions per tissue class, tumour foci of varied size, some slides with no
-tumour. Slides are grouped into cases of 1-3 parts; each case gets one report (lettered parts when
+tumour. Tiles overlap their neighbours by a quarter of their size and are feathered into them, so
+there are no hard seams and the tissue fades into the glass at its edge. Slides are grouped into
+cases of 1-3 parts; each case gets one report (lettered parts when
 there are several). Everything is deterministic for a seed.
 
 Ground truth per split: ``slides.csv`` (class fractions per slide), ``reports.jsonl`` (one report
@@ -35,13 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.core.atomic import atomic_write_text
+from napari_pathalign.demo.report_writer import load_writer, write_report
 from napari_pathalign.eval.class_maps import GLASS, class_map_path
-from napari_pathalign.reporting.vocabulary import PartTruth, bucket, write_report
-from napari_pathalign.train.tile_sources import (
+from napari_pathalign.eval.truth import PartTruth, organ_of
+from napari_pathalign.train.tile_sources import (  # noqa: F401 - re-exported
     KATHER_CLASSES,
     TileSource,
     find_sources,
-)  # noqa: F401 - re-exported
+)
+
+FEATHER = 4  # tiles overlap their neighbours by 1/FEATHER of their size, blended linearly (no hard seams)
 
 
 def _smooth_field(shape, rng, sigma) -> np.ndarray:
@@ -73,6 +81,11 @@ def layout_classes(mask: np.ndarray, source: str, tumour: bool, rng: np.random.G
     if source == "pcam":
         cells[mask] = "normal"
         tumour_class, n_foci = "tumour", int(rng.integers(1, 4))
+    elif source == "lung":
+        cells[mask] = "benign"
+        kinds = [["adenocarcinoma"], ["squamous_cell_carcinoma"], ["adenocarcinoma", "squamous_cell_carcinoma"]]
+        tumour_class = kinds[int(rng.choice(3, p=[0.4, 0.4, 0.2]))]
+        n_foci = max(len(tumour_class), int(rng.integers(1, 4)))
     else:
         others = [c for c in KATHER_CLASSES if c != "TUMOR"]
         chosen = list(rng.choice(others, size=int(rng.integers(2, 4)), replace=False))
@@ -91,34 +104,53 @@ def layout_classes(mask: np.ndarray, source: str, tumour: bool, rng: np.random.G
             radius = np.sqrt(target / n_foci / np.pi) * rng.uniform(0.7, 1.3)
             wobble = _smooth_field(mask.shape, rng, sigma=2) * 0.35
             blob = (np.hypot(yy - cy, xx - cx) / max(radius, 0.8) + wobble) < 1
-            cells[blob & mask] = tumour_class
+            kind = tumour_class if isinstance(tumour_class, str) else tumour_class[k % len(tumour_class)]
+            cells[blob & mask] = kind
     return cells
 
 
+def _feather(size: int, overlap: int) -> np.ndarray:
+    """(size, size) blending weight of a tile: 1 inside, a linear ramp over ``overlap`` px at each edge."""
+    ramp = np.clip((np.arange(size) + 0.5) / max(overlap, 1), 0, 1)
+    edge = np.minimum(ramp, ramp[::-1])
+    return np.minimum.outer(edge, edge).astype(np.float32)
+
+
 def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> np.ndarray:
-    """Level-0 RGB: a real tile of the cell's class in each tissue cell (random flips), white glass."""
+    """Level-0 RGB: a real tile of the cell's class in each tissue cell (random turns and flips), glass
+    elsewhere. Tiles of T px sit at a stride of S = T - T/FEATHER px and are feathered into their
+    neighbours, so cell (r, c) of the class map covers ``[c*S, (c+1)*S) x [r*S, (r+1)*S)``."""
     from PIL import Image
 
-    size = None
-    tiles = {}
-    for c in set(cells[cells != ""].tolist()):
-        tiles[c] = source.tiles[c]
+    tiles = {c: source.tiles[c] for c in set(cells[cells != ""].tolist())}
     first = np.asarray(Image.open(next(iter(tiles.values()))[0]).convert("RGB"))
     size = first.shape[0]
+    overlap = size // FEATHER
+    stride, pad = size - overlap, overlap // 2
     rows, cols = cells.shape
-    glass = rng.normal(244, 2.5, size=(rows * size, cols * size, 3)).clip(0, 255).astype(np.uint8)
+    height, width = rows * stride, cols * stride
+    acc = np.zeros((height + 2 * pad + overlap, width + 2 * pad + overlap, 3), np.float32)
+    weight = np.zeros(acc.shape[:2], np.float32)
+    window = _feather(size, overlap)
     for (r, c), cls in np.ndenumerate(cells):
-        if not cls:
-            continue
-        paths = tiles[cls]
-        tile = np.asarray(Image.open(paths[int(rng.integers(len(paths)))]).convert("RGB"))
-        if tile.shape[:2] != (size, size):
-            tile = np.asarray(Image.fromarray(tile).resize((size, size), Image.BILINEAR))
-        tile = np.rot90(tile, int(rng.integers(4)))
-        if rng.random() < 0.5:
-            tile = tile[:, ::-1]
-        glass[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
-    return glass
+        if cls:
+            paths = tiles[cls]
+            tile = np.asarray(Image.open(paths[int(rng.integers(len(paths)))]).convert("RGB"))
+            if tile.shape[:2] != (size, size):
+                tile = np.asarray(Image.fromarray(tile).resize((size, size), Image.BILINEAR))
+            tile = np.rot90(tile, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                tile = tile[:, ::-1]
+        else:
+            tile = rng.normal(244, 2.5, size=(size, size, 3)).clip(0, 255)
+        y, x = r * stride, c * stride  # in the padded canvas: the tile's centre S-cell starts at + pad
+        acc[y : y + size, x : x + size] += tile * window[..., None]
+        weight[y : y + size, x : x + size] += window
+    out = (
+        acc[pad : pad + height, pad : pad + width]
+        / np.maximum(weight[pad : pad + height, pad : pad + width], 1e-6)[..., None]
+    )
+    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def write_class_map(
@@ -162,6 +194,7 @@ def make_demo_data(
     from napari_pathalign.io.write import write_pyramid_tiff
 
     out = Path(out)
+    writer = load_writer()
     sources = find_sources(tiles, seed)
     counts = {}
     for split in splits:
@@ -187,8 +220,9 @@ def make_demo_data(
                 cells = layout_classes(mask, src.kind, tumour, rng)
                 tissue = cells[cells != ""]
                 fractions = {c: float(np.mean(tissue == c)) for c in sorted(set(tissue.tolist()))}
-                tumour_class = "tumour" if src.kind == "pcam" else "TUMOR"
-                truth = PartTruth(src.kind, fractions, fractions.get(tumour_class, 0.0))
+                organ = organ_of(PartTruth(src.kind, fractions, 0.0), writer.ontology)
+                tumour_labels = {c.label for c in organ.tumour_classes}
+                truth = PartTruth(src.kind, fractions, sum(f for c, f in fractions.items() if c in tumour_labels))
                 name = f"{split}-{src.kind}-{case:03d}{label}"
                 rgb = render(cells, src, rng)
                 path = write_pyramid_tiff(folder / "slides" / f"{name}.tif", rgb, src.mpp)
@@ -205,14 +239,14 @@ def make_demo_data(
                         "mpp": src.mpp,
                         "tumour_present": int(truth.tumour_fraction > 0),
                         "tumour_fraction": round(truth.tumour_fraction, 4),
-                        "tumour_bucket": bucket(truth.tumour_fraction) or "none",
+                        "tumour_bucket": writer.ontology.bucket(truth.tumour_fraction) or "none",
                         "dominant": max(fractions, key=fractions.get),
                         "fractions": json.dumps({c: round(f, 4) for c, f in fractions.items()}),
                     }
                 )
                 k += 1
                 bar.update()
-            report = write_report([(lab, t) for lab, t, _ in parts], rng)
+            report = write_report([(lab, t) for lab, t, _ in parts], rng, writer)
             for lab, _, path in parts:
                 report_rows.append(
                     {

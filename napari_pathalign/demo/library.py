@@ -12,6 +12,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from napari_pathalign.eval.truth import organ_of
+
 SEED = 0  # the embedded model's recipe seed: its test split
 TEST_SLIDES = 40
 
@@ -58,7 +60,7 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: 
             meta = {
                 "report": text,
                 "label": "tumour" if t.tumour_fraction > 0 else "no tumour",
-                "site": {"pcam": "lymph node", "kather": "colon"}[t.source],
+                "site": organ_of(t).name,
                 "dominant": r["dominant"],
             }
             record, _ = slide_record(path, model, encoder, GridConfig(), data / "features", meta)

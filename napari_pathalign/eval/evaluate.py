@@ -6,10 +6,13 @@ Metrics (all on the slides of one split folder: slides.csv + reports.jsonl + sli
   text counts when it states the same findings as the slide's own (same tumour call, extent bucket
   and named tissues: the fact parser of ``eval/facts.py``); specimen site, wording and exact
   percentages are not visible on the glass, so two negative lymph nodes are interchangeable.
-- zero-shot: tumour vs no tumour AUC from prompt similarities; dominant tissue class accuracy.
+- zero-shot: tumour vs no tumour AUC from prompt similarities (the ontology's 'diagnosis' set);
+  dominant tissue class accuracy (each organ's classes); subtype AUC on slides of an organ with
+  several tumour classes that hold one of them (NSCLC: squamous against adenocarcinoma).
 - drafts ("Final diagnosis:"): BLEU-4 (nltk, corpus), ROUGE-L F (rouge-score), and clinical-fact
   precision / recall of the draft's facts against the ground truth.
-- closed VQA: tumour present? which tissues? tumour extent bucket? accuracy of parsed answers.
+- closed VQA: tumour present? which tissues? tumour extent bucket? and, for an organ with several
+  tumour classes, which subtype? and is there <each tumour class>? accuracy of parsed answers.
 - on the slides with class maps: heatmap localisation (``eval/localisation.py``), and support
   calibration, evidence faithfulness, follow-up and region questions (``eval/statements.py``).
 
@@ -27,11 +30,16 @@ import numpy as np
 
 from napari_pathalign.core.metrics import auc, top_k_hits
 from napari_pathalign.eval.bootstrap import bootstrap_ci
-from napari_pathalign.eval.facts import parse_extent_answer, parse_facts, parse_tissue_answer, parse_yes_no, truth_facts
-from napari_pathalign.reporting.vocabulary import QUESTIONS, TISSUE, TUMOUR_CLASSES, PartTruth, bucket, truth_tissues
-
-TUMOUR_PROMPTS = ["metastatic carcinoma", "invasive adenocarcinoma", "tumour is present"]
-NO_TUMOUR_PROMPTS = ["negative for metastatic carcinoma", "no tumour identified", "no evidence of malignancy"]
+from napari_pathalign.eval.facts import (
+    parse_extent_answer,
+    parse_facts,
+    parse_subtype_answer,
+    parse_tissue_answer,
+    parse_yes_no,
+    truth_facts,
+)
+from napari_pathalign.eval.truth import PartTruth, closed_questions, organ_of, subtypes, truth_tissues
+from napari_pathalign.reporting.ontology import Ontology, load_ontology
 
 
 def read_truth(folder: Path) -> tuple[list[dict], list[PartTruth], list[str]]:
@@ -68,6 +76,12 @@ def _signature(t: PartTruth) -> frozenset:
     return frozenset(truth_facts(t)) | {("source", t.source)}
 
 
+def _prompt_embedding(model, prompts: list[str]):
+    """The mean of a class's prompt embeddings, renormalised (the zero-shot class vector)."""
+    e = model.encode_text(prompts).mean(0)
+    return e / np.linalg.norm(e)
+
+
 def retrieval_metrics(model, embeddings, truths, texts) -> tuple[dict, dict]:
     """Top-1 / top-3 accuracy, and the per-slide hits."""
     sim = model.similarity(embeddings, model.encode_text(texts))  # (S, S): slide i vs text of slide j
@@ -77,28 +91,54 @@ def retrieval_metrics(model, embeddings, truths, texts) -> tuple[dict, dict]:
     return {f"retrieval_{k}": float(v.mean()) for k, v in hits.items()}, hits
 
 
-def zero_shot_metrics(model, embeddings, truths) -> tuple[dict, dict]:
-    """Tumour AUC and dominant-tissue accuracy, and the per-slide tumour scores."""
-    pos = model.similarity(embeddings, model.encode_text(TUMOUR_PROMPTS)).mean(1)  # (S,)
-    neg = model.similarity(embeddings, model.encode_text(NO_TUMOUR_PROMPTS)).mean(1)
+def zero_shot_metrics(model, embeddings, truths, ontology: Ontology | None = None) -> tuple[dict, dict]:
+    """Tumour AUC, dominant-tissue accuracy and subtype AUC; the per-slide tumour and subtype scores."""
+    onto = ontology or load_ontology()
+    sets, _ = onto.class_sets()
+    diagnosis = sets.get("diagnosis", {})
+    tumour_prompts = [p for name, ps in diagnosis.items() if name != "no tumour" for p in ps]
+    pos = model.similarity(embeddings, model.encode_text(tumour_prompts)).mean(1)  # (S,)
+    neg = model.similarity(embeddings, model.encode_text(diagnosis.get("no tumour", tumour_prompts))).mean(1)
     per_slide = {"score": pos - neg, "tumour": np.array([t.tumour_fraction > 0 for t in truths])}
     out = {"zero_shot_tumour_auc": auc(per_slide["score"], per_slide["tumour"])}
-    prompts = {}  # source -> (classes, prompt embeddings), encoded once
-    for source in {t.source for t in truths}:
-        classes = [TUMOUR_CLASSES[source]] + [c for c in TISSUE if (c == "normal") == (source == "pcam")]
-        texts = [
-            TUMOUR_PROMPTS[0 if source == "pcam" else 1] if c == TUMOUR_CLASSES[source] else TISSUE[c][0]
-            for c in classes
-        ]
-        prompts[source] = (classes, model.encode_text(texts))
+    organs = [organ_of(t, onto) for t in truths]
+    prompts = {}  # organ -> (labels, class vectors), encoded once
+    for organ in {o.name: o for o in organs}.values():
+        vectors = np.stack([_prompt_embedding(model, list(c.prompts)) for c in organ.classes])
+        prompts[organ.name] = ([c.label for c in organ.classes], vectors)
     correct = []
-    for emb, t in zip(embeddings, truths):
-        classes, text_emb = prompts[t.source]
-        correct.append(
-            classes[int(np.argmax(model.similarity(emb, text_emb)))] == max(t.fractions, key=t.fractions.get)
-        )
+    for emb, t, organ in zip(embeddings, truths, organs):
+        labels, vectors = prompts[organ.name]
+        best = labels[int(np.argmax(model.similarity(emb, vectors)))]
+        correct.append(best == max(t.fractions, key=t.fractions.get))
     out["zero_shot_dominant_accuracy"] = float(np.mean(correct))
+    sub = subtype_scores(model, embeddings, truths, onto)
+    if sub is not None:
+        out["zero_shot_subtype_auc"] = auc(sub["score"], sub["positive"])
+        out["subtype_slides"] = int(len(sub["score"]))
+        per_slide["subtype"] = sub
     return out, per_slide
+
+
+def subtype_scores(model, embeddings, truths, ontology: Ontology) -> dict | None:
+    """On slides of an organ with two tumour classes that hold exactly one of them: score = similarity to the
+    second class's prompts minus the first's (lung: squamous minus adenocarcinoma), and which one it holds."""
+    rows = []
+    for emb, t in zip(embeddings, truths):
+        kinds = subtypes(t, ontology)
+        if kinds is None or len(kinds) != 1:
+            continue
+        organ = organ_of(t, ontology)
+        first, second = organ.tumour_classes[:2]
+        if kinds[0] not in (first.name, second.name):
+            continue
+        a, b = _prompt_embedding(model, list(first.prompts)), _prompt_embedding(model, list(second.prompts))
+        rows.append(
+            (float(model.similarity(emb, b[None])[0] - model.similarity(emb, a[None])[0]), kinds[0] == second.name)
+        )
+    if len({positive for _, positive in rows}) < 2:
+        return None
+    return {"score": np.array([r[0] for r in rows]), "positive": np.array([r[1] for r in rows])}
 
 
 def generation_metrics(model, embeddings, truths, texts, progress: bool = True) -> tuple[dict, list[str], dict]:
@@ -120,7 +160,8 @@ def generation_metrics(model, embeddings, truths, texts, progress: bool = True) 
     )
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge = float(np.mean([scorer.score(r, d)["rougeL"].fmeasure for r, d in zip(texts, drafts)]))
-    stated = [parse_facts(d) for d in drafts]
+    organs = [organ_of(t).name for t in truths]
+    stated = [parse_facts(d, organ=o) for d, o in zip(drafts, organs)]
     true = [truth_facts(t) for t in truths]
     counts = {
         "hit": np.array([len(s & t) for s, t in zip(stated, true)]),
@@ -148,22 +189,39 @@ def _fact_recall(hit, stated, true) -> float:
 
 
 def vqa_metrics(model, embeddings, truths, progress: bool = True) -> tuple[dict, list[dict], np.ndarray]:
-    """Accuracy per closed question and over all three; the answers; per-slide correct fraction."""
+    """Accuracy per closed question and over all of them; the answers; per-slide correct fraction.
+
+    Every slide is asked tumour / tissues / extent (``vqa_closed`` averages these three, as before lung);
+    a slide of an organ with several tumour classes is also asked the subtype and, per tumour class,
+    whether it is there (``vqa_subtype``, ``vqa_class``)."""
     from tqdm import tqdm
 
     from napari_pathalign.models.decoder import GenerationConfig
 
+    onto = load_ontology()
+    asked = closed_questions()
     cfg = GenerationConfig(max_new_tokens=32)
     scores = {"tumour": [], "tissues": [], "extent": []}
+    extra = {"subtype": [], "class": []}
     answers = []
     for e, t in tqdm(list(zip(embeddings, truths)), desc="VQA", unit="slide", disable=not progress):
-        got = {k: model.generate(e, QUESTIONS[k][0], cfg) for k in scores}
-        answers.append(got)
+        got = {k: model.generate(e, asked[k][0], cfg) for k in scores}
         scores["tumour"].append(parse_yes_no(got["tumour"]) == ("yes" if t.tumour_fraction > 0 else "no"))
-        scores["tissues"].append(parse_tissue_answer(got["tissues"], t.source) == set(truth_tissues(t)))
-        scores["extent"].append(parse_extent_answer(got["extent"]) == (bucket(t.tumour_fraction) or "none"))
+        scores["tissues"].append(parse_tissue_answer(got["tissues"], t) == set(truth_tissues(t)))
+        scores["extent"].append(parse_extent_answer(got["extent"]) == (onto.bucket(t.tumour_fraction) or "none"))
+        kinds = subtypes(t, onto)
+        if kinds is not None:
+            organ = organ_of(t, onto)
+            got["subtype"] = model.generate(e, asked["subtype"][0], cfg)
+            extra["subtype"].append(parse_subtype_answer(got["subtype"], organ.name) == set(kinds))
+            for c in organ.tumour_classes:
+                said = model.generate(e, asked["class"][0].format(**{"class": c.name}), cfg)
+                got[f"class:{c.name}"] = said
+                extra["class"].append(parse_yes_no(said) == ("yes" if c.name in kinds else "no"))
+        answers.append(got)
     out = {f"vqa_{k}": float(np.mean(v)) for k, v in scores.items()}
     out["vqa_closed"] = float(np.mean([x for v in scores.values() for x in v]))
+    out.update({f"vqa_{k}": float(np.mean(v)) for k, v in extra.items() if v})
     return out, answers, np.mean(list(scores.values()), axis=0)
 
 
@@ -236,7 +294,13 @@ def evaluate(
         metrics.update({name + k: v for k, v in {**retrieval, **zero_shot}.items()})
         if not name:
             ci.update({f"retrieval_{k}": bootstrap_ci(_mean, {"x": v}) for k, v in hits.items()})
-            ci["zero_shot_tumour_auc"] = bootstrap_ci(lambda score, tumour: auc(score, tumour), scores)
+            ci["zero_shot_tumour_auc"] = bootstrap_ci(
+                lambda score, tumour: auc(score, tumour), {"score": scores["score"], "tumour": scores["tumour"]}
+            )
+            if "subtype" in scores:
+                ci["zero_shot_subtype_auc"] = bootstrap_ci(
+                    lambda score, positive: auc(score, positive), scores["subtype"]
+                )
     if model.lm is not None:
         gen, drafts, counts = generation_metrics(model, embeddings, truths, texts, progress)
         vqa, answers, correct = vqa_metrics(model, embeddings, truths, progress)
@@ -254,7 +318,7 @@ def evaluate(
         )
         if analyses:
             for m, c in (
-                localisation_metrics(analyses, maps, [rows[i]["source"] for i in keep], progress),
+                localisation_metrics(analyses, maps, [truths[i] for i in keep], progress),
                 statement_metrics(analyses, maps, [truths[i] for i in keep], progress),
             ):
                 metrics.update(m)

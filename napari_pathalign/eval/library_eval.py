@@ -17,22 +17,34 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.eval.bootstrap import bootstrap_ci
-from napari_pathalign.reporting.vocabulary import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
+from napari_pathalign.eval.truth import organ_of, subtypes
+from napari_pathalign.reporting.ontology import load_ontology
 
 PRESENT = 0.10  # a tissue "is on" a slide when it covers at least this share (the reports' threshold)
 
 
 def phrase_relevance(rows: list[dict], truths) -> dict[str, np.ndarray]:
-    """Class phrase -> (S,) bool: the slides a text search for it should return."""
+    """Class phrase -> (S,) bool: the slides a text search for it should return (phrases from the ontology:
+    each tumour class's first phrase, the first negative phrase, each tissue's first phrase)."""
+    onto = load_ontology()
+    organs = [organ_of(t, onto) for t in truths]
     out = {}
-    sources = sorted({t.source for t in truths})
-    for source in sources:
-        out[TUMOUR_NAME[source]] = np.array([t.source == source and t.tumour_fraction > 0 for t in truths])
-    out["no tumour identified"] = np.array([t.tumour_fraction == 0 for t in truths])
-    for cls, phrases in TISSUE.items():
-        rel = np.array([t.fractions.get(cls, 0.0) >= PRESENT and cls not in TUMOUR_CLASSES.values() for t in truths])
-        if rel.any():
-            out[phrases[0]] = rel
+    for organ in {o.name: o for o in organs}.values():
+        mine = np.array([o.name == organ.name for o in organs])
+        several = len(organ.tumour_classes) > 1
+        for c in organ.tumour_classes:
+            if several:  # a subtype's phrase finds the slides with that subtype
+                rel = [bool(m) and c.name in (subtypes(t, onto) or ()) for m, t in zip(mine, truths)]
+            else:
+                rel = [bool(m) and t.tumour_fraction > 0 for m, t in zip(mine, truths)]
+            out[c.phrases[0]] = np.array(rel)
+        for c in organ.tissue_classes:
+            rel = np.array([bool(m) and t.fractions.get(c.label, 0.0) >= PRESENT for m, t in zip(mine, truths)])
+            if rel.any():
+                out[c.phrases[0]] = rel
+    negative = next((o.negative_phrases[0] for o in organs if o.negative_phrases), None)
+    if negative:
+        out[negative] = np.array([t.tumour_fraction == 0 for t in truths])
     return out
 
 

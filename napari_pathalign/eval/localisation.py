@@ -17,20 +17,27 @@ import numpy as np
 
 from napari_pathalign.core.metrics import auc
 from napari_pathalign.eval.bootstrap import bootstrap_ci
-from napari_pathalign.reporting.vocabulary import TISSUE, TUMOUR_CLASSES, TUMOUR_NAME
+from napari_pathalign.eval.truth import PartTruth, organ_of, tumour_labels
+from napari_pathalign.reporting.ontology import Organ, load_ontology
 
 MOSTLY = 0.5  # a patch "lies on" a class when more than this share of its area is that class
 DELETE_FRACTION = 0.10  # share of patches removed by the deletion test
 RANDOM_DRAWS = 5  # random deletions averaged per pair
 
 
-def tumour_text(source: str) -> str:
-    """The phrase a pathologist would type for the tumour of a demo source."""
-    return TUMOUR_NAME[source]
+def tumour_text(truth: PartTruth) -> str:
+    """The phrase a pathologist would type for the slide's tumour: the name of its largest tumour class (the
+    organ's first tumour class on a slide without tumour)."""
+    organ = organ_of(truth)
+    present = tumour_labels(truth)
+    names = {c.label: c.name for c in organ.tumour_classes}
+    return names[present[0]] if present else organ.tumour_classes[0].name
 
 
-def class_text(cls: str, source: str) -> str:
-    return tumour_text(source) if cls == TUMOUR_CLASSES[source] else TISSUE[cls][0]
+def class_text(label: str, organ: Organ) -> str:
+    """What a pathologist types for a class: a tumour class's name, a tissue's first phrase."""
+    c = next(c for c in organ.classes if c.label == label)
+    return c.name if c.tumour else c.phrases[0]
 
 
 def slide_auc(values: np.ndarray, positive: np.ndarray) -> float | None:
@@ -67,24 +74,32 @@ def deletion_test(analysis, heatmap, text: str, model: str = "retrieval", seed: 
 
 
 def localisation_metrics(
-    analyses: list, class_maps: list, sources: list[str], progress: bool = True
+    analyses: list, class_maps: list, truths: list[PartTruth], progress: bool = True
 ) -> tuple[dict, dict]:
-    """Localisation AUCs (text, text-weighted and plain attention, each class) and faithfulness."""
+    """Localisation AUCs (text, text-weighted and plain attention, each class; the tumour as all tumour classes
+    together, and for an organ with several, each subtype by its own name) and faithfulness."""
     from tqdm import tqdm
 
     from napari_pathalign.eval.class_maps import patch_class_fractions
 
     per: dict[str, list] = {}  # metric -> per-slide values (None: not defined on that slide)
     deletions: dict[str, list] = {"text": [], "attention": []}
-    for a, cmap, source in tqdm(
-        list(zip(analyses, class_maps, sources)), desc="localisation", unit="slide", disable=not progress
+    onto = load_ontology()
+    for a, cmap, truth in tqdm(
+        list(zip(analyses, class_maps, truths)), desc="localisation", unit="slide", disable=not progress
     ):
         f = a.features
+        organ = organ_of(truth, onto)
         frac = patch_class_fractions(cmap, f.xy_level0, f.size_level0)  # (N, C)
         mostly = {c: frac[:, k] > MOSTLY for k, c in enumerate(cmap.classes)}
-        tumour = TUMOUR_CLASSES[source]
-        text = tumour_text(source)
-        pos = mostly.get(tumour, np.zeros(len(frac), bool))
+        tumour = {c.label for c in organ.tumour_classes}
+        text = tumour_text(truth)
+        pos = np.zeros(len(frac), bool)
+        for k, c in enumerate(cmap.classes):
+            if c in tumour:
+                pos |= mostly[c]
+        # a patch "is tumour" when most of it is tumour of any class: the sum, not one class, passes MOSTLY
+        pos |= frac[:, [k for k, c in enumerate(cmap.classes) if c in tumour]].sum(1) > MOSTLY
         maps = {
             "text": a.text_heatmap(text),
             "attention_text": a.attention_heatmap(text=text),
@@ -93,9 +108,13 @@ def localisation_metrics(
         for name, h in maps.items():
             per.setdefault(f"localisation_tumour_auc_{name}", []).append(slide_auc(h.values, pos))
         for cls, is_cls in mostly.items():
-            if cls != tumour:
+            if cls not in tumour:
                 per.setdefault(f"localisation_auc_{cls}", []).append(
-                    slide_auc(a.text_heatmap(class_text(cls, source)).values, is_cls)
+                    slide_auc(a.text_heatmap(class_text(cls, organ)).values, is_cls)
+                )
+            elif len(tumour) > 1 and is_cls.any():  # a subtype, by its own name, against every other patch
+                per.setdefault("localisation_subtype_auc", []).append(
+                    slide_auc(a.text_heatmap(class_text(cls, organ)).values, is_cls)
                 )
         if pos.any():
             deletions["text"].append(deletion_test(a, maps["text"], text, "generation"))

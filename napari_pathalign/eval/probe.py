@@ -76,3 +76,34 @@ def probe_kather(encoder, kather: Path, seed: int = 0) -> dict:
         "kather_train_tiles": len(train),
         "kather_test_tiles": len(test),
     }
+
+
+def probe_lung(encoder, lung: Path, seed: int = 0) -> dict:
+    """LC25000 lung, split by source-tile cluster: balanced accuracy over the three classes, and the
+    adenocarcinoma-vs-squamous AUC on the held-out carcinoma tiles (the subtype a tile alone shows)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from napari_pathalign.train.tile_sources import lung_split
+
+    split = lung_split(lung, seed)
+    train = [(p, c) for c, ps in split["train"].items() for p in ps]
+    test = [(p, c) for c, ps in split["test"].items() for p in ps]
+    proba, classes = linear_probe(
+        encode_tiles(encoder, [p for p, _ in train]),
+        np.array([c for _, c in train]),
+        encode_tiles(encoder, [p for p, _ in test]),
+        seed,
+    )
+    classes = list(classes)
+    pred = np.asarray(classes)[proba.argmax(1)]
+    carcinoma = np.array([c != "benign" for _, c in test])
+    squamous = np.array([c == "squamous_cell_carcinoma" for _, c in test])[carcinoma]
+    score = (
+        proba[carcinoma, classes.index("squamous_cell_carcinoma")] - proba[carcinoma, classes.index("adenocarcinoma")]
+    )
+    return {
+        "lung_balanced_accuracy": float(balanced_accuracy_score([c for _, c in test], pred)),
+        "lung_subtype_auc": float(roc_auc_score(squamous, score)),
+        "lung_train_tiles": len(train),
+        "lung_test_tiles": len(test),
+    }

@@ -33,20 +33,22 @@ from napari_pathalign.eval.bootstrap import bootstrap_ci
 from napari_pathalign.eval.class_maps import GLASS, ClassMap, patch_class_fractions
 from napari_pathalign.eval.facts import parse_facts, parse_yes_no, truth_facts
 from napari_pathalign.eval.localisation import deletion_test
+from napari_pathalign.eval.truth import PartTruth, closed_questions, organ_of
 from napari_pathalign.reporting.drafting import iter_answer, iter_draft
-from napari_pathalign.reporting.vocabulary import QUESTIONS, TUMOUR_CLASSES, TUMOUR_NAME, PartTruth
 
 REGION_FRACTION = 0.25  # region side as a share of the tissue's bounding-box side
 MIN_REGION_PATCHES = 4  # fewer patches than this say too little to ask about
 
 
-def sentence_facts(text: str, source: str) -> set[tuple[str, str]]:
-    """The facts one sentence states. An extent sentence ("Tumour forms a small focus.") names no
-    tumour, so the parser, which reads extents only after a tumour call, would see nothing: it is read
-    with the tumour named, and so states tumour present and its extent bucket."""
-    facts = parse_facts(text)
+def sentence_facts(text: str, truth: PartTruth) -> set[tuple[str, str]]:
+    """The facts one sentence states about the slide of ``truth``. An extent sentence ("Tumour forms a
+    small focus.") names no tumour, so the parser, which reads extents only after a tumour call, would
+    see nothing: it is read after a tumour call of the organ ("<first tumour class>."), and so states
+    tumour present and its extent bucket (not a subtype)."""
+    organ = organ_of(truth)
+    facts = parse_facts(text, organ=organ.name)
     if not any(k == "tumour" for k, _ in facts):
-        implied = parse_facts(f"{TUMOUR_NAME[source]}. {text}")
+        implied = parse_facts(f"{organ.tumour_classes[0].name}. {text}")
         if any(k == "extent" for k, _ in implied):
             return implied
     return facts
@@ -55,7 +57,7 @@ def sentence_facts(text: str, source: str) -> set[tuple[str, str]]:
 def sentence_label(text: str, truth: PartTruth) -> bool | None:
     """True when every fact the sentence states is true of the slide, False when one is not, None
     when it states none."""
-    facts = sentence_facts(text, truth.source)
+    facts = sentence_facts(text, truth)
     return None if not facts else facts <= truth_facts(truth)
 
 
@@ -180,7 +182,7 @@ def follow_up_metrics(analyses: list, truths: list[PartTruth], progress: bool = 
     """'Is tumour present?' after 'Which tissues are present?' (history) vs asked alone."""
     from tqdm import tqdm
 
-    first, question = QUESTIONS["tissues"][0], QUESTIONS["tumour"][0]
+    first, question = closed_questions()["tissues"][0], closed_questions()["tumour"][0]
     multi, single, used = [], [], []
     for a, t in tqdm(list(zip(analyses, truths)), desc="follow-up questions", unit="slide", disable=not progress):
         expected = "yes" if t.tumour_fraction > 0 else "no"
@@ -209,7 +211,7 @@ def _square(r0: int, c0: int, k: int, cell: int) -> np.ndarray:
 
 def region_pair(
     class_map: ClassMap,
-    tumour_class: str,
+    tumour_class,
     xy_level0: np.ndarray,
     size_level0: int,
     min_patches: int = MIN_REGION_PATCHES,
@@ -220,14 +222,17 @@ def region_pair(
     (the longer one). The tumour square is the one holding the most tumour cells; the normal square
     the one holding the most tissue among those whose patches (centres inside, as
     ``SlideAnalysis.region`` takes them) touch no tumour cell: a patch reaches past the square, and
-    the model sees the whole patch. Each needs ``min_patches`` patches.
+    the model sees the whole patch. Each needs ``min_patches`` patches. ``tumour_class`` is a class-map
+    label, or several (an organ's tumour classes together).
     """
     from napari_pathalign.engine.regions import patches_in_polygon
 
-    if tumour_class not in class_map.classes:
+    wanted = [tumour_class] if isinstance(tumour_class, str) else list(tumour_class)
+    index = [class_map.classes.index(c) for c in wanted if c in class_map.classes]
+    if not index:
         return None
     grid, cell = class_map.grid, class_map.cell_size_level0
-    tumour = grid == class_map.classes.index(tumour_class)  # (rows, cols)
+    tumour = np.isin(grid, index)  # (rows, cols)
     tissue = grid != GLASS
     if not tumour.any():
         return None
@@ -241,7 +246,7 @@ def region_pair(
         return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
     n_tumour, n_tissue = window_sums(tumour), window_sums(tissue)
-    t_col = class_map.classes.index(tumour_class)
+    t_cols = index  # the class-map columns of the tumour classes
 
     def first(order, ok):
         for flat in order:
@@ -258,7 +263,7 @@ def region_pair(
         return (
             n_tumour[r0, c0] == 0
             and n_tissue[r0, c0] > 0
-            and not patch_class_fractions(class_map, xy_level0[inside], size_level0)[:, t_col].any()
+            and not patch_class_fractions(class_map, xy_level0[inside], size_level0)[:, t_cols].any()
         )  # noqa: E731
 
     normal_pick = first(np.argsort(-n_tissue, axis=None, kind="stable"), clean)
@@ -273,7 +278,7 @@ def region_metrics(
     """'Is tumour present?' of a tumour square (expect yes) and a tumour-free square (expect no) per tumour slide."""
     from tqdm import tqdm
 
-    question = QUESTIONS["tumour"][0]
+    question = closed_questions()["tumour"][0]
     tumour_ok, normal_ok = [], []
     for a, cmap, t in tqdm(
         list(zip(analyses, class_maps, truths)), desc="region questions", unit="slide", disable=not progress
@@ -281,7 +286,8 @@ def region_metrics(
         if t.tumour_fraction <= 0:
             continue
         f = a.features
-        pair = region_pair(cmap, TUMOUR_CLASSES[t.source], f.xy_level0, f.size_level0)
+        tumour = [c.label for c in organ_of(t).tumour_classes]
+        pair = region_pair(cmap, tumour, f.xy_level0, f.size_level0)
         if pair is None:
             continue
         tumour_ok.append(parse_yes_no(run_to_end(iter_answer(a.region(pair.tumour_xy_level0), question)).text) == "yes")

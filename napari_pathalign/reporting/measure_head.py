@@ -22,7 +22,7 @@ import numpy as np
 class OrganHead:
     """The classifier of one organ's tissue classes."""
 
-    classes: list[str]  # report tissue classes (reporting/vocabulary.py), in output order
+    classes: list[str]  # report tissue classes (the ontology's labels), in output order
     mean: np.ndarray  # (D,) input standardisation
     scale: np.ndarray  # (D,)
     coef: np.ndarray  # (C, D) or (1, D) for two classes (sklearn's binary form)

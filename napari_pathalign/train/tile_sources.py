@@ -1,4 +1,4 @@
-"""The public labelled tile sets (PatchCamelyon, Kather 2016) and their splits by source image.
+"""The public labelled tile sets (PatchCamelyon, Kather 2016, LC25000 lung) and their splits by source image.
 
 Shared by the demo slides (``demo/data.py``), the encoder's self-supervised training and the linear
 probes (``eval/probe.py``): every tile of one source image lands in the same split, so no split leaks.
@@ -14,14 +14,16 @@ from pathlib import Path
 PCAM_MPP = 0.972  # PatchCamelyon: 96 px tiles from 10x scans
 KATHER_MPP = 0.495  # Kather 2016: 150 px tiles at 20x
 KATHER_CLASSES = ["TUMOR", "STROMA", "COMPLEX", "LYMPHO", "DEBRIS", "MUCOSA", "ADIPOSE"]  # EMPTY is glass, not tissue
-TEST_FRACTION = 1 / 3  # share of Kather source images held out for the test split
+LUNG_MPP = 0.45  # LC25000: 768 px originals at about 0.15 µm/px, shipped resized to 224 px (about 0.4-0.5 µm/px)
+LUNG_CLASSES = ["adenocarcinoma", "squamous_cell_carcinoma", "benign"]  # folder names = class-map labels
+TEST_FRACTION = 1 / 3  # share of Kather source images / LC25000 clusters held out for the test split
 
 
 @dataclass
 class TileSource:
     """Tiles of one dataset and split, by class."""
 
-    kind: str  # 'pcam' or 'kather'
+    kind: str  # 'pcam', 'kather' or 'lung'
     split: str  # 'train' or 'test'
     mpp: float  # µm per tile pixel
     tiles: dict  # class -> list of tile paths
@@ -37,6 +39,41 @@ def held_out(key: str, seed: int) -> bool:
     """Whether a source image (``key``) lands in the test split for ``seed``: a fixed hash, never a random draw."""
     h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
     return h / 0xFFFFFFFF < TEST_FRACTION
+
+
+def lung_clusters(folder: Path) -> dict[str, str]:
+    """{file path relative to ``folder``: source-tile cluster} from LC25000's ``tiles.csv``.
+
+    LC25000 holds ~20 rotated and flipped copies of each original; the cluster names the original, and
+    a split by anything finer than the cluster leaks test tiles into training.
+    """
+    import csv
+
+    table = folder / "tiles.csv"
+    if not table.is_file():
+        raise ValueError(
+            f"{folder}: LC25000 lung tiles need tiles.csv (columns file, class, cluster) to split by source tile; "
+            "without it a split leaks rotated copies between train and test"
+        )
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"file", "cluster"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{table}: no column {sorted(missing)}; expected file, class, cluster")
+    return {r["file"]: r["cluster"] for r in rows}
+
+
+def lung_split(folder: Path, seed: int) -> dict[str, dict[str, list[Path]]]:
+    """{'train' | 'test': {class: tile paths}} of an LC25000 folder, split by cluster (``held_out``)."""
+    clusters = lung_clusters(folder)
+    out = {"train": {c: [] for c in LUNG_CLASSES}, "test": {c: [] for c in LUNG_CLASSES}}
+    for c in LUNG_CLASSES:
+        for p in _images(folder / c):
+            cluster = clusters.get(f"{c}/{p.name}")
+            if cluster is None:
+                raise ValueError(f"{p}: not in {folder / 'tiles.csv'}; every tile needs its source-tile cluster")
+            out["test" if held_out(cluster, seed) else "train"][c].append(p)
+    return out
 
 
 def _images(folder: Path) -> list[Path]:
@@ -76,8 +113,15 @@ def find_sources(tiles: Path, seed: int = 0) -> list[TileSource]:
                         )
                     )
                 found.append(TileSource("kather", split, KATHER_MPP, t))
+        if all((folder / c).is_dir() for c in LUNG_CLASSES):
+            for split, t in lung_split(folder, seed).items():
+                short = [c for c, v in t.items() if len(v) < 2]
+                if short:
+                    raise ValueError(f"{folder}: the {split} split has fewer than 2 lung tiles of {short}")
+                found.append(TileSource("lung", split, LUNG_MPP, t))
     if not found:
         raise ValueError(
-            f"no tile sets under {tiles}: expected PCam folders 0/ and 1/, or Kather folders 01_TUMOR ... 07_ADIPOSE"
+            f"no tile sets under {tiles}: expected PCam folders 0/ and 1/, Kather folders 01_TUMOR ... 07_ADIPOSE, "
+            "or LC25000 folders adenocarcinoma/, squamous_cell_carcinoma/, benign/ with tiles.csv"
         )
     return found
