@@ -339,6 +339,31 @@ class DicomWebConnection:
             )
         return hits
 
+    # -- WADO-RS --------------------------------------------------------------------------------
+    def retrieve(self, study_uid: str, series_uid: str, instance_uid: str):
+        """One instance, whole, as a pydicom Dataset (a report or map read back)."""
+        return self.call(
+            f"retrieve instance {instance_uid}", self.client.retrieve_instance, study_uid, series_uid, instance_uid
+        )
+
+    def slide_source(self, study_uid: str, series_uid: str):
+        """The metadata of a slide's level-0 instance (a pydicom Dataset, no pixels): what results reference."""
+        import pydicom
+
+        found = self.call(
+            f"read the metadata of series {series_uid}", self.client.retrieve_series_metadata, study_uid, series_uid
+        )
+        volumes = [
+            d for d in found if "VOLUME" in (d.get("00080008", {}).get("Value") or []) and _value(d, "00080060") == "SM"
+        ]
+        if not volumes:
+            raise SeriesNotFoundError(
+                f"DICOMweb server {self.root}: series {series_uid} has no slide (SM VOLUME) image"
+            )
+        largest = max(volumes, key=lambda d: int(_value(d, "00480006") or 0))  # TotalPixelMatrixColumns
+        largest = {k: v for k, v in largest.items() if "BulkDataURI" not in v}  # ICC profile, pixels: not needed
+        return pydicom.Dataset.from_json(largest)
+
     # -- STOW-RS --------------------------------------------------------------------------------
     def store(self, datasets: list, study_uid: str | None = None) -> None:
         """Store pydicom datasets (a report, a heatmap) on the server with STOW-RS."""
