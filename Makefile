@@ -6,10 +6,12 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pathalign-installed
-# Qt's xcb platform and a virtual display for headless runs (Debian names)
+# Qt's xcb platform and a virtual display for headless runs; a real DICOMweb archive (Orthanc with its
+# DICOMweb plugin) and openssl for its HTTPS certificate, which the PACS tests start (Debian names)
 SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-shape0 libxcb-randr0 \
-	libdbus-1-3 libfontconfig1 libgl1 libegl1 libglib2.0-0
+	libdbus-1-3 libfontconfig1 libgl1 libegl1 libglib2.0-0 \
+	orthanc orthanc-dicomweb openssl
 SCREEN := -screen 0 1920x1200x24
 
 .PHONY: setup system-packages demo test lint clean
@@ -21,7 +23,7 @@ system-packages:
 	missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing system libraries for Qt and Xvfb:" $$missing; \
+		echo "installing system packages (Qt, Xvfb, Orthanc):" $$missing; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
 	else \
 		echo "warning: missing system packages:" $$missing; \

@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 
 from tests.synthetic import write_pyramid  # noqa: E402
 
+pytest_plugins = ["tests.orthanc"]  # the real Orthanc DICOMweb server fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 WSI = SHARED_DATA / "wsi"

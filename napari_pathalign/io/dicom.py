@@ -47,13 +47,13 @@ def open_dicom(path: Path) -> Slide:
     try:
         levels = [DicomTileLevel(path, wsi, lvl) for lvl in wsi.levels]
         reader = TileReader(levels)
-        mpp, source = _mpp(wsi)
+        mpp, source = pixel_spacing_mpp(wsi)
         props = {"dicom.levels": [lvl.level for lvl in wsi.levels]}
         slide = Slide(
             SlideInfo(path, "dicom", mpp, source, props),
             reader,
             [reader.as_dask(k) for k in range(len(levels))],
-            _associated(wsi),
+            associated_images(wsi),
         )
     except SlideError:
         wsi.close()
@@ -87,7 +87,8 @@ def _series_files(path: Path) -> list[Path]:
     return [path, *siblings]
 
 
-def _mpp(wsi) -> tuple[float | None, str]:
+def pixel_spacing_mpp(wsi) -> tuple[float | None, str]:
+    """µm per level-0 pixel from Pixel Spacing, and where it came from (or why there is none)."""
     try:
         spacing = wsi.levels[0].pixel_spacing  # mm per pixel, from the Pixel Spacing attribute
     except Exception:
@@ -97,7 +98,8 @@ def _mpp(wsi) -> tuple[float | None, str]:
     return float(spacing.width) * 1000.0, "DICOM Pixel Spacing"
 
 
-def _associated(wsi) -> dict:
+def associated_images(wsi) -> dict:
+    """The label and overview (macro) images as lazy arrays: read only when shown."""
     import dask
     import dask.array as da
 

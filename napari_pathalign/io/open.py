@@ -8,7 +8,11 @@ from pathlib import Path
 from napari_pathalign.io.errors import SlideError
 from napari_pathalign.io.slide import Slide
 
-SUPPORTED = "Aperio SVS, generic tiled TIFF, OME-TIFF, Hamamatsu NDPI, DICOM WSI (.dcm or a folder of them)"
+SUPPORTED = (
+    "Aperio SVS, generic tiled TIFF, OME-TIFF, Hamamatsu NDPI, DICOM WSI (.dcm or a folder of them, "
+    "or dicomweb+https://... for a series on a DICOMweb server)"
+)
+DICOMWEB_SCHEMES = ("dicomweb+http://", "dicomweb+https://")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 _OTHER_MAGIC = {  # common look-alikes, named so that the error tells the user what the file really is
     b"\x89PNG": "a PNG image",
@@ -21,7 +25,20 @@ _OTHER_MAGIC = {  # common look-alikes, named so that the error tells the user w
 
 
 def open_slide(path: str | os.PathLike) -> Slide:
-    """Open a whole-slide image lazily; raises ``SlideError`` naming the file and the problem."""
+    """Open a whole-slide image lazily; raises ``SlideError`` naming the file and the problem.
+
+    ``path`` is a file, a DICOM folder, or a series on a DICOMweb server:
+    ``dicomweb+https://host/<root>/studies/<StudyUID>/series/<SeriesUID>`` (see ``io/dicomweb.py``).
+    """
+    if isinstance(path, str) and path.lower().startswith(DICOMWEB_SCHEMES):
+        from napari_pathalign.io.dicomweb_slide import open_dicomweb
+
+        return open_dicomweb(path)
+    if isinstance(path, str) and path.lower().startswith(("http://", "https://")):
+        raise SlideError(
+            "a web address is not a slide file; for a series on a DICOMweb server write "
+            "dicomweb+https://host/<DICOMweb root>/studies/<StudyUID>/series/<SeriesUID>"
+        )
     path = Path(path).expanduser()
     if not path.exists():
         raise SlideError(f"{path}: no such file or folder")

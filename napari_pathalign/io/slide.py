@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,12 @@ from napari_pathalign.io.tiles import TileReader
 class SlideInfo:
     """What a backend found in the file; everything ``Slide`` needs besides the pixels."""
 
-    path: Path  # the file or DICOM folder that was opened
+    path: PurePath  # the file or DICOM folder that was opened; server/root/studies/<uid>/series/<uid> for a URL
     format: str  # "aperio-svs", "ome-tiff", "generic-tiff", "ndpi", "dicom", ...
     mpp: float | None  # µm per level-0 pixel, None when the file does not say
     mpp_source: str  # where mpp came from, or why there is none (shown to the user)
     properties: dict[str, Any] = field(default_factory=dict)  # vendor metadata, flat
+    url: str | None = None  # dicomweb+http(s):// address of a slide on a server (its path is then host/.../series)
 
 
 class Slide:
@@ -57,6 +58,7 @@ class Slide:
     mpp = property(lambda self: self._info.mpp)
     mpp_source = property(lambda self: self._info.mpp_source)
     properties = property(lambda self: dict(self._info.properties))
+    url = property(lambda self: self._info.url)
 
     @property
     def shape_level0(self) -> tuple[int, int]:
