@@ -45,6 +45,13 @@ def test_reads_qupath_02_list_with_packed_colours_and_measurement_lists():
     assert tumour.id is None, "0.2's class-name ids are not identities"
 
 
+def test_reads_features_before_the_type_key(tmp_path):
+    """The collection is read feature by feature (the window stays live); key order does not matter."""
+    doc = '{"features": [{"type": "Point", "coordinates": [1, 2]}], "bbox": [0, 0, 9, 9], "type": "FeatureCollection"}'
+    (tmp_path / "a.geojson").write_text(doc)
+    assert read_annotations(tmp_path / "a.geojson")[0].geometry == {"type": "Point", "coordinates": [1, 2]}
+
+
 def test_reads_a_single_feature_a_bare_geometry_and_derived_classes(tmp_path):
     feature = {
         "type": "Feature",
@@ -122,6 +129,9 @@ def _feature(geometry, **props):
     [
         (b"{not json", "not JSON"),
         (b'"a string"', "expected a FeatureCollection"),
+        (b'[{"type": "Point", "coordinates": [1, 2]}] trailing', "not JSON .Extra data"),
+        (b'{"features": [{"type": "Point", "coordinates": [1, 2]}', "not JSON"),
+        (b'{"features": [], "type": "Topology"}', "type 'Topology'"),
         (json.dumps(_feature({"type": "Circle", "coordinates": [0, 0]}, name="C1")), "feature 0 .'C1'.*Circle"),
         (json.dumps(_feature({"type": "Polygon", "coordinates": [[[0, 0], [1]]]})), r"not a list of \[x, y\]"),
         (json.dumps(_feature({"type": "LineString", "coordinates": [[0, 0]]})), "at least 2"),

@@ -10,9 +10,11 @@ the 0.2 form {name, colorRGB (a packed Java int)}, or {names: [...]} for derived
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,15 +39,94 @@ def parse_geojson(data: bytes, source: str = "annotations") -> list[Annotation]:
     """Annotations from the bytes of a QuPath GeoJSON file; ``source`` names it in errors."""
     with _collector_paused():
         try:
-            doc = json.loads(data.decode("utf-8-sig"))  # QuPath on Windows may write a byte-order mark
+            text = data.decode("utf-8-sig")  # QuPath on Windows may write a byte-order mark
         except UnicodeDecodeError as exc:
             raise ValueError(f"{source}: not UTF-8 text ({exc.reason}); expected GeoJSON: {_ACCEPTED}") from None
+        out: list[Annotation] = []
+        try:
+            for k, feature in enumerate(_iter_features(text, source)):
+                out.extend(_annotations_of(feature, f"{source}: feature {k}"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{source}: not JSON ({exc.msg} at line {exc.lineno}); expected {_ACCEPTED}") from None
-        out: list[Annotation] = []
-        for k, feature in enumerate(_features_of(doc, source)):
-            out.extend(_annotations_of(feature, f"{source}: feature {k}"))
         return out
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _iter_features(text: str, source: str) -> Iterator:
+    """The features of a FeatureCollection or list one at a time, each one short call into the C decoder.
+
+    ``json.loads`` of a 100 MB export holds the GIL for seconds, and a reader in a worker thread would
+    freeze the window all that time; between two features the GUI thread gets its turn.
+    """
+    i = _SPACE.match(text, 0).end()
+    if text.startswith("[", i):
+        items = _ArrayItems(text, i)
+        yield from items
+        _end(text, items.end)
+        return
+    if not text.startswith("{", i):
+        doc, i = _DECODER.raw_decode(text, i)
+        _end(text, i)
+        yield from _features_of(doc, source)
+        return
+    doc, has_features, i = {}, False, i + 1
+    while True:
+        i = _SPACE.match(text, i).end()
+        if text.startswith("}", i):
+            break
+        key, i = _DECODER.raw_decode(text, i)
+        i = _SPACE.match(text, i).end()
+        if not text.startswith(":", i):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+        i = _SPACE.match(text, i + 1).end()
+        if key == "features" and text.startswith("[", i):
+            has_features = True
+            array = _ArrayItems(text, i)
+            yield from array
+            i = array.end
+        else:
+            doc[key], i = _DECODER.raw_decode(text, i)
+        i = _SPACE.match(text, i).end()
+        if text.startswith(",", i):
+            i += 1
+        elif not text.startswith("}", i):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+    _end(text, i + 1)
+    if has_features and doc.get("type") not in (None, "FeatureCollection"):
+        raise ValueError(f"{source}: GeoJSON of type {doc.get('type')!r} with features; expected {_ACCEPTED}")
+    if not has_features:
+        yield from _features_of(doc, source)
+
+
+class _ArrayItems:
+    """Iterate the elements of the JSON array starting at ``text[start]``; ``end`` is the index after it."""
+
+    def __init__(self, text: str, start: int):
+        self.text, self.end = text, start + 1
+
+    def __iter__(self):
+        text, i = self.text, _SPACE.match(self.text, self.end).end()
+        if text.startswith("]", i):
+            self.end = i + 1
+            return
+        while True:
+            item, i = _DECODER.raw_decode(text, i)
+            yield item
+            i = _SPACE.match(text, i).end()
+            if text.startswith("]", i):
+                self.end = i + 1
+                return
+            if not text.startswith(",", i):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = _SPACE.match(text, i + 1).end()
+
+
+def _end(text: str, i: int) -> None:
+    if _SPACE.match(text, i).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
 
 
 @contextmanager
@@ -180,13 +261,16 @@ def _classification(value, where: str) -> tuple[str | None, tuple[int, int, int]
 
 
 def _rgb(value, where: str) -> tuple[int, int, int]:
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
-    ):
-        return tuple(int(c) for c in value)
-    raise ValueError(f"{where}: classification colour {value!r} is not [r, g, b] with each 0-255")
+    rgb = _rgb_of(tuple(value)) if isinstance(value, (list, tuple)) else None
+    if rgb is None:
+        raise ValueError(f"{where}: classification colour {value!r} is not [r, g, b] with each 0-255")
+    return rgb
+
+
+@functools.lru_cache(maxsize=256)  # 100,000 cells share a handful of class colours
+def _rgb_of(value: tuple) -> tuple[int, int, int] | None:
+    ok = len(value) == 3 and all(type(c) in (int, float) and 0 <= c <= 255 for c in value)
+    return tuple(int(c) for c in value) if ok else None
 
 
 def _measurements(value, where: str) -> dict:
