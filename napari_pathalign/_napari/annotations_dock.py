@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout
 
 from napari_pathalign._napari.annotation_layers import annotation_layers, annotations_of_layer
 from napari_pathalign._napari.dock import SlideDock
-from napari_pathalign._napari.slide_info import slide_of
+from napari_pathalign._napari.slide_info import slide_layer_of
 from napari_pathalign.io import check_bounds, read_annotations, write_annotations
 
 FILE_FILTER = "Annotations (*.geojson *.json *.xml);;QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
@@ -27,15 +27,6 @@ def _read_layers(path: Path, slide_layer):
     h0, w0 = slide_layer.metadata["shape_level0"]
     check_bounds(annotations, w0, h0)
     return annotations, annotation_layers(annotations, slide_layer, path.stem)
-
-
-def slide_layer_of(viewer):
-    """The active slide layer, else the only slide in the viewer, else None."""
-    active = viewer.layers.selection.active
-    if slide_of(active) is not None:
-        return active
-    slides = [layer for layer in viewer.layers if slide_of(layer) is not None]
-    return slides[0] if len(slides) == 1 else None
 
 
 def summary(annotations) -> str:
