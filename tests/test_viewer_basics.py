@@ -298,3 +298,52 @@ def test_overview_follows_the_camera_and_moves_it(cmu1, monkeypatch, qtbot, outp
     assert cy / 0.499 == pytest.approx(0.75 * h0, abs=15) and cx / 0.499 == pytest.approx(0.5 * w0, abs=15)
     qtbot.wait(150)
     widget.overview.grab().save(str(output_dir / "overview.png"))
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def _ruler(viewer, slide_layer):
+    """A Shapes layer on the slide (same µm scale), as a pathologist would add to draw on."""
+    return viewer.add_shapes(
+        scale=slide_layer.scale, translate=slide_layer.translate, units=slide_layer.units, name="drawn", edge_width=6
+    )
+
+
+def test_measured_line_region_and_tissue_fraction_to_csv(cmu1, monkeypatch, qtbot, tmp_path, output_dir):
+    import csv
+
+    from PIL import Image
+
+    viewer, slide_layer = cmu1
+    drawn = _ruler(viewer, slide_layer)
+    widget = _dock(viewer, "Measure", monkeypatch)
+    viewer.layers.selection.active = drawn
+    # layer data = level-0 (y, x) - 0.5: a line 3006 px long (1.5 mm at 0.499 µm/px)
+    drawn.add_lines(np.array([[2000, 300], [2000, 3306]]) - 0.5, edge_color="yellow")
+    qtbot.waitUntil(lambda: len(widget.measurements) == 1, timeout=2000)
+    assert widget.table.item(0, 2).text() == "1.50 mm" and list(drawn.features["measure"]) == ["1.50 mm"]
+    drawn.add_rectangles(np.array([[1500, 50], [1900, 450]]) - 0.5, edge_color="cyan", face_color="transparent")
+    drawn.add_rectangles(np.array([[2300, 1000], [2700, 1300]]) - 0.5, edge_color="cyan", face_color="transparent")
+    qtbot.waitUntil(lambda: len(widget.measurements) == 3, timeout=2000)
+    glass, tissue = widget.measurements[1:]
+    assert glass.area_mm2 == pytest.approx(400 * 400 * 0.499**2 / 1e6) and widget.table.item(1, 3).text() == "0.040 mm²"
+    worker = widget.compute_tissue()
+    qtbot.waitUntil(lambda: not np.isnan(widget.measurements[1].tissue_fraction), timeout=20_000)
+    assert worker is not None
+    glass, tissue = widget.measurements[1:]
+    assert glass.tissue_fraction < 0.1 and tissue.tissue_fraction > 0.8, (glass, tissue)
+    # moving a vertex re-measures, live
+    data = drawn.data
+    data[0] = np.array([[2000, 300], [2000, 300 + 1002]]) - 0.5  # 500 µm
+    drawn.data = data
+    qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == "500 µm", timeout=2000)
+    viewer.window.resize(1100, 900)
+    viewer.camera.center = (2150 * 0.499, 700 * 0.499)
+    viewer.camera.zoom = 0.75
+    qtbot.wait(300)
+    Image.fromarray(viewer.screenshot(canvas_only=True, flash=False)[..., :3]).save(output_dir / "measured-line.png")
+    path = widget.export_csv(tmp_path / "m.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert [r["kind"] for r in rows] == ["line", "region", "region"]
+    assert float(rows[0]["length_um"]) == pytest.approx(1002 * 0.499, rel=1e-4) and rows[0]["area_mm2"] == ""
+    assert float(rows[2]["tissue_fraction"]) > 0.8
+    assert widget.export_csv(tmp_path / "m.csv") is None and "already exists" in widget.errors[-1]

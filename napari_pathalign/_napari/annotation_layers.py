@@ -109,7 +109,7 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
     return out
 
 
-def _level0_xy(layer, slide_layer, data: np.ndarray) -> np.ndarray:
+def level0_xy(layer, slide_layer, data: np.ndarray) -> np.ndarray:
     """Layer data (V, >=2) -> level-0 (x, y) of the slide, through world coordinates (scale and translate)."""
     world = np.asarray(data, float)[:, -2:] * layer.scale[-2:] + layer.translate[-2:]  # (V, 2) row, col
     rc = (world - slide_layer.translate[-2:]) / slide_layer.scale[-2:]
@@ -139,7 +139,7 @@ def annotations_of_layer(layer, slide_layer) -> list[Annotation]:
     edges = np.asarray(layer.edge_color)[:, :3] if n else np.zeros((0, 3))
     exteriors, holes, out = [], [], []
     for i, (data, shape_type) in enumerate(zip(layer.data, layer.shape_type)):
-        xy = _level0_xy(layer, slide_layer, data)
+        xy = level0_xy(layer, slide_layer, data)
         if shape_type == "ellipse":
             xy = ellipse_ring(xy)
         if shape_type in ("line", "path"):
@@ -188,7 +188,7 @@ def annotations_of_layer(layer, slide_layer) -> list[Annotation]:
 def _point_annotations(layer, slide_layer, kept: dict) -> list[Annotation]:
     n = len(layer.data)
     cols = {key: _column(layer, key, n) for key in FEATURES[:4]}
-    xy = _level0_xy(layer, slide_layer, layer.data) if n else np.zeros((0, 2))
+    xy = level0_xy(layer, slide_layer, layer.data) if n else np.zeros((0, 2))
     faces = np.asarray(layer.face_color)[:, :3] if n else np.zeros((0, 3))
     groups: dict = {}
     for i in range(n):
