@@ -77,6 +77,8 @@ def test_qupath_annotations_on_cmu1(cmu1, monkeypatch, qtbot, output_dir):
     viewer.camera.center = (1650 * 0.499, 1050 * 0.499)  # the annotated part of the section
     viewer.camera.zoom = min(viewer.canvas.size) / (2200 * 0.499)
     qtbot.wait(300)
+    # outlines keep ~2 screen pixels whatever the zoom (napari draws widths in data units)
+    assert regions.edge_width[0] * 0.499 * viewer.camera.zoom == pytest.approx(2.0)
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
     Image.fromarray(shot).save(output_dir / "annotations-qupath-on-cmu1.png")
     r, g, b = (shot[..., k].astype(int) for k in range(3))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import napari
 from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout
 
 from napari_pathalign._napari.annotation_layers import annotation_layers, annotations_of_layer
@@ -18,6 +19,9 @@ from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.slide_info import slide_layer_of
 from napari_pathalign.io import check_bounds, read_annotations, write_annotations
 
+OUTLINE_PX = 2.0  # outlines keep about this width on screen at any zoom, as in QuPath
+FOLLOW_MS = 60  # zoom events are gathered: the outlines are re-drawn at most this often
+MAX_RESIZED = 5000  # larger layers (cell detections) keep their width: re-drawing them would stall the window
 FILE_FILTER = "Annotations (*.geojson *.json *.xml);;QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
 
 
@@ -55,6 +59,10 @@ class AnnotationsDock(SlideDock):
         layout.addStretch()
         self.say("Import QuPath or ASAP annotations onto the open slide, or export drawn shapes.")
         self.imported: list = []  # the layers the last import added
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.fit_outlines)
+        self.connect_viewer(self.viewer.camera.events.zoom, self._zoomed)
 
     # ------------------------------------------------------------------ import
     def _ask_import(self, *_):
@@ -81,7 +89,23 @@ class AnnotationsDock(SlideDock):
         self.imported = [self.viewer.add_layer(layer) for layer in layers]
         if self.imported:
             self.viewer.layers.selection.active = self.imported[0]
+        self.fit_outlines()
         self.say(f"{path.name}: {summary(annotations)}")
+
+    def _zoomed(self, *_) -> None:
+        if not self._timer.isActive():
+            self._timer.start(FOLLOW_MS)
+
+    def fit_outlines(self) -> None:
+        """Imported outlines ~``OUTLINE_PX`` screen pixels wide at the current zoom (napari's are in data units)."""
+        zoom = self.viewer.camera.zoom
+        for layer in self.imported:
+            if (
+                isinstance(layer, napari.layers.Shapes)
+                and 0 < len(layer.data) <= MAX_RESIZED
+                and layer in self.viewer.layers
+            ):
+                layer.edge_width = OUTLINE_PX / (zoom * float(layer.scale[-1]))
 
     def _failed(self, exc: Exception) -> None:
         self.say(str(exc), error=True)
