@@ -27,7 +27,7 @@ def qupath_cells(count: int, vertices: int, seed: int = 0) -> dict:
     """``count`` closed polygons of ``vertices`` corners (cells about 10 px across), as QuPath exports them."""
     rng = np.random.default_rng(seed)
     angles = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
-    centres = rng.uniform(0, 40_000, (count, 2))  # (count, 2) level-0 (x, y)
+    centres = rng.uniform(20, 39_980, (count, 2))  # (count, 2) level-0 (x, y)
     radii = rng.uniform(4, 8, (count, 1)) * (1 + 0.2 * rng.standard_normal((count, vertices)))  # (count, V)
     features = []
     for k in range(count):

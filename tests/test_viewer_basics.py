@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_pathalign._napari.slide_geometry import camera_of
 from napari_pathalign.io import read_annotations
 
 pytest.importorskip("napari")
@@ -70,15 +71,17 @@ def test_qupath_annotations_on_cmu1(cmu1, monkeypatch, qtbot, output_dir):
     hole = regions.data[1]
     np.testing.assert_allclose(regions.data_to_world(hole[0])[-2:], np.array([1949.5, 1219.5]) * 0.499)
     assert len(viewer.layers["qupath_0.4_objects [points]"].data) == 4
+    cells = viewer.layers["qupath_0.4_objects [detections]"]
+    assert cells.shape_type == ["path"] and len(cells.data[0]) == 5, "a detection is a closed outline, not filled"
     assert "6 objects" in widget.status.text() and "2 Tumor" in widget.status.text()
 
     viewer.layers.selection.active = regions
     viewer.window.resize(1100, 900)
-    viewer.camera.center = (1650 * 0.499, 1050 * 0.499)  # the annotated part of the section
-    viewer.camera.zoom = min(viewer.canvas.size) / (2200 * 0.499)
+    camera_of(viewer).center = (1650 * 0.499, 1050 * 0.499)  # the annotated part of the section
+    camera_of(viewer).zoom = min(viewer.canvas.size) / (2200 * 0.499)
     qtbot.wait(300)
     # outlines keep ~2 screen pixels whatever the zoom (napari draws widths in data units)
-    assert regions.edge_width[0] * 0.499 * viewer.camera.zoom == pytest.approx(2.0)
+    assert regions.edge_width[0] * 0.499 * camera_of(viewer).zoom == pytest.approx(2.0)
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
     Image.fromarray(shot).save(output_dir / "annotations-qupath-on-cmu1.png")
     r, g, b = (shot[..., k].astype(int) for k in range(3))
@@ -92,15 +95,17 @@ def test_export_of_imported_and_drawn_shapes_reads_back(cmu1, monkeypatch, qtbot
     regions = viewer.layers["qupath_0.4_objects [annotations]"]
     # a pathologist draws a rectangle from level-0 (100, 200) to (300, 400): layer data = level-0 (y, x) - 0.5
     regions.add_rectangles(np.array([[200, 100], [200, 300], [400, 300], [400, 100]]) - 0.5)
-    viewer.layers.selection = {regions, viewer.layers["qupath_0.4_objects [points]"]}
+    viewer.layers.selection = {
+        regions,
+        viewer.layers["qupath_0.4_objects [points]"],
+        viewer.layers["qupath_0.4_objects [detections]"],
+    }
     path = widget.export_layers(tmp_path / "out.geojson")
     assert path is not None, widget.errors
     again = read_annotations(path)
     original = read_annotations(QUPATH_04)
     by_id = {a.id: a for a in again}
     for ann in original:
-        if ann.object_type == "detection":
-            continue
         back = by_id[ann.id]
         assert back.classification == ann.classification and back.geometry["type"] == ann.geometry["type"]
         got, want = np.array(_flat(back.geometry), float), np.array(_flat(ann.geometry), float)
@@ -238,22 +243,22 @@ def test_magnification_control_shortcuts_and_scale_bar(cmu1, monkeypatch, qtbot,
     index = widget.magnification.findData(20.0)
     widget.magnification.setCurrentIndex(index)
     widget.magnification.activated.emit(index)
-    assert viewer.camera.zoom == pytest.approx(2.0)  # 20x = 0.5 µm per screen pixel
+    assert camera_of(viewer).zoom == pytest.approx(2.0)  # 20x = 0.5 µm per screen pixel
     assert widget.current.text().startswith("20x") and "0.5 µm per screen pixel" in widget.current.text()
     assert viewer.text_overlay.visible and viewer.text_overlay.text == "20x"
     # Alt-3 = 5x: the viewer's own key binding calls the dock
     assert [SHORTCUTS[m] for m in (1.25, 40.0)] == ["Alt-1", "Alt-6"]
     viewer.keymap[_key(viewer, "Alt-3")](viewer)
-    assert viewer.camera.zoom == pytest.approx(0.5) and viewer.text_overlay.text == "5x"
-    viewer.camera.zoom = 0.25  # zoomed by the mouse wheel: the text follows
+    assert camera_of(viewer).zoom == pytest.approx(0.5) and viewer.text_overlay.text == "5x"
+    camera_of(viewer).zoom = 0.25  # zoomed by the mouse wheel: the text follows
     qtbot.wait(100)
     assert widget.current.text().startswith("2.5x") and viewer.text_overlay.text == "2.5x"
     assert widget.magnification.currentData() == 2.5, "the combo names what is shown"
-    viewer.camera.zoom = 0.73
+    camera_of(viewer).zoom = 0.73
     qtbot.wait(100)
     assert widget.magnification.currentText().startswith("7.3x (between")
     widget.set_magnification(10)
-    viewer.camera.center = (1650 * 0.499, 1100 * 0.499)
+    camera_of(viewer).center = (1650 * 0.499, 1100 * 0.499)
     qtbot.wait(300)
     shot = viewer.screenshot(canvas_only=False, flash=False)[..., :3]
     Image.fromarray(shot).save(output_dir / "magnification-10x.png")
@@ -285,7 +290,7 @@ def test_overview_follows_the_camera_and_moves_it(cmu1, monkeypatch, qtbot, outp
     widget = _dock(viewer, "Slide view", monkeypatch)
     viewer.window.resize(1100, 900)
     widget.set_magnification(10)
-    viewer.camera.center = (500 * 0.499, 700 * 0.499)  # level-0 (x 700, y 500)
+    camera_of(viewer).center = (500 * 0.499, 700 * 0.499)  # level-0 (x 700, y 500)
     qtbot.wait(150)  # the overview follows after a short throttle
     top, left, bottom, right = widget.overview.view
     h0, w0 = 2967, 2220
@@ -296,7 +301,7 @@ def test_overview_follows_the_camera_and_moves_it(cmu1, monkeypatch, qtbot, outp
     qtbot.mouseClick(
         widget.overview, Qt.MouseButton.LeftButton, pos=QPoint(pixmap.width() // 2, pixmap.height() * 3 // 4)
     )
-    cy, cx = viewer.camera.center[-2:]
+    cy, cx = camera_of(viewer).center[-2:]
     assert cy / 0.499 == pytest.approx(0.75 * h0, abs=15) and cx / 0.499 == pytest.approx(0.5 * w0, abs=15)
     qtbot.wait(150)
     widget.overview.grab().save(str(output_dir / "overview.png"))
@@ -339,8 +344,8 @@ def test_measured_line_region_and_tissue_fraction_to_csv(cmu1, monkeypatch, qtbo
     drawn.data = data
     qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == "500 µm", timeout=2000)
     viewer.window.resize(1100, 900)
-    viewer.camera.center = (2150 * 0.499, 700 * 0.499)
-    viewer.camera.zoom = 0.75
+    camera_of(viewer).center = (2150 * 0.499, 700 * 0.499)
+    camera_of(viewer).zoom = 0.75
     qtbot.wait(300)
     Image.fromarray(viewer.screenshot(canvas_only=True, flash=False)[..., :3]).save(output_dir / "measured-line.png")
     path = widget.export_csv(tmp_path / "m.csv")
@@ -349,3 +354,26 @@ def test_measured_line_region_and_tissue_fraction_to_csv(cmu1, monkeypatch, qtbo
     assert float(rows[0]["length_um"]) == pytest.approx(1002 * 0.499, rel=1e-4) and rows[0]["area_mm2"] == ""
     assert float(rows[2]["tissue_fraction"]) > 0.8
     assert widget.export_csv(tmp_path / "m.csv") is None and "already exists" in widget.errors[-1]
+
+
+def test_very_many_detections_are_centroids_and_export_their_outlines(cmu1, monkeypatch, qtbot, tmp_path):
+    """Beyond MAX_OUTLINES (lowered here to 100) detections are points at their centroids; export writes
+    the outlines they came with."""
+    monkeypatch.setattr("napari_pathalign._napari.annotation_layers.MAX_OUTLINES", 100)
+    viewer, _ = cmu1
+    widget = _dock(viewer, "Annotations", monkeypatch)
+    path = _cells_file(tmp_path / "cells.geojson", 150)
+    _import(widget, path, qtbot)
+    centroids = viewer.layers["cells [detections as centroids]"]
+    assert len(centroids.data) == 150 and set(centroids.features["class"]) == {"Tumor"}
+    first = read_annotations(path)[0]
+    x, y = np.asarray(first.geometry["coordinates"][0]).mean(0)
+    np.testing.assert_allclose(centroids.data[0], [y - 0.5, x - 0.5])
+    centroids.features.loc[0, "class"] = "Stroma"  # reclassified in napari
+    viewer.layers.selection = {centroids}
+    again = read_annotations(widget.export_layers(tmp_path / "out.geojson"))
+    assert len(again) == 150 and all(a.geometry["type"] == "Polygon" for a in again)
+    ring = first.geometry["coordinates"][0]
+    assert again[0].geometry["coordinates"][0] == ring + [ring[0]], "the outline, closed as GeoJSON wants"
+    assert again[0].classification == "Stroma"
+    assert again[1].classification == "Tumor"

@@ -5,10 +5,18 @@ QuPath's coordinate i is the pixel's top-left corner: layer data = (y - 0.5, x -
 layer's scale and translate, so an annotation sits on the pixels it was drawn on. napari's Shapes have
 no holes: a polygon's holes are shapes of their own (``part`` 'hole', same ``id``), and a polygon with
 holes is drawn as outlines only, so the hole is not painted over. Export puts them back together.
+
+Detections and cells come by the ten thousand and are drawn as closed outlines (napari "path" shapes):
+filling a polygon means triangulating it, and napari's pure-Python triangulation of a non-convex cell
+takes ~6 ms (20,000 cells: 90 s); an outline is ~0.2 ms. Installing napari's compiled backend
+(``pip install bermuda``) makes filled polygons fast too. Beyond ``MAX_OUTLINES`` detections even
+outlines are too many for napari to add without freezing the window (100,000: 4.4 s), so they are shown
+as points at their centroids; the layer keeps their outlines, and export writes those.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 
@@ -19,6 +27,8 @@ from napari_pathalign.io import Annotation
 
 FEATURES = ("class", "name", "object_type", "id", "part")  # the Shapes layer's feature columns
 UNCLASSIFIED_RGB = (255, 200, 0)  # QuPath draws unclassified objects yellow-orange too
+REGION_TYPES = ("annotation", "tma_core")  # drawn filled; detections, cells and tiles as outlines
+MAX_OUTLINES = 20_000  # more detection polygons than this are shown as centroids (see above)
 FACE_ALPHA = 0.25  # regions are tinted with their class colour, the slide stays readable under them
 
 
@@ -42,14 +52,24 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
     place = {"scale": tuple(slide_layer.scale[-2:]), "translate": tuple(slide_layer.translate[-2:])}
     place["units"] = tuple(slide_layer.units[-2:])
     edge_width = max(h0, w0) / 400  # level-0 pixels: visible on the whole slide, still thin when zoomed in
-    shapes, points = defaultdict(lambda: defaultdict(list)), defaultdict(list)
-    properties = {}
+    shapes, points, centroids = defaultdict(lambda: defaultdict(list)), defaultdict(list), defaultdict(list)
+    properties, outlines = {}, {}
+    as_centroids = sum(_is_detection_region(a) for a in annotations) > MAX_OUTLINES
     for ann in annotations:
         ident = ann.id or str(uuid.uuid4())
         properties[ident] = ann.properties
         rgb = np.array(class_rgb(ann)) / 255
         row = {"class": ann.classification or "", "name": ann.name or "", "object_type": ann.object_type, "id": ident}
         kind, coords = ann.geometry["type"], ann.geometry["coordinates"]
+        if as_centroids and _is_detection_region(ann):
+            ring = np.asarray(coords[0] if kind == "Polygon" else coords[0][0], float)  # (V, 2) x, y
+            x, y = ring.mean(0)
+            centroids["data"].append((y - 0.5, x - 0.5))
+            centroids["color"].append(rgb)
+            centroids["rows"].append(row)
+            centroids["size"].append(float(np.ptp(ring, axis=0).mean()))
+            outlines[ident] = ann
+            continue
         if kind in ("Point", "MultiPoint"):
             for x, y in [coords] if kind == "Point" else coords:
                 points["data"].append((y - 0.5, x - 0.5))
@@ -64,10 +84,14 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
                 ("exterior" if k == 0 else "hole", "polygon", ring) for poly in polygons for k, ring in enumerate(poly)
             ]
         holed = any(part == "hole" for part, _, _ in parts)
+        outline_only = ann.object_type not in REGION_TYPES
         layer = shapes[ann.object_type]
         for part, shape_type, xy in parts:
             xy = np.asarray(xy, float)
-            if shape_type == "polygon" and len(xy) > 3 and (xy[0] == xy[-1]).all():
+            if shape_type == "polygon" and outline_only:
+                shape_type = "path"
+                xy = xy if (xy[0] == xy[-1]).all() else np.vstack([xy, xy[:1]])  # closed: it ends where it began
+            elif shape_type == "polygon" and len(xy) > 3 and (xy[0] == xy[-1]).all():
                 xy = xy[:-1]  # napari closes polygons itself
             layer["data"].append(xy[:, ::-1] - 0.5)  # (V, 2) row, col
             layer["shape_type"].append(shape_type)
@@ -106,7 +130,25 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
         )
         new.feature_defaults = {"class": "", "name": "", "object_type": "annotation", "id": ""}
         out.append(new)
+    if centroids:
+        features = {key: [r[key] for r in centroids["rows"]] for key in FEATURES[:4]}
+        new = napari.layers.Points(
+            np.array(centroids["data"]),
+            face_color=np.array(centroids["color"]),
+            border_width=0,
+            size=float(np.median(centroids["size"])),
+            features=features,
+            name=f"{name} [detections as centroids]",
+            metadata={"annotation_properties": properties, "outlines": outlines, "source": name},
+            **place,
+        )
+        new.feature_defaults = {"class": "", "name": "", "object_type": "annotation", "id": ""}
+        out.append(new)
     return out
+
+
+def _is_detection_region(ann: Annotation) -> bool:
+    return ann.object_type not in REGION_TYPES and ann.geometry["type"] in ("Polygon", "MultiPolygon")
 
 
 def level0_xy(layer, slide_layer, data: np.ndarray) -> np.ndarray:
@@ -142,6 +184,9 @@ def annotations_of_layer(layer, slide_layer) -> list[Annotation]:
         xy = level0_xy(layer, slide_layer, data)
         if shape_type == "ellipse":
             xy = ellipse_ring(xy)
+        ring_part = cols["part"][i] in ("exterior", "hole")
+        if shape_type == "path" and ring_part and len(xy) > 3 and np.allclose(xy[0], xy[-1]):
+            xy, shape_type = xy[:-1], "polygon"  # an imported cell's closed outline: a ring again
         if shape_type in ("line", "path"):
             geometry = {"type": "LineString", "coordinates": xy.tolist()}
             out.append((i, geometry))
@@ -194,15 +239,20 @@ def _point_annotations(layer, slide_layer, kept: dict) -> list[Annotation]:
     for i in range(n):
         key = cols["id"][i] or f"point-{i}"
         groups.setdefault(key, []).append(i)
+    outlines = layer.metadata.get("outlines", {})
     out = []
     for key, rows in groups.items():
         first = rows[0]
+        cls = cols["class"][first] or None
+        if key in outlines:  # a detection shown as its centroid: its outline, with the class it has now
+            rgb = tuple(int(round(c * 255)) for c in faces[first]) if cls else None
+            out.append(dataclasses.replace(outlines[key], classification=cls, color=rgb))
+            continue
         geometry = (
             {"type": "Point", "coordinates": xy[first].tolist()}
             if len(rows) == 1
             else {"type": "MultiPoint", "coordinates": xy[rows].tolist()}
         )
-        cls = cols["class"][first] or None
         ident = cols["id"][first] or None
         out.append(
             Annotation(

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout
 
 from napari_pathalign._napari.annotation_layers import annotation_layers, annotations_of_layer
 from napari_pathalign._napari.dock import SlideDock
+from napari_pathalign._napari.slide_geometry import camera_of
 from napari_pathalign._napari.slide_info import slide_layer_of
 from napari_pathalign.io import check_bounds, read_annotations, write_annotations
 
@@ -62,7 +63,7 @@ class AnnotationsDock(SlideDock):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.fit_outlines)
-        self.connect_viewer(self.viewer.camera.events.zoom, self._zoomed)
+        self.connect_viewer(camera_of(self.viewer).events.zoom, self._zoomed)
 
     # ------------------------------------------------------------------ import
     def _ask_import(self, *_):
@@ -98,7 +99,7 @@ class AnnotationsDock(SlideDock):
 
     def fit_outlines(self) -> None:
         """Imported outlines ~``OUTLINE_PX`` screen pixels wide at the current zoom (napari's are in data units)."""
-        zoom = self.viewer.camera.zoom
+        zoom = camera_of(self.viewer).zoom
         for layer in self.imported:
             if (
                 isinstance(layer, napari.layers.Shapes)

@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QComboBox, QLabel, QVBoxLayout
 from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.magnification import MAGNIFICATIONS, SHORTCUTS, label, magnification_of, zoom_for
 from napari_pathalign._napari.overview_widget import OVERVIEW_SIDE, OverviewWidget
+from napari_pathalign._napari.slide_geometry import camera_of
 from napari_pathalign._napari.slide_info import slide_layer_of, slide_of
 
 NO_MPP = "magnification unknown: this slide has no µm/px (shown in pixels)"
@@ -46,7 +47,7 @@ class SlideViewDock(SlideDock):
         self.slide_layer = None
         for m, key in SHORTCUTS.items():
             self.viewer.bind_key(key, self._shortcut(m), overwrite=True)
-        camera = self.viewer.camera.events
+        camera = camera_of(self.viewer).events
         self.connect_viewer(camera.zoom, self._camera_moved)
         self.connect_viewer(camera.center, self._camera_moved)
         self.connect_viewer(self.viewer.layers.events.inserted, self.layer_changed)
@@ -88,13 +89,13 @@ class SlideViewDock(SlideDock):
         if slide is None or not slide.mpp:
             self.say(NO_MPP if slide else "Open a slide first.", error=slide is not None)
             return False
-        self.viewer.camera.zoom = zoom_for(magnification)
+        camera_of(self.viewer).zoom = zoom_for(magnification)
         self.refresh_view()
         return True
 
     def current_magnification(self) -> float | None:
         slide = slide_of(self.slide_layer)
-        return magnification_of(self.viewer.camera.zoom) if slide is not None and slide.mpp else None
+        return magnification_of(camera_of(self.viewer).zoom) if slide is not None and slide.mpp else None
 
     # ------------------------------------------------------------------ following the camera
     def _camera_moved(self, *_) -> None:
@@ -110,7 +111,7 @@ class SlideViewDock(SlideDock):
             self.overview.set_view(None)
             return
         m = self.current_magnification()
-        text = f"{label(m)}  ({1 / self.viewer.camera.zoom:.3g} µm per screen pixel)" if m else NO_MPP
+        text = f"{label(m)}  ({1 / camera_of(self.viewer).zoom:.3g} µm per screen pixel)" if m else NO_MPP
         self.current.setText(text)
         self._show_in_combo(m)
         overlay.text = label(m) if m else "magnification unknown (no µm/px)"
@@ -137,8 +138,8 @@ class SlideViewDock(SlideDock):
         layer = self.slide_layer
         h0, w0 = layer.metadata["shape_level0"]
         h, w = canvas_size(self.viewer)
-        cy, cx = self.viewer.camera.center[-2:]
-        z = self.viewer.camera.zoom
+        cy, cx = camera_of(self.viewer).center[-2:]
+        z = camera_of(self.viewer).zoom
         (sy, sx), (ty, tx) = layer.scale[-2:], layer.translate[-2:]
         top, bottom = ((cy - h / 2 / z - ty) / sy + 0.5) / h0, ((cy + h / 2 / z - ty) / sy + 0.5) / h0
         left, right = ((cx - w / 2 / z - tx) / sx + 0.5) / w0, ((cx + w / 2 / z - tx) / sx + 0.5) / w0
@@ -151,4 +152,4 @@ class SlideViewDock(SlideDock):
             return
         h0, w0 = layer.metadata["shape_level0"]
         (sy, sx), (ty, tx) = layer.scale[-2:], layer.translate[-2:]
-        self.viewer.camera.center = ((fy * h0 - 0.5) * sy + ty, (fx * w0 - 0.5) * sx + tx)
+        camera_of(self.viewer).center = ((fy * h0 - 0.5) * sy + ty, (fx * w0 - 0.5) * sx + tx)
