@@ -377,3 +377,21 @@ def test_very_many_detections_are_centroids_and_export_their_outlines(cmu1, monk
     assert again[0].geometry["coordinates"][0] == ring + [ring[0]], "the outline, closed as GeoJSON wants"
     assert again[0].classification == "Stroma"
     assert again[1].classification == "Tumor"
+
+
+def test_measuring_an_imported_region_takes_its_hole_out(cmu1, monkeypatch, qtbot):
+    from napari_pathalign.core.polygons import polygon_area
+
+    viewer, _ = cmu1
+    annotations = _dock(viewer, "Annotations", monkeypatch)
+    _import(annotations, QUPATH_04, qtbot)
+    widget = _dock(viewer, "Measure", monkeypatch)
+    regions = viewer.layers["qupath_0.4_objects [annotations]"]
+    viewer.layers.selection.active = regions
+    follicle = read_annotations(QUPATH_04)[0]
+    rows = widget.remeasure()
+    assert [m.shape for m in rows] == [0, 2, 3, 4], "the hole (shape 1) is measured with its region"
+    want = polygon_area([np.array(r) for r in follicle.geometry["coordinates"]]) * 0.499**2 / 1e6
+    assert rows[0].area_mm2 == pytest.approx(want) and rows[0].classification == "Tumor"
+    assert want < polygon_area([np.array(follicle.geometry["coordinates"][0])]) * 0.499**2 / 1e6
+    assert list(regions.features["measure"])[1] == "" and rows[3].kind == "line"

@@ -179,33 +179,12 @@ def annotations_of_layer(layer, slide_layer) -> list[Annotation]:
     n = len(layer.data)
     cols = {key: _column(layer, key, n) for key in FEATURES}
     edges = np.asarray(layer.edge_color)[:, :3] if n else np.zeros((0, 3))
-    exteriors, holes, out = [], [], []
-    for i, (data, shape_type) in enumerate(zip(layer.data, layer.shape_type)):
-        xy = level0_xy(layer, slide_layer, data)
-        if shape_type == "ellipse":
-            xy = ellipse_ring(xy)
-        ring_part = cols["part"][i] in ("exterior", "hole")
-        if shape_type == "path" and ring_part and len(xy) > 3 and np.allclose(xy[0], xy[-1]):
-            xy, shape_type = xy[:-1], "polygon"  # an imported cell's closed outline: a ring again
-        if shape_type in ("line", "path"):
-            geometry = {"type": "LineString", "coordinates": xy.tolist()}
-            out.append((i, geometry))
-        elif cols["part"][i] == "hole":
-            holes.append((i, xy))
-        else:
-            exteriors.append((i, [xy]))
-    for i, xy in holes:  # back into the exterior of the same id that holds it
-        for j, rings in exteriors:
-            if cols["id"][j] == cols["id"][i] and point_in_ring(xy[0], rings[0]):
-                rings.append(xy)
-                break
-        else:
-            exteriors.append((i, [xy]))  # its exterior was deleted: the hole is a region of its own
-    # the exteriors of one id (a MultiPolygon's parts, all imported with it) become one annotation again;
-    # shapes drawn in napari have no id and each becomes its own Polygon
-    by_id: dict = {}
-    for j, rings in exteriors:
-        by_id.setdefault(cols["id"][j] or f"new-{j}", []).append((j, rings))
+    out, by_id = [], {}
+    for i, kind, rings in shape_parts(layer, slide_layer):
+        if kind == "line":
+            out.append((i, {"type": "LineString", "coordinates": rings[0].tolist()}))
+        else:  # one id's regions (a MultiPolygon's parts) are one annotation; drawn shapes have no id
+            by_id.setdefault(cols["id"][i] or f"new-{i}", []).append((i, rings))
     for parts in by_id.values():
         polygons = [[r.tolist() for r in rings] for _, rings in parts]
         geometry = {"type": "Polygon", "coordinates": polygons[0]}
@@ -228,6 +207,38 @@ def annotations_of_layer(layer, slide_layer) -> list[Annotation]:
             )
         )
     return result
+
+
+def shape_parts(layer, slide_layer) -> list[tuple[int, str, list]]:
+    """The shapes of a Shapes layer as (index, 'line' or 'region', rings) in level-0 (x, y), by index.
+
+    A line's rings are its one vertex array; a region's are [exterior, holes...]: each hole (``part``
+    'hole') goes back into the exterior of the same ``id`` that holds it, and is no entry of its own.
+    """
+    n = len(layer.data)
+    parts, ids = _column(layer, "part", n), _column(layer, "id", n)
+    lines, exteriors, holes = [], [], []
+    for i, (data, shape_type) in enumerate(zip(layer.data, layer.shape_type)):
+        xy = level0_xy(layer, slide_layer, data)
+        if shape_type == "ellipse":
+            xy = ellipse_ring(xy)
+        ring_part = parts[i] in ("exterior", "hole")
+        if shape_type == "path" and ring_part and len(xy) > 3 and np.allclose(xy[0], xy[-1]):
+            xy, shape_type = xy[:-1], "polygon"  # an imported cell's closed outline: a ring again
+        if shape_type in ("line", "path"):
+            lines.append((i, "line", [xy]))
+        elif parts[i] == "hole":
+            holes.append((i, xy))
+        else:
+            exteriors.append((i, "region", [xy]))
+    for i, xy in holes:
+        for j, _, rings in exteriors:
+            if ids[j] == ids[i] and point_in_ring(xy[0], rings[0]):
+                rings.append(xy)
+                break
+        else:
+            exteriors.append((i, "region", [xy]))  # its exterior was deleted: the hole is a region of its own
+    return sorted(lines + exteriors, key=lambda item: item[0])
 
 
 def _point_annotations(layer, slide_layer, kept: dict) -> list[Annotation]:

@@ -10,10 +10,9 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout
 
-from napari_pathalign._napari.annotation_layers import level0_xy
+from napari_pathalign._napari.annotation_layers import shape_parts
 from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.slide_info import slide_layer_of, slide_of
-from napari_pathalign.core.polygons import ellipse_ring
 from napari_pathalign.io.csv_table import write_csv
 from napari_pathalign.tiling.region_stats import Measurement, measure
 
@@ -92,23 +91,20 @@ class MeasureDock(SlideDock):
         slide = slide_of(slide_layer)
         mask = self.masks.get(str(slide.path))
         classes = list(layer.features["class"]) if "class" in layer.features.columns else [""] * len(layer.data)
-        rows = []
-        for i, (data, shape_type) in enumerate(zip(layer.data, layer.shape_type)):
-            xy = level0_xy(layer, slide_layer, data)
-            kind = "line" if shape_type in ("line", "path") else "region"
-            if shape_type == "ellipse":
-                xy = ellipse_ring(xy)
-            cls = classes[i] if isinstance(classes[i], str) else ""
-            rows.append(measure(i, kind, [xy], slide.mpp, cls, mask))
+        rows = [
+            measure(i, kind, rings, slide.mpp, classes[i] if isinstance(classes[i], str) else "", mask)
+            for i, kind, rings in shape_parts(layer, slide_layer)
+        ]
         self.measurements = rows
         self._show(layer, rows, bool(slide.mpp))
         return rows
 
     def _show(self, layer, rows: list[Measurement], calibrated: bool) -> None:
-        texts = [
-            (length_text(m.length_um) if m.kind == "line" else area_text(m.area_mm2)) if calibrated else "no µm/px"
-            for m in rows
-        ]
+        texts = [""] * len(layer.data)  # a hole is measured with its region, and says nothing itself
+        for m in rows:
+            texts[m.shape] = (
+                (length_text(m.length_um) if m.kind == "line" else area_text(m.area_mm2)) if calibrated else "no µm/px"
+            )
         if len(layer.data):
             features = layer.features.copy()
             features["measure"] = texts
