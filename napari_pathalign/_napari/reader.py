@@ -33,7 +33,23 @@ def get_reader(path):
             return _napari_tiff_reader(path, exc)
         show_warning(f"PathAlign could not open this slide: {exc}")
         return None
-    return lambda _path: slide_layer_data(slide)
+
+    def read_slide(_path):
+        show_scale_bar(slide)
+        return slide_layer_data(slide)
+
+    return read_slide
+
+
+def show_scale_bar(slide) -> None:
+    """Sizes are read off the slide: the scale bar is turned on when a calibrated slide opens. It reads in µm
+    because the layer's units are µm (napari 0.6+ takes the unit from ``Layer.units``; ``scale_bar.unit`` is
+    deprecated there and has no effect)."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if slide.mpp and viewer is not None:
+        viewer.scale_bar.visible = True
 
 
 def _napari_tiff_reader(path: Path, why: SlideError):

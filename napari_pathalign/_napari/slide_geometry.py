@@ -6,6 +6,11 @@ import napari
 import numpy as np
 
 
+def camera_of(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, where ``viewer.camera`` is deprecated)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def level0_of_world(slide_layer, world_yx) -> tuple[float, float]:
     """A world (row, col) point -> level-0 (x, y) pixel coordinates of the slide under it."""
     t, s = slide_layer.translate[-2:], slide_layer.scale[-2:]

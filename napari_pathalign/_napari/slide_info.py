@@ -17,6 +17,15 @@ def slide_of(layer) -> Slide | None:
     return layer.metadata.get("slide") if layer is not None and hasattr(layer, "metadata") else None
 
 
+def slide_layer_of(viewer):
+    """The active slide layer, else the only slide in the viewer, else None."""
+    active = viewer.layers.selection.active
+    if slide_of(active) is not None:
+        return active
+    slides = [layer for layer in viewer.layers if slide_of(layer) is not None]
+    return slides[0] if len(slides) == 1 else None
+
+
 def describe(slide: Slide) -> str:
     h, w = slide.shape_level0
     mpp = f"{slide.mpp:.4g} µm/px (~{10 / slide.mpp:.0f}x)" if slide.mpp else "unknown: pixel units"
