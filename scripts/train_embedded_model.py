@@ -291,6 +291,8 @@ def ship(work: Path, weights: Path) -> None:
         if (work / name).exists():
             shutil.copy(work / name, res / f"embedded_{name}")
     small_set(work, res)
+
+
 SMALL_SET = {"seed": 0, "slides": 12}
 SMALL_KEYS = [
     "retrieval_top1",
