@@ -36,7 +36,14 @@ def test_documented_metrics_on_a_small_fixed_set(tmp_path):
 
     doc = json.loads(DOCUMENTED.read_text())
     make_demo_data(
-        TILES, tmp_path, slides=0, seed=doc["seed"], splits=("test",), test_slides=doc["slides"], progress=False
+        TILES,
+        tmp_path,
+        slides=0,
+        seed=doc["seed"],
+        splits=("test",),
+        test_slides=doc["slides"],
+        progress=False,
+        kinds=tuple(doc["kinds"]) if "kinds" in doc else None,
     )
     metrics = evaluate(
         PathAlign.load("embedded", device="cpu"),

@@ -184,10 +184,12 @@ def make_demo_data(
     progress: bool = True,
     splits: tuple[str, ...] = ("train", "test"),
     test_slides: int | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> dict:
     """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
 
     ``slides`` training slides; the test split gets ``test_slides`` (default a third as many).
+    ``kinds`` keeps only those tile sources ('pcam', 'kather', 'lung'; default all found).
     """
     from tqdm import tqdm
 
@@ -195,7 +197,7 @@ def make_demo_data(
 
     out = Path(out)
     writer = load_writer()
-    sources = find_sources(tiles, seed)
+    sources = [s for s in find_sources(tiles, seed) if kinds is None or s.kind in kinds]
     counts = {}
     for split in splits:
         here = [s for s in sources if s.split == split]
