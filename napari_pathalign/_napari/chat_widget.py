@@ -84,6 +84,7 @@ class ChatWidget(SlideDock):
         layout.addLayout(row)
         layout.addWidget(self.copy_button)
         layout.addWidget(self.evidence)
+        layout.insertWidget(1, self.scope_banner)
         layout.addWidget(self.status)
         self.ask_button.clicked.connect(lambda: self.ask(self.question.text()))
         self.question.returnPressed.connect(lambda: self.ask(self.question.text()))
@@ -101,6 +102,7 @@ class ChatWidget(SlideDock):
             return
         self.layer = layer
         self.slide_label.setText(f"<b>{layer.name}</b>")
+        self.show_scope(None)
         self.conversation.clear()
         self.answers = []
         try:
@@ -186,18 +188,21 @@ class ChatWidget(SlideDock):
         self.answers[row] = answer
         low = any(s.flagged for s in answer.sentences)
         self.conversation.item(row).setText(
-            f"A: {answer.text}" + ("  ⚠ low support" if low else "") + (f"\n({answer.note})" if answer.note else "")
+            f"A: {answer.shown_text}"
+            + ("  ⚠ low support" if low else "")
+            + (f"\n({answer.note})" if answer.note else "")
         )
         self.conversation.item(row).setToolTip(
             "\n".join(f"support {s.support:.0%}: {s.basis}" for s in answer.sentences)
         )
+        self.show_scope(answer.in_scope)
         fp, path = slide_key(slide_of(layer))
         try:
             self.store.add_chat_turn(
                 fp,
                 path,
                 question,
-                answer.text,
+                answer.shown_text,
                 region=None if polygon is None else np.asarray(polygon).tolist(),
                 answer_meta=answer.to_dict(),
             )

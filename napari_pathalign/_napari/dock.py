@@ -13,6 +13,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel, QWidget
 
 from napari_pathalign._napari.analysis_registry import registry_of
+from napari_pathalign._napari.scope_banner import ScopeBanner
 from napari_pathalign._napari.slide_info import slide_of
 from napari_pathalign._napari.status_line import show_status
 
@@ -29,6 +30,7 @@ class SlideDock(QWidget):
         self.worker = None  # the running thread_worker, if any
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.scope_banner = ScopeBanner()  # is the slide tissue the model knows? (subclasses place it on top)
         self._connections: list = []  # (napari event emitter, callback) to disconnect on close
         self._mouse_callbacks: list = []  # viewer.mouse_drag_callbacks this dock added
 
@@ -79,6 +81,10 @@ class SlideDock(QWidget):
     def say(self, text: str, error: bool = False) -> None:
         """The status line; an error is red and also a napari notification."""
         show_status(self.status, text, error, self.title)
+
+    def show_scope(self, scope) -> None:
+        """The in-scope banner for the slide's ``InScope`` (None hides it)."""
+        self.scope_banner.show_scope(scope)
 
     @property
     def busy(self) -> bool:

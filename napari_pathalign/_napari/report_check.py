@@ -73,8 +73,15 @@ class ReportCheckMixin:
         self.unsupported.setVisible(self.unsupported.count() > 0)
         n_claims = sum(len(s.claims) for s in result.sentences)
         bad = len(result.unsupported)
-        warn = bool(getattr(result.in_distribution, "warn", False))
-        note = " The slide is unlike the model's training tissue: treat the support as unreliable." if warn else ""
+        self.show_scope(result.in_scope)
+        warn = bool(getattr(result.in_scope, "flagged", False))
+        if result.in_scope is None:
+            warn = bool(getattr(result.in_distribution, "warn", False))
+        note = (
+            " The slide is outside what the model was trained on: its support is capped at the in-scope probability."
+            if warn
+            else ""
+        )
         self.say(
             f"Checked {len(result.checked)} of {len(result.sentences)} sentences ({n_claims} claims in the words of "
             f"{result.ontology}); {bad} claim{'s' if bad != 1 else ''} not borne out"

@@ -100,6 +100,7 @@ class ReportWidget(ReportCheckMixin, SlideDock):
             bottom.addWidget(w)
         layout = QVBoxLayout(self)
         layout.addWidget(self.slide_label)
+        layout.addWidget(self.scope_banner)
         layout.addLayout(top)
         layout.addWidget(self.editor, 3)
         layout.addWidget(
@@ -157,6 +158,7 @@ class ReportWidget(ReportCheckMixin, SlideDock):
         self.layer = layer
         self.draft = None
         self.show_sentences([])
+        self.show_scope(None)
         self.slide_label.setText(f"<b>{layer.name}</b>")
         self.restore()
 
@@ -372,16 +374,17 @@ class ReportWidget(ReportCheckMixin, SlideDock):
         self.draft = draft
         if layer is not self.layer:
             return
-        self._set_text(draft.text)
+        self._set_text(draft.shown_text)  # an out-of-scope draft begins by saying so
         self.show_sentences(draft.sentences)
+        self.show_scope(draft.in_scope)
         fp, path = slide_key(slide_of(layer))
         try:
-            self.store.add_version(fp, path, "draft", draft.text, "model", draft=draft.to_dict())
+            self.store.add_version(fp, path, "draft", draft.shown_text, "model", draft=draft.to_dict())
             saved = "saved as the model's draft"
         except ReportStoreError as exc:
             saved = f"NOT saved ({exc})"
         flagged = sum(s.flagged for s in draft.sentences)
-        warn = bool(getattr(draft.in_distribution, "warn", False))
+        warn = bool(getattr(draft.in_scope, "flagged", False) or getattr(draft.in_distribution, "warn", False))
         self.say(
             f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip(),
             error=warn,

@@ -42,7 +42,7 @@ GAP_UM = 200.0  # space between the current slide and an opened hit
 def _search(registry, library, mode, slide, polygon, text, k, filters):
     from napari_pathalign.engine.features import default_cache_dir
     from napari_pathalign.engine.library_build import model_identity
-    from napari_pathalign.engine.similar import locate_region, slide_query, text_vector
+    from napari_pathalign.engine.similar import locate_region, slide_in_scope, slide_query, text_vector
 
     yield "Loading the retrieval model ..."
     info = library.info()
@@ -51,16 +51,18 @@ def _search(registry, library, mode, slide, polygon, text, k, filters):
     library.check_model(**model_identity(model, encoder))
     yield "Embedding the query ..."
     side = None
+    scope = None
     if mode == "text":
         vector = text_vector(model, text)
     else:
         vector, side = slide_query(slide, model, encoder, default_cache_dir(), polygon)
+        scope = slide_in_scope(slide, encoder, default_cache_dir())
     yield "Searching ..."
     hits = library.search(vector, k=k, filters=filters or None)
     if side is not None:
         yield "Finding where each hit matches ..."
         hits = locate_region(model, hits, vector, side)
-    return hits
+    return hits, scope
 
 
 @thread_worker
@@ -138,6 +140,7 @@ class SearchWidget(SlideDock):
         layout.addLayout(buttons)
         layout.addLayout(edu)
         layout.addWidget(self.progress)
+        layout.insertWidget(1, self.scope_banner)
         layout.addWidget(self.status)
         layout.addWidget(self.vote)
         layout.addWidget(self.results)
@@ -265,10 +268,19 @@ class SearchWidget(SlideDock):
     cancel = SlideDock.stop  # the Cancel button
 
     # ------------------------------------------------------------------ results
-    def _show_hits(self, hits):
+    def _show_hits(self, result):
+        hits, scope = result
         self.hits = hits
         self.revealed = False
         self._render()
+        self.show_scope(scope)
+        if scope is not None and scope.flagged:
+            self.say(
+                f"{len(hits)} nearest slides, NOT similar cases: the query slide is outside what the model was "
+                "trained on.",
+                error=True,
+            )
+            return
         self.say(f"{len(hits)} hits." if hits else "No hits: the library is empty or no slide matches the filters.")
 
     def _educator_changed(self, on: bool):

@@ -166,6 +166,7 @@ class WorkspaceWidget(SlideDock):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.insertWidget(1, self.scope_banner)
         layout.addWidget(self.status)
         layout.addWidget(self.tabs)
         layout.addLayout(display)
@@ -219,6 +220,7 @@ class WorkspaceWidget(SlideDock):
         mpp = f"{slide.mpp:.3g} µm/px" if slide.mpp else "no µm/px: cannot be analysed"
         self.slide_label.setText(f"<b>{layer.name}</b> ({mpp})")
         self.tabs.setEnabled(a is not None and a.ready)
+        self.show_scope(a.in_scope() if a is not None and a.ready else None)
         if a is not None and a.ready:
             self.attention.set_shape(*a.attention_shape)
 

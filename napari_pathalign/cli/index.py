@@ -124,12 +124,14 @@ def _search(args) -> int:
         model, encoder = _models(lib.info().model, "", None, args.device)
         lib.check_model(**model_identity(model, encoder))
         side = None
+        scope = None
         if args.text is not None:
             vector = text_vector(model, args.text)
         else:
             vector, side = _slide_query(
                 Path(args.slide), model, encoder, _features_dir(args), _region(args.region) if args.region else None
             )
+            scope = _slide_scope(Path(args.slide), encoder, _features_dir(args))
         hits = lib.search(vector, k=args.k, target=args.target, filters=filters or None)
         if side is not None:
             hits = locate_region(model, hits, vector, side)
@@ -140,11 +142,14 @@ def _search(args) -> int:
                 {
                     "hits": [_hit_json(h) for h in hits],
                     "majority_vote": {"label": vote[0], "agreement": vote[1], "counts": vote[2]},
+                    "in_scope": None if scope is None else scope.to_dict(),
                 },
                 indent=2,
             )
         )
         return 0
+    if scope is not None and scope.flagged:
+        print(f"{scope.banner} The hits below are the nearest slides, not similar cases.")
     if not hits:
         print("no hits (empty library, or no slide matches the filters)")
     for h in hits:
@@ -168,6 +173,14 @@ def _hit_json(h) -> dict:
         "region_xywh": list(h.region_xywh) if h.region_xywh else None,
         "target": h.target,
     }
+
+
+def _slide_scope(path: Path, encoder, features_dir: Path):
+    from napari_pathalign.engine.similar import slide_in_scope
+    from napari_pathalign.io import open_slide
+
+    with open_slide(path) as slide:
+        return slide_in_scope(slide, encoder, features_dir)
 
 
 def _slide_query(path: Path, model, encoder, features_dir: Path, region):

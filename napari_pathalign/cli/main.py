@@ -129,7 +129,13 @@ def _evaluate(args) -> int:
         model = PathAlign.load(args.model, device=args.device)
         retrieval = args.retrieval_model or ("embedded-r" if args.model == "embedded" else None)
         retrieval_model = PathAlign.load(retrieval, device=args.device) if retrieval else None
-        metrics = evaluate(model, Path(args.data), retrieval_model, Path(args.features) if args.features else None)
+        metrics = evaluate(
+            model,
+            Path(args.data),
+            retrieval_model,
+            Path(args.features) if args.features else None,
+            out_of_scope=Path(args.out_of_scope) if args.out_of_scope else None,
+        )
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -226,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", required=True, help="a demo-data split folder (slides.csv, reports.jsonl, slides/)")
     ev.add_argument("--features", help="feature cache folder (default: DATA/features)")
     ev.add_argument("--out", help="write the metrics as JSON here")
+    ev.add_argument(
+        "--out-of-scope",
+        metavar="SHARED_DATA",
+        help="the shared data folder (../shared/data): also measure out-of-scope detection on its real slides",
+    )
     ev.add_argument("--device", default="auto")
     ev.set_defaults(run=_evaluate)
     from napari_pathalign.cli.analysis import add_analysis_commands

@@ -63,11 +63,15 @@ def _draft(args) -> int:
         drafts.append(
             _run(
                 iter_draft(_analysis(argparse.Namespace(**{**vars(args), "slide": slide})), cfg, args.prompt),
-                stream=True,
+                stream=not args.json,
             )
         )
     labels = [chr(65 + k) for k in range(len(drafts))]
-    text = drafts[0].text if len(drafts) == 1 else case_report([(label, d.text) for label, d in zip(labels, drafts)])
+    text = (
+        drafts[0].shown_text
+        if len(drafts) == 1
+        else case_report([(label, d.shown_text) for label, d in zip(labels, drafts)])
+    )
     if out is not None:
         from napari_pathalign.io.report_files import write_report_json, write_report_markdown
 
@@ -82,6 +86,12 @@ def _draft(args) -> int:
         )
         writer = write_report_json if out.suffix.lower() == ".json" else write_report_markdown
         writer(text, prov, sentences, out, overwrite=args.overwrite)
+    if args.json:
+        doc = drafts[0].to_dict() if len(drafts) == 1 else {"parts": {k: d.to_dict() for k, d in zip(labels, drafts)}}
+        if len(drafts) > 1:
+            doc["text"] = text
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
     print(text)
     for label, d in zip(labels, drafts):
         if len(drafts) > 1:
@@ -126,13 +136,14 @@ def _ask(args) -> int:
                         for s in d["sentences"]
                     ],
                     "note": answer.note,
+                    "in_scope": d["provenance"]["in_scope"],
                     "provenance": d["provenance"],
                 },
                 indent=2,
             )
         )
         return 0
-    print(answer.text)
+    print(answer.shown_text)
     _print_statements(answer)
     return 0
 
@@ -159,6 +170,8 @@ def _check(args) -> int:
         f"{Path(args.slide).name}: {len(result.checked)} of {len(result.sentences)} sentences checked "
         f"({result.ontology})"
     )
+    if result.in_scope is not None and result.in_scope.flagged:
+        print(f"  {result.in_scope.banner}")
     for s in result.sentences:
         if not s.claims:
             print(f"  [   -] {s.text}  (no claim in the ontology's words)")
@@ -215,6 +228,9 @@ def add_report_commands(sub) -> None:
         "--out", help="write the draft as .md or .json (text, provenance, sentences with support and evidence)"
     )
     d.add_argument("--overwrite", action="store_true")
+    d.add_argument(
+        "--json", action="store_true", help="print the draft as one JSON object (text, sentences, provenance)"
+    )
     d.add_argument(
         "--case",
         nargs="+",

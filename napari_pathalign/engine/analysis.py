@@ -309,6 +309,22 @@ class PreparedSlide:
                 return None
         return self.cache.get("in_distribution")
 
+    def in_scope(self):
+        """Whether the slide lies inside what the model was trained on (``InScope``: probability, flagged,
+        basis), or None when no in-scope model ships for the selected encoder's weights."""
+        from napari_pathalign.models.in_scope import load_embedded_in_scope
+
+        self.need_ready()
+        if "in_scope" not in self.cache:
+            result = None
+            if self.encoder is not None and self.encoder.name == "embedded":
+                try:
+                    result = load_embedded_in_scope().score(self.features)
+                except (ValueError, FileNotFoundError):  # retrained weights without a refitted in-scope model
+                    result = None
+            self.cache["in_scope"] = result
+        return self.cache["in_scope"]
+
     # ------------------------------------------------------------------ short names of the maps
     # The maps are functions of an analysis (engine/maps.py, engine/zero_shot.py); bound here they read
     # as methods, ``analysis.text_heatmap("tumour")`` == ``maps.text_heatmap(analysis, "tumour")``.

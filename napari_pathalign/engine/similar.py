@@ -46,6 +46,23 @@ def slide_query(slide, model, encoder, features_dir, polygon_xy_level0=None) -> 
     return vec, max(1, int(round(np.sqrt(len(inside)))))
 
 
+def slide_in_scope(slide, encoder, features_dir):
+    """The query slide's ``InScope`` (is it tissue the model knows?), or None when no in-scope model ships
+    for ``encoder``: a search for an out-of-scope query says so next to its hits."""
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import embed_slide
+    from napari_pathalign.models.in_scope import load_embedded_in_scope
+
+    if encoder is None or encoder.name != "embedded" or slide.mpp is None:
+        return None
+    try:
+        model = load_embedded_in_scope(encoder)
+    except ValueError:
+        return None
+    feats = embed_slide(slide, encoder, GridConfig(), cache_dir=features_dir)
+    return model.score(feats) if len(feats.features) else None
+
+
 def windows(xy_level0: np.ndarray, size_level0: int, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square windows of ``side`` lattice cells at stride side/2 over a slide's patches.
 

@@ -264,8 +264,13 @@ def evaluate(
     features_dir: Path | None = None,
     progress: bool = True,
     localise: bool = True,
+    out_of_scope: Path | None = None,
 ) -> dict:
-    """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given)."""
+    """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given).
+
+    ``out_of_scope``: the shared data folder (``../shared/data``): adds the out-of-scope detection AUC
+    (these test slides against the real out-of-scope slides there), the false-flag rate and the support
+    of diagnosis claims drafted on out-of-scope slides (``eval/out_of_scope.py``)."""
     from napari_pathalign.core.grid_config import GridConfig
     from napari_pathalign.models.encoders import load_patch_encoder
 
@@ -323,6 +328,19 @@ def evaluate(
             ):
                 metrics.update(m)
                 ci.update(c)
+    if out_of_scope is not None:
+        m, c = out_of_scope_evaluation(
+            model,
+            retrieval_model,
+            encoder,
+            grid,
+            feats,
+            Path(out_of_scope),
+            features_dir or data / "features",
+            progress,
+        )
+        metrics.update(m)
+        ci.update(c)
     metrics["ci95"] = ci
     if model.lm is not None:
         metrics["examples"] = [
@@ -330,3 +348,54 @@ def evaluate(
             for r, x, d, a in list(zip(rows, texts, drafts, answers))[:5]
         ]
     return metrics
+
+
+def out_of_scope_evaluation(model, retrieval_model, encoder, grid, feats, shared: Path, features_dir: Path, progress):
+    """Detection of the real out-of-scope slides under ``shared`` against the test slides ``feats``, and
+    the support the model's drafts give diagnosis claims on them (``eval/out_of_scope.py``)."""
+    from tqdm import tqdm
+
+    from napari_pathalign.eval.out_of_scope import (
+        detection_metrics,
+        diagnosis_supports,
+        out_of_scope_slides,
+        support_metrics,
+    )
+    from napari_pathalign.io import open_slide
+    from napari_pathalign.models.in_scope import load_embedded_in_scope
+    from napari_pathalign.reporting.analysis import SlideAnalysis
+    from napari_pathalign.reporting.drafting import iter_draft
+
+    detector = load_embedded_in_scope(encoder)  # ValueError: no in-scope model for this encoder
+    inside = [detector.score(f) for f in feats if len(f.features)]
+    outside, supports = [], []
+    for ood in tqdm(
+        out_of_scope_slides(shared, features_dir.parent / "out_of_scope"),
+        desc="out of scope",
+        unit="slide",
+        disable=not progress,
+    ):
+        analysis = SlideAnalysis(
+            open_slide(ood.path),
+            encoder=encoder,
+            model=model,
+            retrieval_model=retrieval_model,
+            grid=grid,
+            cache_dir=features_dir,
+        )
+        try:
+            for _ in analysis.iter_prepare():
+                pass
+        except ValueError:  # no tissue patch at this scale: nothing to draft on
+            continue
+        outside.append(analysis.in_scope())
+        if model.lm is not None:
+            gen = iter_draft(analysis)
+            try:
+                while True:
+                    next(gen)
+            except StopIteration as stop:
+                supports += diagnosis_supports(stop.value.sentences)
+    metrics, ci = detection_metrics(inside, outside, detector.threshold)
+    metrics.update(support_metrics(supports))
+    return metrics, {k: v for k, v in ci.items() if v is not None}

@@ -78,7 +78,15 @@ def write_report_markdown(
 ) -> Path:
     """Write the report as .md: the text, a table of its sentences with support scores, then the provenance."""
     path, provenance, sentences = _check_export(path, ".md", report_text, provenance, sentences, overwrite)
-    lines = ["# Report", "", report_text.strip() or "_(empty)_", ""]
+    lines = ["# Report", ""]
+    scope = provenance.get("in_scope") if isinstance(provenance, dict) else None
+    if isinstance(scope, dict) and scope.get("flagged"):
+        lines += [
+            f"> **Out of scope** (in-scope probability {scope.get('score', 0):.2f}): the slide's tissue is outside "
+            "what the model was trained on; its claims are not reliable.",
+            "",
+        ]
+    lines += [report_text.strip() or "_(empty)_", ""]
     if sentences:
         lines += [
             "## Sentences and their support",

@@ -22,6 +22,7 @@ class ReportCheck:
     ontology: str  # 'name v<version>' of the ontology the claims were read with
     provenance: object  # Provenance: models, slide fingerprint, time
     in_distribution: object | None = None  # the slide's InDistribution, when the model ships one
+    in_scope: object | None = None  # the slide's InScope (models/in_scope.py), when the model ships one
 
     @property
     def checked(self) -> list:
@@ -37,13 +38,15 @@ class ReportCheck:
 
     def to_dict(self) -> dict:
         """Plain JSON: per sentence its text, support (None without a claim, and why), claims, evidence."""
-        from napari_pathalign.reporting.drafting import claim_dict
+        from napari_pathalign.reporting.drafting import claim_dict, out_of_scope_statement
 
         ind = self.in_distribution
         return {
             "ontology": self.ontology,
             "provenance": asdict(self.provenance),
             "in_distribution": None if ind is None else {"score": float(ind.score), "warn": bool(ind.warn)},
+            "in_scope": None if self.in_scope is None else self.in_scope.to_dict(),
+            "out_of_scope": out_of_scope_statement(self.in_scope),
             "sentences": [
                 {
                     "text": s.text,
@@ -65,7 +68,7 @@ def check_report(analysis, text: str, prompt: str = "Final diagnosis:") -> Repor
     ValueError for an empty or overlong text, and for one in which no sentence states anything the
     ontology can read: such a text is not presented as checked.
     """
-    from napari_pathalign.reporting.drafting import build_statements, provenance, split_sentences
+    from napari_pathalign.reporting.drafting import analysis_in_scope, build_statements, provenance, split_sentences
 
     analysis.need_ready()
     if not isinstance(text, str) or not text.strip():
@@ -94,7 +97,8 @@ def check_report(analysis, text: str, prompt: str = "Final diagnosis:") -> Repor
         )
     distribution = getattr(analysis, "in_distribution", None)
     ind = distribution() if callable(distribution) else None
-    return ReportCheck(text, statements, name, provenance(analysis, prompt, _NoDecoding()), ind)
+    scope = analysis_in_scope(analysis)
+    return ReportCheck(text, statements, name, provenance(analysis, prompt, _NoDecoding()), ind, scope)
 
 
 def _unwrap(text: str) -> str:

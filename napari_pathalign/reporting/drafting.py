@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_pathalign.core.heatmap import Heatmap
+from napari_pathalign.models.in_scope import cap_support
 
 MAX_QUESTION_CHARS = 1000  # longer questions are refused: the LM was trained on one-line questions
 TOP_PATCHES = 6  # evidence patches kept per sentence
@@ -87,6 +88,7 @@ class Provenance:
     decoding: dict  # GenerationConfig as a dict
     time: str  # ISO UTC
     region: list | None = None  # level-0 polygon when asked of a region
+    in_scope: dict | None = None  # {"score", "flagged", "basis", ...}: the slide inside the model's training?
 
 
 @dataclass
@@ -101,6 +103,18 @@ class Draft:
     note: str = ""  # what the reader should know (history ignored, out of distribution, ...)
     in_distribution: object | None = None  # InDistribution when the model ships a feature distribution
     extra: dict = field(default_factory=dict)
+    in_scope: object | None = None  # InScope (models/in_scope.py) when the model ships an in-scope model
+
+    @property
+    def out_of_scope_statement(self) -> str:
+        """The plain sentence a draft or answer on an out-of-scope slide begins with ('' in scope)."""
+        return out_of_scope_statement(self.in_scope, answer=self.question is not None)
+
+    @property
+    def shown_text(self) -> str:
+        """What the reader sees: the out-of-scope statement first where the slide is out of scope, then the text."""
+        first = self.out_of_scope_statement
+        return f"{first}\n{self.text}" if first else self.text
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict: text, provenance, sentences with support and evidence coordinates."""
@@ -108,7 +122,9 @@ class Draft:
 
         ind = self.in_distribution
         return {
-            "text": self.text,
+            "text": self.shown_text,
+            "model_text": self.text,
+            "out_of_scope": self.out_of_scope_statement,
             "question": self.question,
             "history_used": self.history_used,
             "note": self.note,
@@ -261,11 +277,14 @@ def build_statements(
     checker = analysis.cache["claim_checker"]
     claims = checker.check(sentences, prompt, context or None, own_words=own_words)
     attributions = analysis.similarity_attribution(read, "retrieval")
+    scope = analysis_in_scope(analysis)
     out = []
     for sentence, full, sim, checked, attribution in zip(sentences, read, sims, claims, attributions):
         heatmap = analysis.text_heatmap(full)
         top = heatmap.top_patches(TOP_PATCHES)
+        checked = [cap_claim(c, scope) for c in checked]
         support = min(c.probability for c in checked) if checked else float((ref_sims < sim).mean())
+        support = cap_support(support, scope)
         measured = [c for c in checked if c.per_patch is not None]
         weakest = min(measured, key=lambda c: c.probability) if measured else None
         measurement = (
@@ -288,6 +307,41 @@ def build_statements(
             )
         )
     return out
+
+
+def analysis_in_scope(analysis):
+    """The analysis's ``InScope``, or None (no in-scope model for its encoder, or an analysis without one)."""
+    fn = getattr(analysis, "in_scope", None)
+    return fn() if callable(fn) else None
+
+
+def cap_claim(claim, scope):
+    """On an out-of-scope slide a claim's probability is at most the slide's in-scope probability."""
+    from dataclasses import replace
+
+    capped = cap_support(claim.probability, scope)
+    if capped >= claim.probability:
+        return claim
+    return replace(
+        claim,
+        probability=capped,
+        basis=f"{claim.basis}; capped at the slide's in-scope probability {scope.score:.2f}: OUT OF SCOPE",
+    )
+
+
+def out_of_scope_statement(scope, answer: bool = False) -> str:
+    """'' in scope; otherwise the plain statement a draft (or answer) begins with."""
+    if scope is None or not getattr(scope, "flagged", False):
+        return ""
+    if answer:
+        return (
+            f"This tissue is outside what the model was trained on (in-scope probability {scope.score:.2f}); "
+            "the answer below is not reliable."
+        )
+    return (
+        f"OUT OF SCOPE: this tissue is outside what the model was trained on (in-scope probability "
+        f"{scope.score:.2f}); the draft below is not reliable and must not be used as a diagnosis."
+    )
 
 
 def claim_dict(c) -> dict:
@@ -323,6 +377,7 @@ def provenance(analysis, prompt: str, config) -> Provenance:
         asdict(config),
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         None if analysis.polygon_xy_level0 is None else np.asarray(analysis.polygon_xy_level0).tolist(),
+        None if analysis_in_scope(analysis) is None else analysis_in_scope(analysis).to_dict(),
     )
 
 
@@ -343,7 +398,10 @@ def iter_generate(
     draft.extra["seconds"] = round(time.perf_counter() - start, 3)
     distribution = getattr(analysis, "in_distribution", None)
     draft.in_distribution = distribution() if callable(distribution) else None
-    if draft.in_distribution is not None and getattr(draft.in_distribution, "warn", False):
+    draft.in_scope = analysis_in_scope(analysis)
+    if draft.in_scope is not None and draft.in_scope.flagged:
+        draft.note = draft.in_scope.explanation + (" " + draft.note if draft.note else "")
+    elif draft.in_scope is None and draft.in_distribution is not None and getattr(draft.in_distribution, "warn", False):
         draft.note = (draft.note + " " if draft.note else "") + draft.in_distribution.explanation
     analysis.statements.extend(draft.sentences)
     return draft
