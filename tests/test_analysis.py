@@ -415,9 +415,23 @@ def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_pat
     )
     list(skin.iter_prepare())
     draft = run_to_end(iter_draft(skin))
-    assert draft.in_distribution is not None and draft.in_distribution.warn
-    assert "unlike the model's training tissue" in draft.note and draft.to_dict()["in_distribution"]["warn"]
-    assert not analysis.in_distribution().warn
+    scope = draft.in_scope
+    assert scope is not None and scope.flagged and scope.score < 0.5
+    doc = draft.to_dict()
+    assert doc["provenance"]["in_scope"]["flagged"] and set(doc["provenance"]["in_scope"]) >= {"score", "basis"}
+    # the draft begins by saying so, and no claim is supported beyond the in-scope probability
+    assert doc["text"].startswith("OUT OF SCOPE") and "outside what the model was trained on" in draft.note
+    assert all(s.support <= scope.score + 1e-9 for s in draft.sentences if s.claims)
+    assert all(c.probability <= scope.score + 1e-9 for s in draft.sentences for c in s.claims)
+    answer = run_to_end(iter_answer(skin, "Is tumour present?"))
+    assert answer.shown_text.startswith("This tissue is outside what the model was trained on")
+    checked = skin.check("Metastatic carcinoma is present.")
+    assert checked.to_dict()["in_scope"]["flagged"] and all(
+        c.probability <= scope.score + 1e-9 for _, c in [(s, c) for s in checked.sentences for c in s.claims]
+    )
+    # the held-out demo lymph node is in scope: nothing capped, nothing prefixed
+    inside = analysis.in_scope()
+    assert inside is not None and not inside.flagged and inside.nearest_organ == "lymph node"
 
 
 def test_a_second_analysis_reads_its_caches_and_the_01_path_keeps_working(analysis, models):

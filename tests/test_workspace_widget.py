@@ -35,7 +35,8 @@ def test_analyse_then_text_attention_zero_shot_export(dock, qtbot, tmp_path, out
     assert not widget.tabs.isEnabled()
     assert _analyse(widget, qtbot).ready
     box = widget.zero_shot.set_box  # the zero-shot sets come from the model's report ontology
-    organs = [o["name"] for o in json.loads((files("napari_pathalign.resources") / "embedded_ontology.json").read_text())["organs"]]
+    ontology = json.loads((files("napari_pathalign.resources") / "embedded_ontology.json").read_text())
+    organs = [o["name"] for o in ontology["organs"]]
     assert [box.itemText(k) for k in range(box.count())] == ["diagnosis", *organs]
     assert widget.tabs.isEnabled() and "patches analysed on cpu" in widget.status.text()
     assert widget.progress.value() == widget.progress.maximum()

@@ -182,6 +182,7 @@ class ZeroShotPanel(QWidget):
         self.run_button = QPushButton("Classify")
         self.bars = QVBoxLayout()
         self.bar_widgets: dict[str, QPushButton] = {}
+        self.scope = None  # the slide's InScope: an out-of-scope slide's bars are labelled so
         row = QHBoxLayout()
         row.addWidget(self.add_row)
         row.addWidget(self.run_button)
@@ -249,3 +250,8 @@ class ZeroShotPanel(QWidget):
             self.bars.addWidget(row)
             self.bar_widgets[c] = name
         self.bars.addWidget(QLabel(f"softmax at the {result.model} model's temperature ({result.temperature:.1f})"))
+        if self.scope is not None and self.scope.flagged:
+            warn = QLabel("OUT OF SCOPE slide: these classes are only the nearest the model knows, not a diagnosis.")
+            warn.setWordWrap(True)
+            warn.setStyleSheet("color: #ff8080; font-weight: bold;")
+            self.bars.addWidget(warn)

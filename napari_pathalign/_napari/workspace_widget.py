@@ -221,6 +221,7 @@ class WorkspaceWidget(SlideDock):
         self.slide_label.setText(f"<b>{layer.name}</b> ({mpp})")
         self.tabs.setEnabled(a is not None and a.ready)
         self.show_scope(a.in_scope() if a is not None and a.ready else None)
+        self.zero_shot.scope = self.scope_banner.scope
         if a is not None and a.ready:
             self.attention.set_shape(*a.attention_shape)
 
@@ -373,6 +374,9 @@ class WorkspaceWidget(SlideDock):
         data, kwargs, _ = heatmap_layer_data(
             shown, layer, self.smoothed.isChecked(), self.colormap.currentText(), self.opacity.value() / 100
         )
+        scope = self.scope_banner.scope
+        if scope is not None and scope.flagged:  # still shown, and labelled: the model does not know this tissue
+            kwargs["name"] += " [OUT OF SCOPE]"
         old = self.heatmap_layer
         if old is not None and old in self.viewer.layers and old.metadata.get("slide_layer") == layer.name:
             # update in place: a new layer rebuilds its vispy node and Qt controls (~0.1-0.2 s of GUI stall)
