@@ -62,6 +62,7 @@ def _zero_shot(args) -> int:
                     "probabilities": result.probabilities,
                     "similarities": result.similarities,
                     "best": result.best,
+                    "in_scope": None if analysis.in_scope() is None else analysis.in_scope().to_dict(),
                 },
                 indent=2,
             )
@@ -69,6 +70,9 @@ def _zero_shot(args) -> int:
         return 0
     width = max(len(c) for c in result.probabilities)
     print(f"{Path(args.slide).name}: class set {name!r}, {result.model} model, temperature {result.temperature:.1f}")
+    scope = analysis.in_scope()
+    if scope is not None and scope.flagged:
+        print(f"  {scope.banner} These are the nearest classes the model knows, not a diagnosis.")
     for c, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
         print(f"  {c:<{width}}  {p:6.1%}  {'#' * round(p * 30):<30}  similarity {result.similarities[c]:+.3f}")
     return 0

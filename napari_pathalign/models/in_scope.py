@@ -7,7 +7,10 @@ organ, relative to that organ's typical held-out patch (0: like a training patch
 30 % farther). One Gaussian over all organs would be wide enough to take in tissue between them
 (skin lies "between" lymph node and colon); one per organ is tight around each.
 
-- slide distance = the median patch distance: one odd region does not decide it;
+- slide distance = the 25 % quantile of the patch distances: the slide is in scope when at least a
+  quarter of its tissue lies close to a training organ. Artefacts (seams, folds, pen, edges, glass at
+  the outline) on up to three quarters of the patches do not flag it; tissue the model never saw is far
+  on nearly all of them (docs/out-of-scope.md compares it with the median and the mean);
 - threshold = a quantile of held-out in-scope slides' distances (calibration slides the Gaussians
   did not see), chosen so that at most ``false_flag`` of them are flagged;
 - in-scope probability = a logistic of the distance, 0.5 at the threshold and 0.95 at the typical
@@ -33,6 +36,7 @@ from napari_pathalign.models.distribution import FeatureDistribution
 
 FORMAT = "pathalign-in-scope-1"
 EMBEDDED_FILE = "embedded_in_scope.json"  # in resources/
+SLIDE_QUANTILE = 0.25  # slide distance: this quantile of its patch distances
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class InScope:
     score: float  # in-scope probability: 0.95 for a typical held-out training-like slide, 0.5 at the threshold
     flagged: bool  # the slide is out of scope: distance above the threshold
     basis: str  # what the score rests on, in words (method, organs, patches)
-    distance: float  # median patch distance to the nearest training organ (0: typical, 0.3: 30 % farther)
+    distance: float  # 25 % quantile of the patch distances to the nearest training organ (0: typical)
     threshold: float  # distance above which a slide is flagged
     nearest_organ: str  # the training organ most of the patches lie nearest to
     out_share: float  # share of patches that are themselves out of scope (regions the model does not know)
@@ -102,13 +106,17 @@ class InScopeModel:
         fit_slides: Mapping[str, Sequence[np.ndarray]],
         calibration: Mapping[str, Sequence[np.ndarray]],
         false_flag: float = 0.02,
+        threshold_slides: Sequence[np.ndarray] | None = None,
         encoder: str = "",
         weights_hash: str = "",
         training_data: str = "the model's training tissue",
         provenance: dict | None = None,
     ) -> InScopeModel:
-        """Fit a Gaussian per organ on ``fit_slides[organ]`` (patch features per slide), calibrate on the
-        held-out ``calibration[organ]`` slides: the threshold flags at most ``false_flag`` of them."""
+        """Fit a Gaussian per organ on ``fit_slides[organ]`` (patch features per slide); each organ's
+        reference distance comes from its held-out ``calibration[organ]`` slides. The threshold flags at
+        most ``false_flag`` of ``threshold_slides`` (default: the calibration slides). Slides made from
+        *other sources* than the fit slides (new cases, other source images) lie farther out than held-out
+        slides of the same sources: give such slides as ``threshold_slides`` where there are any."""
         if not fit_slides:
             raise ValueError("need the training slides of at least one organ to fit an in-scope model")
         if set(calibration) - set(fit_slides):
@@ -129,6 +137,8 @@ class InScopeModel:
             )
         model = cls(organs, float("inf"), 1.0, float("inf"), training_data, dict(provenance or {}))
         held = [s for slides in calibration.values() for s in slides if len(s)]
+        if threshold_slides is not None:
+            held = [np.asarray(s, np.float32) for s in threshold_slides if len(s)]
         if held:
             distances = np.array([model.slide_distance(s)[0] for s in held])
             patches = np.concatenate([model.patch_distances(s)[0] for s in held])
@@ -137,7 +147,8 @@ class InScopeModel:
             model.width = max((model.threshold - typical) / math.log(19), 1e-3)  # typical -> 0.95, threshold -> 0.5
             model.patch_threshold = float(np.quantile(patches, 0.99))
             model.provenance.update(
-                calibration_slides=len(held),
+                calibration_slides=sum(len(v) for v in calibration.values()),
+                threshold_slides=len(held),
                 false_flag_target=false_flag,
                 calibration_distances={
                     q: round(float(np.quantile(distances, float(q))), 4) for q in ("0.5", "0.9", "0.95", "0.99", "1.0")
@@ -154,7 +165,7 @@ class InScopeModel:
 
     def slide_distance(self, features: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         d, nearest = self.patch_distances(features)
-        return float(np.median(d)), d, nearest
+        return float(np.quantile(d, SLIDE_QUANTILE)), d, nearest
 
     def probability(self, distance: float) -> float:
         """In-scope probability of a slide at ``distance``: 0.5 at the threshold."""
@@ -182,7 +193,7 @@ class InScopeModel:
         out_share = float(np.mean(d > self.patch_threshold))
         basis = (
             f"patch features against the training {', '.join(names)} (Mahalanobis distance to the nearest organ, "
-            f"median over {len(features)} patches; threshold from held-out in-scope slides)"
+            f"25 % quantile over {len(features)} patches; threshold from in-scope slides of new sources)"
         )
         return InScope(
             p,
@@ -238,8 +249,8 @@ class InScopeModel:
             "format": FORMAT,
             "method": (
                 "one Ledoit-Wolf Gaussian of patch features per training organ; patch distance = Mahalanobis "
-                "distance to the nearest organ / that organ's held-out reference - 1; slide distance = median "
-                "patch distance; probability = logistic, 0.5 at the threshold"
+                "distance to the nearest organ / that organ's held-out reference - 1; slide distance = 25 % quantile "
+                "of the patch distances; probability = logistic, 0.5 at the threshold"
             ),
             "threshold": _finite(self.threshold),
             "width": self.width,
