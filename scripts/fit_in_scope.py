@@ -160,7 +160,7 @@ def main() -> None:
         "--organs",
         nargs="+",
         default=["lymph node", "colon"],
-        help="the organs the shipped model was trained on (its in-scope tissue; the others' test slides count as out of scope)",
+        help="the organs the shipped model was trained on (in scope; the other organs' test slides are out of scope)",
     )
     ap.add_argument("--evaluate", action="store_true", help="measure on the test split and the out-of-scope slides")
     args = ap.parse_args()
