@@ -121,3 +121,30 @@ def test_shipped_file_names_its_data_and_measures():
     measured = prov["measured"]  # scripts/fit_in_scope.py --evaluate: held-out lung slides count as out of scope
     assert measured["out_of_scope_slides"] >= 30 and measured["in_scope_slides"] >= 15
     assert measured["out_of_scope_auc"] >= 0.95 and measured["out_of_scope_false_flag_rate"] <= 0.05
+
+
+def test_out_of_scope_set_is_real_shared_data_and_its_metrics(tmp_path):
+    """The out-of-scope slides come from ../shared/data (vendor slides, tissue tiles, the IHC image), written
+    once as slides; the detection figures are an AUC over slide distances and rates of the flags."""
+    from dataclasses import replace
+
+    from napari_pathalign.eval.out_of_scope import detection_metrics, out_of_scope_slides, support_metrics
+    from napari_pathalign.io import open_slide
+    from tests.conftest import SHARED_DATA
+
+    slides = out_of_scope_slides(SHARED_DATA, tmp_path)
+    groups = {s.group for s in slides}
+    assert any("CMU-1" in g for g in groups) and any("IHC" in g for g in groups) and len(slides) >= 15
+    assert all(s.path.exists() for s in slides) and (tmp_path / "slides.csv").exists()
+    assert open_slide(next(s.path for s in slides if "IHC" in s.group)).mpp == pytest.approx(0.5)
+    mtime = next(s.path for s in slides if "IHC" in s.group).stat().st_mtime
+    out_of_scope_slides(SHARED_DATA, tmp_path)  # reused, not rewritten
+    assert next(s.path for s in slides if "IHC" in s.group).stat().st_mtime == mtime
+    base = InScope(0.9, False, "b", 0.0, 0.1, "a", 0.0, 50, "")
+    inside = [replace(base, distance=d, flagged=d > 0.1) for d in (-0.1, 0.0, 0.05, 0.12)]
+    outside = [replace(base, distance=d, flagged=d > 0.1) for d in (0.08, 0.3, 0.5)]
+    m, ci = detection_metrics(inside, outside, 0.1)
+    assert m["out_of_scope_auc"] == pytest.approx(11 / 12) and m["out_of_scope_false_flag_rate"] == 0.25
+    assert m["out_of_scope_detected"] == pytest.approx(2 / 3) and ci["out_of_scope_auc"] is not None
+    s = support_metrics([0.01, 0.2, 0.7])
+    assert s["out_of_scope_diagnosis_support_median"] == 0.2 and s["out_of_scope_diagnosis_support_above_half"] == 1 / 3

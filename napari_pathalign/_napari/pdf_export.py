@@ -16,8 +16,16 @@ def report_html(text: str, provenance: dict, sentences: list[dict]) -> str:
     )
     prov = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in provenance.items())
     body = "<br>".join(html.escape(line) for line in text.splitlines())
+    scope = provenance.get("in_scope") if isinstance(provenance, dict) else None
+    banner = (
+        "<p style='background:#8b1a1a;color:white;padding:6px'><b>Out of scope</b> (in-scope probability "
+        f"{float(scope.get('score', 0)):.2f}): the slide's tissue is outside what the model was trained on; "
+        "its claims are not reliable.</p>"
+        if isinstance(scope, dict) and scope.get("flagged")
+        else ""
+    )
     return (
-        f"<h2>Pathology report (draft assisted by PathAlign)</h2><p>{body}</p>"
+        f"<h2>Pathology report (draft assisted by PathAlign)</h2>{banner}<p>{body}</p>"
         + (
             "<h3>Sentences and support</h3><table border='1' cellpadding='3'>"
             f"<tr><th>support</th><th>sentence</th></tr>{rows}</table>"

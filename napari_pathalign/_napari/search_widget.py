@@ -274,7 +274,7 @@ class SearchWidget(SlideDock):
         self.revealed = False
         self._render()
         self.show_scope(scope)
-        if scope is not None and scope.flagged:
+        if scope is not None and scope.flagged and hits:
             self.say(
                 f"{len(hits)} nearest slides, NOT similar cases: the query slide is outside what the model was "
                 "trained on.",

@@ -355,6 +355,7 @@ def out_of_scope_evaluation(model, retrieval_model, encoder, grid, feats, shared
     the support the model's drafts give diagnosis claims on them (``eval/out_of_scope.py``)."""
     from tqdm import tqdm
 
+    from napari_pathalign.core.generators import run_to_end
     from napari_pathalign.eval.out_of_scope import (
         detection_metrics,
         diagnosis_supports,
@@ -375,27 +376,22 @@ def out_of_scope_evaluation(model, retrieval_model, encoder, grid, feats, shared
         unit="slide",
         disable=not progress,
     ):
-        analysis = SlideAnalysis(
-            open_slide(ood.path),
-            encoder=encoder,
-            model=model,
-            retrieval_model=retrieval_model,
-            grid=grid,
-            cache_dir=features_dir,
-        )
-        try:
+        try:  # no mpp (the analysis refuses it) or no tissue patch at this scale: nothing to draft on
+            analysis = SlideAnalysis(
+                open_slide(ood.path),
+                encoder=encoder,
+                model=model,
+                retrieval_model=retrieval_model,
+                grid=grid,
+                cache_dir=features_dir,
+            )
             for _ in analysis.iter_prepare():
                 pass
-        except ValueError:  # no tissue patch at this scale: nothing to draft on
+        except ValueError:
             continue
         outside.append(analysis.in_scope())
         if model.lm is not None:
-            gen = iter_draft(analysis)
-            try:
-                while True:
-                    next(gen)
-            except StopIteration as stop:
-                supports += diagnosis_supports(stop.value.sentences)
+            supports += diagnosis_supports(run_to_end(iter_draft(analysis)).sentences)
     metrics, ci = detection_metrics(inside, outside, detector.threshold)
     metrics.update(support_metrics(supports))
     return metrics, {k: v for k, v in ci.items() if v is not None}
