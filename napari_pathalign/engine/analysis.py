@@ -319,7 +319,7 @@ class PreparedSlide:
             result = None
             if self.encoder is not None and self.encoder.name == "embedded":
                 try:
-                    result = load_embedded_in_scope().score(self.features)
+                    result = load_embedded_in_scope(self.encoder).score(self.features)
                 except (ValueError, FileNotFoundError):  # retrained weights without a refitted in-scope model
                     result = None
             self.cache["in_scope"] = result

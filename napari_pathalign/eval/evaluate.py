@@ -229,31 +229,37 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x))
 
 
+def prepared_analysis(path: Path, model, retrieval_model, encoder, grid, features_dir: Path):
+    """A ``SlideAnalysis`` of the slide at ``path``, prepared (features from the cache in ``features_dir``)."""
+    from napari_pathalign.io import open_slide
+    from napari_pathalign.reporting.analysis import SlideAnalysis
+
+    analysis = SlideAnalysis(
+        open_slide(path),
+        encoder=encoder,
+        model=model,
+        retrieval_model=retrieval_model,
+        grid=grid,
+        cache_dir=features_dir,
+    )
+    for _ in analysis.iter_prepare():
+        pass
+    return analysis
+
+
 def embed_test_slides(
     model, retrieval_model, encoder, grid, data: Path, rows: list[dict], features_dir: Path
 ) -> tuple[list[int], list, list]:
     """The slides with class maps: their row indices, a prepared SlideAnalysis and the class map of each
     (the heatmap and the statement metrics share them)."""
     from napari_pathalign.eval.class_maps import class_map_path, read_class_map
-    from napari_pathalign.io import open_slide
-    from napari_pathalign.reporting.analysis import SlideAnalysis
 
     keep = [
         i for i, r in enumerate(rows) if class_map_path(data / r["slide"]).is_file()
     ]  # none: demo data from before class maps; regenerate it with `pathalign demo-data`
-    analyses = []
-    for i in keep:
-        a = SlideAnalysis(
-            open_slide(data / rows[i]["slide"]),
-            encoder=encoder,
-            model=model,
-            retrieval_model=retrieval_model,
-            grid=grid,
-            cache_dir=features_dir,
-        )
-        for _ in a.iter_prepare():
-            pass
-        analyses.append(a)
+    analyses = [
+        prepared_analysis(data / rows[i]["slide"], model, retrieval_model, encoder, grid, features_dir) for i in keep
+    ]
     return keep, analyses, [read_class_map(data / rows[i]["slide"]) for i in keep]
 
 
@@ -362,9 +368,7 @@ def out_of_scope_evaluation(model, retrieval_model, encoder, grid, feats, shared
         out_of_scope_slides,
         support_metrics,
     )
-    from napari_pathalign.io import open_slide
     from napari_pathalign.models.in_scope import load_embedded_in_scope
-    from napari_pathalign.reporting.analysis import SlideAnalysis
     from napari_pathalign.reporting.drafting import iter_draft
 
     detector = load_embedded_in_scope(encoder)  # ValueError: no in-scope model for this encoder
@@ -377,16 +381,7 @@ def out_of_scope_evaluation(model, retrieval_model, encoder, grid, feats, shared
         disable=not progress,
     ):
         try:  # no mpp (the analysis refuses it) or no tissue patch at this scale: nothing to draft on
-            analysis = SlideAnalysis(
-                open_slide(ood.path),
-                encoder=encoder,
-                model=model,
-                retrieval_model=retrieval_model,
-                grid=grid,
-                cache_dir=features_dir,
-            )
-            for _ in analysis.iter_prepare():
-                pass
+            analysis = prepared_analysis(ood.path, model, retrieval_model, encoder, grid, features_dir)
         except ValueError:
             continue
         outside.append(analysis.in_scope())

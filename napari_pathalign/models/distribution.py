@@ -181,8 +181,14 @@ class FeatureDistribution:
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write JSON: the arrays as base64 little-endian float32 (the whitener's lower triangle only)."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_doc(), indent=1) + "\n")
+        return path
+
+    def to_doc(self) -> dict:
+        """The JSON document ``save`` writes (``from_doc`` reads it back)."""
         rows, cols = np.tril_indices(self.dim)
-        doc = {
+        return {
             "format": FORMAT,
             "method": (
                 "Ledoit-Wolf Gaussian on standardised patch features; patch score = Mahalanobis distance / "
@@ -199,9 +205,6 @@ class FeatureDistribution:
             "scale": _encode(self.scale),
             "whitener_lower": _encode(self.whitener[rows, cols]),
         }
-        path = Path(path)
-        atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-        return path
 
     @classmethod
     def load(cls, path: str | Path, encoder=None) -> FeatureDistribution:
@@ -213,10 +216,15 @@ class FeatureDistribution:
             raise ValueError(
                 f"could not read a feature distribution from {path} ({type(exc).__name__}: {exc})"
             ) from exc
+        return cls.from_doc(doc, str(path), encoder)
+
+    @classmethod
+    def from_doc(cls, doc, source: str = "the document", encoder=None) -> FeatureDistribution:
+        """A distribution from the document ``to_doc`` makes; ``source`` names it in errors."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(
                 (
-                    f"{path} is not a feature distribution "
+                    f"{source} is not a feature distribution "
                     f"(format {doc.get('format') if isinstance(doc, dict) else None!r}; "
                     f"expected {FORMAT!r})"
                 )
@@ -244,21 +252,27 @@ class FeatureDistribution:
 
 def load_embedded_distribution(encoder=None) -> FeatureDistribution:
     """The distribution shipped for the embedded encoder, checked against the shipped weights (or ``encoder``)."""
+    return load_embedded(
+        FeatureDistribution, EMBEDDED_FILE, "feature distribution", "fit_feature_distribution", encoder
+    )
+
+
+def load_embedded(cls, file_name: str, what: str, script: str, encoder=None):
+    """``cls.load`` of a file in resources/ fitted on the embedded encoder's features, checked against
+    ``encoder`` or (None) against the shipped encoder weights; ValueError naming ``scripts/<script>.py``
+    when the file is missing."""
     from napari_pathalign.core.resources import RESOURCES
     from napari_pathalign.models.weights import weights_hash
 
-    path = RESOURCES / EMBEDDED_FILE
+    path = RESOURCES / file_name
     if not path.exists():
         raise ValueError(
-            (
-                f"no feature distribution for the embedded encoder in this install ({path} is missing); build "
-                "it with scripts/fit_feature_distribution.py"
-            )
+            f"no {what} for the embedded encoder in this install ({path} is missing); build it with scripts/{script}.py"
         )
-    dist = FeatureDistribution.load(path, encoder)
+    loaded = cls.load(path, encoder)
     if encoder is None:
-        dist.check_encoder("embedded", weights_hash(RESOURCES / "embedded_encoder.safetensors"))
-    return dist
+        loaded.check_encoder("embedded", weights_hash(RESOURCES / "embedded_encoder.safetensors"))
+    return loaded
 
 
 def _as_features(features, dim: int | None) -> np.ndarray:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.core.atomic import atomic_write_text
-from napari_pathalign.models.distribution import FeatureDistribution
+from napari_pathalign.models.distribution import FeatureDistribution, load_embedded
 
 FORMAT = "pathalign-in-scope-1"
 EMBEDDED_FILE = "embedded_in_scope.json"  # in resources/
@@ -90,14 +90,6 @@ class InScopeModel:
     patch_threshold: float  # a patch beyond this distance is itself out of scope
     training_data: str = "the model's training tissue"  # in words, for explanations
     provenance: dict = field(default_factory=dict)  # what it was fitted and calibrated on
-
-    @property
-    def encoder(self) -> str:
-        return next(iter(self.organs.values())).encoder
-
-    @property
-    def weights_hash(self) -> str:
-        return next(iter(self.organs.values())).weights_hash
 
     # -- fitting -------------------------------------------------------------------------------------
     @classmethod
@@ -207,13 +199,6 @@ class InScopeModel:
             self._explain(p, flagged, distance, organ, out_share, len(features)),
         )
 
-    def region_distances(self, features) -> np.ndarray:
-        """(N,) each patch's distance to the nearest training organ: the in-scope map's values."""
-        if hasattr(features, "features") and hasattr(features, "weights_hash"):
-            self.check_encoder(features.encoder, features.weights_hash)
-            features = features.features
-        return self.patch_distances(np.asarray(features, np.float32))[0]
-
     def _explain(self, p: float, flagged: bool, distance: float, organ: str, out_share: float, n: int) -> str:
         few = f" Only {n} patches were scored, so this is a rough estimate." if n < 10 else ""
         if flagged:
@@ -239,12 +224,7 @@ class InScopeModel:
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """One JSON file: the organ Gaussians (``FeatureDistribution`` documents) and the thresholds."""
-        import tempfile
-
-        organs = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, dist in self.organs.items():
-                organs[name] = json.loads(dist.save(Path(tmp) / "d.json").read_text())
+        organs = {name: dist.to_doc() for name, dist in self.organs.items()}
         doc = {
             "format": FORMAT,
             "method": (
@@ -266,8 +246,6 @@ class InScopeModel:
     @classmethod
     def load(cls, path: str | Path, encoder=None) -> InScopeModel:
         """Read a saved model; with ``encoder`` (a ``PatchEncoder``), refuse one fitted on another encoder."""
-        import tempfile
-
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
@@ -275,12 +253,9 @@ class InScopeModel:
             raise ValueError(f"could not read an in-scope model from {path} ({type(exc).__name__}: {exc})") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("organs"):
             raise ValueError(f"{path} is not an in-scope model (expected format {FORMAT!r} with organs)")
-        organs = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, sub in doc["organs"].items():
-                p = Path(tmp) / "d.json"
-                p.write_text(json.dumps(sub))
-                organs[name] = FeatureDistribution.load(p)
+        organs = {
+            name: FeatureDistribution.from_doc(sub, f"{path} organ {name!r}") for name, sub in doc["organs"].items()
+        }
         model = cls(
             organs,
             _inf(doc.get("threshold")),
@@ -296,19 +271,7 @@ class InScopeModel:
 
 def load_embedded_in_scope(encoder=None) -> InScopeModel:
     """The in-scope model shipped for the embedded encoder, checked against the shipped weights (or ``encoder``)."""
-    from napari_pathalign.core.resources import RESOURCES
-    from napari_pathalign.models.weights import weights_hash
-
-    path = RESOURCES / EMBEDDED_FILE
-    if not path.exists():
-        raise ValueError(
-            f"no in-scope model for the embedded encoder in this install ({path} is missing); build it with "
-            "scripts/fit_in_scope.py"
-        )
-    model = InScopeModel.load(path, encoder)
-    if encoder is None:
-        model.check_encoder("embedded", weights_hash(RESOURCES / "embedded_encoder.safetensors"))
-    return model
+    return load_embedded(InScopeModel, EMBEDDED_FILE, "in-scope model", "fit_in_scope", encoder)
 
 
 def cap_support(probability: float, in_scope: InScope | None) -> float:

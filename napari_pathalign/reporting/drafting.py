@@ -362,6 +362,7 @@ def provenance(analysis, prompt: str, config) -> Provenance:
     from napari_pathalign.engine.features import slide_fingerprint
     from napari_pathalign.engine.library_build import model_identity
 
+    scope = analysis_in_scope(analysis)
     g = model_identity(analysis.models["generation"], analysis.encoder)
     r = model_identity(analysis.models["retrieval"], analysis.encoder)
     return Provenance(
@@ -377,7 +378,7 @@ def provenance(analysis, prompt: str, config) -> Provenance:
         asdict(config),
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         None if analysis.polygon_xy_level0 is None else np.asarray(analysis.polygon_xy_level0).tolist(),
-        None if analysis_in_scope(analysis) is None else analysis_in_scope(analysis).to_dict(),
+        None if scope is None else scope.to_dict(),
     )
 
 
