@@ -203,10 +203,10 @@ class InScopeModel:
         few = f" Only {n} patches were scored, so this is a rough estimate." if n < 10 else ""
         if flagged:
             return (
-                f"This tissue is outside what the model was trained on ({self.training_data}): its typical patch "
-                f"lies {distance:.0%} farther from the nearest training tissue ({organ}) than a typical training "
-                f"patch does (limit {self.threshold:+.0%}); in-scope probability {p:.2f}. Diagnoses, answers and "
-                f"similar cases for this slide are not reliable.{few}"
+                f"This tissue is outside what the model was trained on ({self.training_data}): three quarters of "
+                f"its patches lie at least {distance:.0%} farther from the nearest training tissue ({organ}) than a "
+                f"typical training patch does (limit {self.threshold:+.0%}); in-scope probability {p:.2f}. "
+                f"Diagnoses, answers and similar cases for this slide are not reliable.{few}"
             )
         part = (
             f" {out_share:.0%} of its patches are themselves unlike the training tissue: read findings there with care."
