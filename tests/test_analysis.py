@@ -328,12 +328,20 @@ def test_answers_history_region_and_statements_at(analysis):
     answer = run_to_end(
         iter_answer(analysis, "Is tumour present?", history=[("Which tissues are present?", "Lymphoid tissue.")])
     )
-    assert (
-        answer.question == "Is tumour present?"
-        and answer.text
-        and not answer.history_used
-        and "not trained with conversation history" in answer.note
-    )
+    assert answer.question == "Is tumour present?" and answer.text.startswith(("Yes", "No")) and not answer.history_used
+    assert answer.answered and answer.intent["kind"] == "presence" and answer.intent["class"] == "tumour"
+    (sentence,) = answer.sentences  # a closed question is answered by choice: one sentence, its probability
+    assert 0.5 <= sentence.support <= 1 and sentence.claims[0].kind == "answer"
+    assert sentence.evidence.measurement is not None and len(sentence.evidence.top_patches) > 0
+    # a follow-up takes what it lacks from the conversation
+    more = run_to_end(iter_answer(analysis, "And how much?", history=[("Is there metastasis?", answer.text)]))
+    assert more.intent["kind"] == "extent" and more.intent["class"] == "metastatic carcinoma" and more.history_used
+    assert "read with the conversation" in more.note and "%" in more.text
+    doc = more.to_dict()
+    assert doc["intent"]["understood_as"] == "how much of the tissue is metastatic carcinoma?" and doc["answered"]
+    # what the slide cannot tell is not answered, and carries no support
+    age = run_to_end(iter_answer(analysis, "How old is the patient?"))
+    assert not age.answered and age.text.startswith("I can't answer that from this slide") and not age.sentences
     for bad in ("", "   ", "x" * 5000):
         with pytest.raises(ValueError):
             next(iter_answer(analysis, bad))
@@ -425,6 +433,7 @@ def test_a_slide_unlike_the_training_tissue_is_said_so(models, analysis, tmp_pat
     assert all(c.probability <= scope.score + 1e-9 for s in draft.sentences for c in s.claims)
     answer = run_to_end(iter_answer(skin, "Is tumour present?"))
     assert answer.shown_text.startswith("This tissue is outside what the model was trained on")
+    assert not answer.answered and "I can't answer that from this slide" in answer.shown_text and not answer.sentences
     checked = skin.check("Metastatic carcinoma is present.")
     assert checked.to_dict()["in_scope"]["flagged"] and all(
         c.probability <= scope.score + 1e-9 for _, c in [(s, c) for s in checked.sentences for c in s.claims]

@@ -116,11 +116,11 @@ class ChatWidget(SlideDock):
         model = self.registry.models.get(("embedded", "auto"))
         uses = model is not None and trained_with_history(model)
         self.history_note.setText(
-            "The model sees the conversation so far."
-            if uses
-            else (
-                "Each question is answered from the slide and that question alone (the model was not trained "
-                "with conversation history)."
+            "Follow-ups ('And how much?', 'What about SCC?') are read with the conversation; "
+            + (
+                "the model also sees it."
+                if uses
+                else "each answer is then computed from the slide (the model was not trained with history)."
             )
         )
 
@@ -187,9 +187,11 @@ class ChatWidget(SlideDock):
 
         self.answers[row] = answer
         low = any(s.flagged for s in answer.sentences)
+        understood = (answer.intent or {}).get("understood_as")
         self.conversation.item(row).setText(
             f"A: {answer.shown_text}"
             + ("  ⚠ low support" if low else "")
+            + (f"\nUnderstood as: {understood}" if understood else "")
             + (f"\n({answer.note})" if answer.note else "")
         )
         self.conversation.item(row).setToolTip(

@@ -123,6 +123,8 @@ def _ask(args) -> int:
                 {
                     "question": answer.question,
                     "answer": answer.text,
+                    "intent": answer.intent,
+                    "answered": answer.answered,
                     "support": support,
                     "evidence": [
                         {
@@ -144,6 +146,8 @@ def _ask(args) -> int:
         )
         return 0
     print(answer.shown_text)
+    if answer.intent:
+        print(f"(understood as: {answer.intent['understood_as']})")
     _print_statements(answer)
     return 0
 

@@ -104,6 +104,8 @@ class Draft:
     in_distribution: object | None = None  # InDistribution when the model ships a feature distribution
     extra: dict = field(default_factory=dict)
     in_scope: object | None = None  # InScope (models/in_scope.py) when the model ships an in-scope model
+    intent: dict | None = None  # an answer's question as understood (reporting/questions.py: Intent.to_dict())
+    answered: bool = True  # False: the model did not answer (out of scope, unanswerable, or off the question)
 
     @property
     def out_of_scope_statement(self) -> str:
@@ -126,6 +128,8 @@ class Draft:
             "model_text": self.text,
             "out_of_scope": self.out_of_scope_statement,
             "question": self.question,
+            "intent": self.intent,
+            "answered": self.answered,
             "history_used": self.history_used,
             "note": self.note,
             "provenance": asdict(self.provenance),
@@ -335,8 +339,8 @@ def out_of_scope_statement(scope, answer: bool = False) -> str:
         return ""
     if answer:
         return (
-            f"This tissue is outside what the model was trained on (in-scope probability {scope.score:.2f}); "
-            "the answer below is not reliable."
+            f"This tissue is outside what the model was trained on (in-scope probability {scope.score:.2f}), "
+            "so the model does not answer questions about it."
         )
     return (
         f"OUT OF SCOPE: this tissue is outside what the model was trained on (in-scope probability "
@@ -421,32 +425,125 @@ def iter_draft(analysis, config=None, prompt: str = "Final diagnosis:"):
 def iter_answer(analysis, question: str, history: list | None = None, config=None):
     """Generator of the answer so far; returns an ``Answer`` (a Draft with ``question``) with evidence.
 
-    ``history``: earlier (question, answer) pairs. The model sees them only when its checkpoint
-    says it was trained with them; otherwise it answers from the slide and this question alone,
-    and the answer's ``note`` says so.
+    The question is understood first (``reporting/questions.py``): a closed question (is X present,
+    which subtype, how much, the background, where) is answered by choice among its alternatives, each
+    scored by the model (``reporting/answering.py``), in a full sentence with its probability and its
+    evidence map. An open question is answered by the LM; its support counts only claims about what was
+    asked. A question the model cannot answer from the slide, or any question on an out-of-scope slide,
+    gets "I can't answer that from this slide" and ``answered`` False.
+
+    ``history``: earlier (question, answer) pairs. A follow-up ("And how much?") takes what it lacks
+    from them; the model itself sees them only when its checkpoint says it was trained with them.
     """
     from napari_pathalign.models.decoder import GenerationConfig
+    from napari_pathalign.reporting.questions import understand
 
     analysis.need_ready()
     question = check_question(question)
     history = list(history or [])
+    intent = understand(question, getattr(analysis, "ontology", None), history)
+    config = config or GenerationConfig(max_new_tokens=32)
+    scope = analysis_in_scope(analysis)
+    note = ""
+    if intent.from_history:
+        note = f"read with the conversation: understood as '{intent.understood_as}'"
+    if scope is not None and scope.flagged:
+        return (yield from _not_answered(analysis, question, intent, scope.explanation, config, scope))
+    if intent.kind == "unanswerable":
+        return (yield from _not_answered(analysis, question, intent, intent.reason, config, scope))
+    if intent.kind != "open":
+        from napari_pathalign.reporting.answering import unknown_to_model
+
+        unknown = unknown_to_model(analysis, intent)
+        if unknown:
+            return (yield from _not_answered(analysis, question, intent, unknown, config, scope))
+        return (yield from _closed_answer(analysis, question, intent, config, note))
     uses = bool(history) and trained_with_history(analysis.models["generation"])
     prompt = " ".join(f"{q} {a}" for q, a in history) + " " + question if uses else question
-    note = (
-        ""
-        if uses or not history
-        else "answered from the slide and this question alone: this model was not trained with conversation history"
-    )
-    return (
-        yield from iter_generate(
-            analysis,
-            prompt.strip(),
-            config or GenerationConfig(max_new_tokens=32),
-            question=question,
-            history_used=uses,
-            note=note,
+    answer = yield from iter_generate(analysis, prompt.strip(), config, question=question, history_used=uses, note=note)
+    answer.intent = intent.to_dict()
+    relevant = [c for s in answer.sentences for c in addressing(intent, s.claims)]
+    if not relevant:  # it names nothing the model can check about what was asked: no support
+        for s in answer.sentences:
+            s.support = 0.0
+            s.claims = []
+        answer.answered = False
+        answer.note = "This answer states nothing the model can check about what was asked, so it has no support." + (
+            " " + answer.note if answer.note else ""
         )
+    return answer
+
+
+def addressing(intent, claims: list) -> list:
+    from napari_pathalign.reporting.answering import addresses
+
+    return addresses(intent, claims)
+
+
+CANT_ANSWER = "I can't answer that from this slide"
+
+
+def _not_answered(analysis, question: str, intent, reason: str, config, scope):
+    """An answer that says why the model does not answer (no sentence, no support)."""
+    text = f"{CANT_ANSWER}: {reason.rstrip('.')}." if not (scope is not None and scope.flagged) else f"{CANT_ANSWER}."
+    yield text
+    answer = Draft(text, [], provenance(analysis, question, config), question)
+    answer.intent, answer.answered, answer.in_scope = intent.to_dict(), False, scope
+    return answer
+
+
+def _closed_answer(analysis, question: str, intent, config, note: str):
+    """A closed question answered by choice: one sentence, its probability, its evidence map."""
+    from napari_pathalign.reporting.answering import answer_closed
+    from napari_pathalign.reporting.claims import Claim
+
+    yield ""
+    start = time.perf_counter()
+    closed = answer_closed(analysis, intent, question)
+    yield closed.text
+    emb = analysis.embedding("retrieval").embedding
+    sim = float((emb @ analysis.text_embeddings([f"{question} {closed.text}"], "retrieval").T).max())
+    claim = Claim(
+        "answer",
+        closed.choice,
+        closed.text,
+        0,
+        len(closed.text),
+        probability=float(closed.probability),
+        basis=closed.basis,
+        per_patch=closed.per_patch,
+        measured_of=closed.measured_of,
     )
+    if closed.per_patch is not None:
+        heatmap = analysis.heatmap(
+            closed.per_patch,
+            "measurement",
+            f"'{question}': each patch's probability of {closed.measured_of}",
+            claim=closed.text,
+        )
+    else:
+        heatmap = analysis.text_heatmap(f"{question} {closed.text}")
+    top = heatmap.top_patches(TOP_PATCHES)
+    statement = Statement(
+        closed.text,
+        float(closed.probability),
+        sim,
+        Evidence(heatmap, top, heatmap.xy_level0[top], None, heatmap if closed.per_patch is not None else None),
+        [claim],
+    )
+    answer = Draft(
+        closed.text, [statement], provenance(analysis, question, config), question, intent.from_history, note
+    )
+    answer.intent, answer.answered = intent.to_dict(), True
+    answer.extra["alternatives"] = {
+        k: round(float(v), 4) for k, v in closed.alternatives.items() if not k.startswith("_")
+    }
+    answer.extra["seconds"] = round(time.perf_counter() - start, 3)
+    answer.in_scope = analysis_in_scope(analysis)
+    distribution = getattr(analysis, "in_distribution", None)
+    answer.in_distribution = distribution() if callable(distribution) else None
+    analysis.statements.append(statement)
+    return answer
 
 
 def statements_at(analysis, xy_level0) -> PatchStatements | None:

@@ -83,6 +83,7 @@ class ReportClass:
     phrases: tuple[str, ...]
     prompts: tuple[str, ...]  # zero-shot prompts (the phrases where the file gives none)
     label: str  # the class's name in the slides' class maps (demo data); ``name`` unless given
+    synonyms: tuple[str, ...] = ()  # other names of the class in questions ('SCC', 'mets'); not claims of a report
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class Ontology:
     extent: tuple[ExtentBucket, ...]
     organs: tuple[Organ, ...]
     source: str = ""  # the file it came from, for messages
+    tumour_words: tuple[str, ...] = ()  # words of a question that ask about any tumour ('cancer'); () = the default
     phrases: tuple = field(
         default=(), repr=False, compare=False
     )  # (phrase lower-case, kind, value, organs), longest first
@@ -162,11 +164,14 @@ class Ontology:
                     _strip(c["phrases"]),
                     _strip(c.get("prompts") or c["phrases"]),
                     c.get("label", c["name"]),
+                    _strip(c.get("synonyms", [])),
                 )
                 for c in o["classes"]
             )
             organs.append(Organ(o["name"], _strip(o["words"]), _strip(o.get("negative_phrases", [])), classes))
-        onto = cls(doc["name"], int(doc["version"]), tuple(buckets), tuple(organs), source)
+        onto = cls(
+            doc["name"], int(doc["version"]), tuple(buckets), tuple(organs), source, _strip(doc.get("tumour_words", []))
+        )
         _check_names_and_phrases(onto, source)
         object.__setattr__(onto, "phrases", _phrase_table(onto))
         return onto
@@ -176,6 +181,7 @@ class Ontology:
         return {
             "name": self.name,
             "version": self.version,
+            **({"tumour_words": list(self.tumour_words)} if self.tumour_words else {}),
             "extent": [{"name": b.name, "upper": b.upper, "phrases": list(b.phrases)} for b in self.extent],
             "organs": [
                 {
@@ -185,6 +191,7 @@ class Ontology:
                     "classes": [
                         {"name": c.name, "tumour": c.tumour, "phrases": list(c.phrases), "prompts": list(c.prompts)}
                         | ({"label": c.label} if c.label != c.name else {})
+                        | ({"synonyms": list(c.synonyms)} if c.synonyms else {})
                         for c in o.classes
                     ],
                 }

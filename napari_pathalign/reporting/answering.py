@@ -1,0 +1,361 @@
+"""Closed questions answered by choice, not by continuation: every alternative is scored by the model.
+
+Once a question is understood (``reporting/questions.py``), the model is asked it in the words it was
+trained with, and each possible answer is scored instead of generated:
+
+- **presence** of a tumour class (or any tumour): two readings of the slide by the generation model,
+  (1) the LM's probability of the class among every diagnosis the ontology can state, right after
+  "Final diagnosis:" (``ClaimChecker.calls``), and (2) its probability of "Yes." against "No." after
+  its own training questions for the class. Their logits are combined by a logistic regression fitted
+  on validation slides (``resources/answer_calibration.json``, ``scripts/fit_answers.py``) so that "yes"
+  is not favoured; without a fit for the model, their mean at 0.5, and the basis says so.
+  A background tissue is measured (the class map) against the calibrated 10 % at which reports name it.
+- **subtype**: tumour present (as above), then the organ's tumour classes (or those the question
+  offers) by the mean of three distributions: the LM's calls, its answer to the subtype question and
+  the measured class shares.
+- **extent**: the measured tumour share (measurement head or zero-shot, calibrated error) gives each
+  extent bucket's probability, times the probability that tumour is present; 'none' takes the rest.
+- **background**: each tissue class of the organ, measured, named where it likely covers >= 10 %.
+- **where**: the class's per-patch map, its best patches and their centre; with the presence answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_pathalign.core.resources import RESOURCES
+from napari_pathalign.reporting.claims import NEGATIVE, Claim, ClaimChecker, _distribution, logit
+from napari_pathalign.reporting.questions import ANY_TUMOUR, Intent
+
+CALIBRATION_FILE = RESOURCES / "answer_calibration.json"
+WRITER_FILE = RESOURCES / "demo_writer.json"  # the embedded model's training questions and answers
+DIAGNOSIS_PROMPT = "Final diagnosis:"
+WHERE_PATCHES = 6  # best patches shown for a 'where' answer
+
+
+@dataclass
+class ClosedAnswer:
+    """A closed question's answer, chosen among its alternatives."""
+
+    intent: Intent
+    text: str  # the answer as a full sentence
+    choice: str  # 'yes' / 'no', a class name, an extent bucket, or the tissues named
+    probability: float  # the model's probability of that choice, in [0, 1]
+    alternatives: dict = field(default_factory=dict)  # every alternative -> probability
+    basis: str = ""  # how it was reached, one line
+    per_patch: np.ndarray | None = field(default=None, repr=False)  # (N,) the class map behind it, if any
+    measured_of: str = ""  # what per_patch measures, in words
+
+
+def _checker(analysis) -> ClaimChecker:
+    if analysis.cache.get("claim_checker") is None:
+        analysis.cache["claim_checker"] = ClaimChecker(analysis)
+    return analysis.cache["claim_checker"]
+
+
+def _soft(analysis):
+    import torch
+
+    gen = analysis.models["generation"]
+    if gen.lm is None:
+        raise ValueError("this model has no language model (PathAlign-R); pick a generation model to ask questions")
+    key = "answer_soft_prompt"
+    if analysis.cache.get(key) is None:
+        with torch.no_grad():
+            q = torch.from_numpy(analysis.embedding("generation").queries).to(gen.device)[None]
+            analysis.cache[key] = gen.lm_proj(q).float()
+    return analysis.cache[key]
+
+
+def trained_questions() -> dict:
+    """{kind: wordings} the embedded model's VQA training asked (``resources/demo_writer.json``)."""
+    return json.loads(WRITER_FILE.read_text(encoding="utf-8"))["questions"]
+
+
+def load_answer_calibration(analysis) -> dict | None:
+    """The fitted combination for this generation model (matched by weights hash), or None."""
+    from napari_pathalign.engine.library_build import model_identity
+
+    model = analysis.models["generation"]
+    key = "answer_calibration"
+    if key in analysis.cache:
+        return analysis.cache[key]
+    doc = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8")) if CALIBRATION_FILE.is_file() else {}
+    folder = getattr(model, "source_path", None)
+    own = None if folder is None else Path(folder) / "answer_calibration.json"
+    if own is not None and own.is_file():
+        doc = json.loads(own.read_text(encoding="utf-8"))
+    ident = model_identity(model, analysis.encoder)
+    analysis.cache[key] = doc if doc.get("model_hash") == ident["model_hash"] else None
+    return analysis.cache[key]
+
+
+# ---------------------------------------------------------------------- the readings
+def presence_readings(analysis, target: str) -> tuple[float, float]:
+    """(LM call probability, LM 'yes' probability) that ``target`` (a tumour class or ANY_TUMOUR) is present."""
+    checker = _checker(analysis)
+    soft = _soft(analysis)
+    lm = analysis.models["generation"].lm
+    calls = checker.calls(soft, DIAGNOSIS_PROMPT, checker.model_ontology)
+    asked = trained_questions()
+    if target == ANY_TUMOUR:
+        p_calls = 1.0 - calls.get(NEGATIVE, 0.0)
+        wordings = asked["tumour"]
+    else:
+        name, _ = checker._model_call(target)
+        p_calls = calls.get(name, 0.0)
+        wordings = [q.format(**{"class": name}) for q in asked["class"]]
+    yes = [_distribution(lm, soft, q, [("Yes.", "yes"), ("No.", "no")])["yes"] for q in wordings]
+    return float(p_calls), float(np.mean(yes))
+
+
+def presence_probability(analysis, target: str) -> tuple[float, str]:
+    """P(target present) and how it was reached (cached per analysis)."""
+    key = ("presence", target)
+    cache = analysis.cache.setdefault("answers", {})
+    if key in cache:
+        return cache[key]
+    p_calls, p_yes = presence_readings(analysis, target)
+    fit = load_answer_calibration(analysis)
+    if fit is not None and "presence" in fit:
+        w = fit["presence"]
+        z = w["intercept"] + w["coef"][0] * logit(p_calls) + w["coef"][1] * logit(p_yes)
+        p = 1 / (1 + math.exp(-z))
+        how = (
+            f"the model's diagnosis call {p_calls:.0%} and its yes/no answer {p_yes:.0%}, combined and calibrated "
+            f"on {fit.get('n_slides', '?')} validation slides"
+        )
+    else:
+        p = (p_calls + p_yes) / 2
+        how = (
+            f"mean of the model's diagnosis call {p_calls:.0%} and its yes/no answer {p_yes:.0%} "
+            "(uncalibrated: no answer calibration for this model)"
+        )
+    cache[key] = (float(p), how)
+    return cache[key]
+
+
+def _organ(analysis, intent: Intent, question: str) -> str:
+    if intent.organ:
+        return intent.organ
+    checker = _checker(analysis)
+    asked = (intent.target,) if intent.target not in (None, ANY_TUMOUR) else intent.choices
+    named = [o.name for o in checker.ontology.organs if any(x.name in asked for x in o.classes)]
+    if len(named) == 1:
+        return named[0]
+    if not named:
+        return checker.organ(question)
+    sets = {n: [p for c in checker.ontology.organ(n).classes for p in c.prompts] for n in named}
+    return analysis.zero_shot(sets, "retrieval").best  # a class of several organs: the slide says which
+
+
+def _class_map(analysis, organ: str, target: str) -> tuple[np.ndarray, str]:
+    """(N,) each patch's probability of ``target`` in ``organ`` (any tumour: the tumour classes' sum)."""
+    checker = _checker(analysis)
+    per = checker.per_patch(organ)
+    o = checker.ontology.organ(organ)
+    if target == ANY_TUMOUR or target not in per:
+        return np.sum([per[c.name] for c in o.tumour_classes], axis=0).astype(np.float32), "tumour"
+    return per[target], target
+
+
+# ---------------------------------------------------------------------- the answers
+def answer_closed(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    """The answer to a closed question (kind presence, subtype, extent, background or where)."""
+    fn = {
+        "presence": _presence,
+        "subtype": _subtype,
+        "extent": _extent,
+        "background": _background,
+        "where": _where,
+    }.get(intent.kind)
+    if fn is None:
+        raise ValueError(f"{intent.kind!r} is not a closed question (presence, subtype, extent, background, where)")
+    return fn(analysis, intent, question)
+
+
+def _is_tissue(analysis, target: str) -> bool:
+    onto = _checker(analysis).ontology
+    return target != ANY_TUMOUR and not any(c.name == target and c.tumour for o in onto.organs for c in o.classes)
+
+
+def _presence(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    target = intent.target or ANY_TUMOUR
+    if _is_tissue(analysis, target):
+        organ = next(o.name for o in _checker(analysis).ontology.organs if any(c.name == target for c in o.classes))
+        c = Claim("tissue", target, target, 0, 0)
+        _checker(analysis)._check_tissue(c, organ)
+        p, how, per, of = c.probability, c.basis, c.per_patch, c.measured_of
+        share = f", about {c.measured:.0%} of the tissue" if c.measured else ""
+    else:
+        p, how = presence_probability(analysis, target)
+        organ = _organ(analysis, intent, question)
+        per, of = _class_map(analysis, organ, target)
+        share = ""
+        if p >= 0.5:
+            ext = _extent(analysis, Intent("extent", target, organ=intent.organ), question)
+            share = f", about {ext.alternatives.get('_measured', 0):.0%} of the tissue"
+    words = "tumour" if target == ANY_TUMOUR else target
+    if target == ANY_TUMOUR and p >= 0.5 and not _is_tissue(analysis, target):
+        words = _likeliest_tumour(analysis, organ)
+    if p >= 0.5:
+        text = f"Yes — {words}{share}."
+    else:
+        text = f"No — no {words} is seen."
+    return ClosedAnswer(
+        intent, text, "yes" if p >= 0.5 else "no", p if p >= 0.5 else 1 - p, {"yes": p, "no": 1 - p}, how, per, of
+    )
+
+
+def _likeliest_tumour(analysis, organ: str) -> str:
+    """The organ's tumour class the model's diagnosis call favours (the name a 'yes' gives)."""
+    checker = _checker(analysis)
+    calls = checker.calls(_soft(analysis), DIAGNOSIS_PROMPT, checker.model_ontology)
+    names = [c.name for c in checker.ontology.organ(organ).tumour_classes] or ["tumour"]
+    return max(names, key=lambda c: calls.get(checker._model_call(c)[0], 0.0))
+
+
+def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    checker = _checker(analysis)
+    organ = _organ(analysis, intent, question)
+    o = checker.ontology.organ(organ)
+    classes = list(intent.choices) or [c.name for c in o.tumour_classes]
+    p_tumour, how_tumour = presence_probability(analysis, ANY_TUMOUR)
+    soft = _soft(analysis)
+    calls = checker.calls(soft, DIAGNOSIS_PROMPT, checker.model_ontology)
+    from_calls = np.array([calls.get(checker._model_call(c)[0], 0.0) for c in classes]) + 1e-9
+    lm = analysis.models["generation"].lm
+    said = _distribution(
+        lm, soft, trained_questions()["subtype"][0], [(c[:1].upper() + c[1:] + ".", c) for c in classes]
+    )
+    from_answer = np.array([said[c] for c in classes]) + 1e-9
+    per = checker.per_patch(organ)
+    from_map = np.array([float(per[c].mean()) if c in per else 0.0 for c in classes]) + 1e-9
+    mix = (from_calls / from_calls.sum() + from_answer / from_answer.sum() + from_map / from_map.sum()) / 3
+    probs = {c: float(p_tumour * m) for c, m in zip(classes, mix)}
+    probs["no tumour"] = 1 - p_tumour
+    best = max(classes, key=lambda c: probs[c])
+    basis = f"tumour present: {how_tumour}; the type: mean of the model's diagnosis call, its answer and the class map"
+    if p_tumour < 0.5:
+        return ClosedAnswer(
+            intent,
+            f"No tumour is seen, so there is no subtype (tumour {p_tumour:.0%}).",
+            "no tumour",
+            1 - p_tumour,
+            probs,
+            basis,
+        )
+    rest = ", ".join(f"{c} {probs[c] / p_tumour:.0%}" for c in classes if c != best)
+    per_best = per.get(best)
+    among = f" ({mix[classes.index(best)]:.0%} among the types; {rest})" if rest else " (the organ's only tumour type)"
+    return ClosedAnswer(
+        intent,
+        f"{best[:1].upper() + best[1:]}{among}.",
+        best,
+        probs[best],
+        probs,
+        basis,
+        per_best,
+        best,
+    )
+
+
+def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    checker = _checker(analysis)
+    target = intent.target or ANY_TUMOUR
+    organ = _organ(analysis, intent, question)
+    p_present, how = presence_probability(analysis, ANY_TUMOUR if _is_tissue(analysis, target) else target)
+    per, of = _class_map(analysis, organ, target)
+    method = checker.method_for(organ)
+    cal = checker.calibration[method]["tumour"]
+    raw = float(per.mean())
+    measured = cal.estimate(raw)
+    probs = {b.name: cal.probability(raw, b.lower, b.upper) * p_present for b in checker.ontology.extent}
+    probs["none"] = 1 - p_present
+    best = max(probs, key=probs.get)
+    words = "tumour" if target == ANY_TUMOUR else target
+    if best == "none":
+        text = f"None — no {words} is seen."
+    else:
+        b = next(x for x in checker.ontology.extent if x.name == best)
+        span = f"{best}: {b.lower:.0%}–{b.upper:.0%}"
+        text = f"{words[:1].upper() + words[1:]} takes about {measured:.0%} of the tissue ({span})."
+    alternatives = dict(probs, _measured=measured)
+    basis = f"{of} measured at about {measured:.0%} ({method}), calibrated error; present: {how}"
+    return ClosedAnswer(intent, text, best, probs[best], alternatives, basis, per, of)
+
+
+def _background(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    checker = _checker(analysis)
+    organ = _organ(analysis, intent, question)
+    o = checker.ontology.organ(organ)
+    probs, shares = {}, {}
+    for c in o.tissue_classes:
+        claim = Claim("tissue", c.name, c.name, 0, 0)
+        checker._check_tissue(claim, organ)
+        probs[c.name], shares[c.name] = claim.probability, claim.measured or 0.0
+    named = [c for c in probs if probs[c] >= 0.5]
+    if not named:
+        best = max(probs, key=probs.get)
+        named = [best]
+    text = "Background: " + ", ".join(f"{c} (about {shares[c]:.0%})" for c in named) + "."
+    p = float(np.prod([probs[c] for c in named]) * np.prod([1 - probs[c] for c in probs if c not in named]))
+    per = checker.per_patch(organ).get(named[0])
+    basis = f"each tissue of the {organ} measured ({checker.method_for(organ)}); named from 10 % of the tissue"
+    return ClosedAnswer(intent, text, ", ".join(named), p, probs, basis, per, named[0])
+
+
+def _where(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    target = intent.target or ANY_TUMOUR
+    present = _presence(analysis, Intent("presence", target, organ=intent.organ), question)
+    per = present.per_patch
+    f = analysis.features
+    top = np.argsort(-per)[:WHERE_PATCHES]
+    centre = (f.xy_level0[top] + f.size_level0 / 2).mean(axis=0)
+    mpp = getattr(analysis.slide, "mpp", None) or getattr(analysis.slide, "mpp_x", None)
+    at = f"x {centre[0]:,.0f}, y {centre[1]:,.0f} px" + (
+        f" ({centre[0] * mpp / 1000:.1f}, {centre[1] * mpp / 1000:.1f} mm)" if isinstance(mpp, (int, float)) else ""
+    )
+    words = "tumour" if target == ANY_TUMOUR else target
+    if present.choice == "yes":
+        text = (
+            f"{words[:1].upper() + words[1:]} is most likely around {at}; the heatmap shows each patch's probability."
+        )
+    else:
+        text = (
+            f"No {words} is seen ({present.alternatives['yes']:.0%}); the heatmap shows where it would be most likely "
+            f"(around {at})."
+        )
+    return ClosedAnswer(
+        intent, text, present.choice, present.probability, present.alternatives, present.basis, per, present.measured_of
+    )
+
+
+def unknown_to_model(analysis, intent: Intent) -> str | None:
+    """Why the generation model cannot answer about the class asked (it was never trained to name it), or None."""
+    checker = _checker(analysis)
+    asked = [intent.target] if intent.target not in (None, ANY_TUMOUR) else list(intent.choices)
+    for c in asked:
+        if not _is_tissue(analysis, c) and not checker._model_call(c)[1]:
+            known = sorted({x.name for o in checker.model_ontology.organs for x in o.tumour_classes})
+            return f"the model was never trained to recognise {c} (it knows {', '.join(known)})"
+    return None
+
+
+def addresses(intent: Intent, claims: list) -> list:
+    """The claims of a generated answer that say something about what was asked (an open question: any)."""
+    if intent.target is None:
+        return list(claims)
+    onto_any = intent.target == ANY_TUMOUR
+    return [
+        c
+        for c in claims
+        if c.value == intent.target
+        or (onto_any and c.kind in ("diagnosis", "negative", "extent", "answer"))
+        or (c.kind == "negative" and c.value == "tumour")
+    ]
