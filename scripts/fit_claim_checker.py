@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ORGAN_OF = {"pcam": "lymph node", "kather": "colon"}  # demo source -> organ of the embedded ontology
+ORGAN_OF = {"pcam": "lymph node", "kather": "colon", "lung": "lung"}  # demo source -> organ of the ontology
 
 
 def labels(organ: str) -> list[str]:
@@ -168,13 +168,15 @@ def fit_errors(calib: list[dict], measure) -> dict:
 
     pairs: dict[str, list] = {"tumour": [], "tissue": []}
     by_class: dict[str, list] = {}
+    from napari_pathalign.reporting.ontology import load_ontology
+
     for s in calib:
         m = measure(s)
-        tumour = labels(s["organ"])[0]
+        tumour = [c.label for c in load_ontology().organ(s["organ"]).tumour_classes]  # lung: two subtypes
         if s["tumour_fraction"] > 0:
-            pairs["tumour"].append((m[tumour], s["tumour_fraction"]))
+            pairs["tumour"].append((sum(m[c] for c in tumour), s["tumour_fraction"]))
         for cls, value in m.items():
-            if cls != tumour:  # the organ's classes hold one tumour class
+            if cls not in tumour:
                 pair = (value, float(s["truth"].get(cls, 0.0)))
                 pairs["tissue"].append(pair)
                 by_class.setdefault(cls, []).append(pair)

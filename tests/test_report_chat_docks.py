@@ -216,6 +216,12 @@ def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
     _finish(qtbot, worker)
     answer = chat.answers[-1]
     assert answer is not None and answer.text and chat.conversation.count() == 2
+    assert "Understood as: is any tumour present?" in chat.conversation.item(1).text()
+    _finish(qtbot, chat.ask("And how much?"))  # a follow-up is read with the conversation
+    assert "Understood as: how much of the tissue is" in chat.conversation.item(3).text()
+    assert chat.answers[-1].history_used and chat.answers[-1].intent["kind"] == "extent"
+    _finish(qtbot, chat.ask("What is the patient's age?"))
+    assert chat.conversation.item(5).text().startswith("A: I can't answer that from this slide")
     chat.show_evidence(1)
     assert chat.evidence.layer in viewer.layers
     chat.conversation.setCurrentRow(1)
@@ -235,7 +241,9 @@ def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
     chat.scope.setCurrentText("current view")
     worker = chat.ask("Is tumour present?")
     _finish(qtbot, worker)
-    assert "[current view]" in chat.conversation.item(2).text() and chat.answers[-1].provenance.region is not None
+    question_row = chat.conversation.count() - 2
+    assert "[current view]" in chat.conversation.item(question_row).text()
+    assert chat.answers[-1].provenance.region is not None
 
 
 CHILD = r"""

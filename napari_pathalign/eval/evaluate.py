@@ -14,7 +14,9 @@ Metrics (all on the slides of one split folder: slides.csv + reports.jsonl + sli
 - closed VQA: tumour present? which tissues? tumour extent bucket? and, for an organ with several
   tumour classes, which subtype? and is there <each tumour class>? accuracy of parsed answers.
 - on the slides with class maps: heatmap localisation (``eval/localisation.py``), and support
-  calibration, evidence faithfulness, follow-up and region questions (``eval/statements.py``).
+  calibration, evidence faithfulness, follow-up and region questions (``eval/statements.py``), and
+  chat asked in the question bank's held-out wordings (``eval/chat_eval.py``; slides whose case the
+  answer calibration was fitted on are left out).
 
 ``ci95`` holds percentile-bootstrap intervals (slides resampled, 2,000 times) of the metrics with
 targets: on a few dozen slides, one slide moves top-1 by 1/S, and readers should see that.
@@ -334,6 +336,15 @@ def evaluate(
             ):
                 metrics.update(m)
                 ci.update(c)
+            from napari_pathalign.eval.chat_eval import chat_metrics, fitted_cases
+
+            fitted = fitted_cases(model, encoder)  # the validation cases chat's decisions were fitted on
+            held = [j for j, i in enumerate(keep) if rows[i].get("case") not in fitted]
+            m, c = chat_metrics(
+                [analyses[j] for j in held], [truths[keep[j]] for j in held], [maps[j] for j in held], progress
+            )
+            metrics.update(m)
+            ci.update(c)
     if out_of_scope is not None:
         m, c = out_of_scope_evaluation(
             model,

@@ -203,13 +203,16 @@ def _presence(analysis, intent: Intent, question: str) -> ClosedAnswer:
     words = "tumour" if target == ANY_TUMOUR else target
     if target == ANY_TUMOUR and p >= 0.5 and not _is_tissue(analysis, target):
         words = _likeliest_tumour(analysis, organ)
-    if p >= 0.5:
-        text = f"Yes — {words}{share}."
+    present = p >= 0.5
+    if intent.negated:  # "Is X absent?": yes means absent
+        text = f"Yes — no {words} is seen." if not present else f"No — {words} is present{share}."
+        choice = "yes" if not present else "no"
+        alternatives = {"yes": 1 - p, "no": p}
     else:
-        text = f"No — no {words} is seen."
-    return ClosedAnswer(
-        intent, text, "yes" if p >= 0.5 else "no", p if p >= 0.5 else 1 - p, {"yes": p, "no": 1 - p}, how, per, of
-    )
+        text = f"Yes — {words}{share}." if present else f"No — no {words} is seen."
+        choice = "yes" if present else "no"
+        alternatives = {"yes": p, "no": 1 - p}
+    return ClosedAnswer(intent, text, choice, alternatives[choice], alternatives, how, per, of)
 
 
 def _likeliest_tumour(analysis, organ: str) -> str:
@@ -265,7 +268,10 @@ def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
     )
 
 
-def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
+def extent_readings(analysis, intent: Intent, question: str) -> dict:
+    """The readings an extent answer combines: {'present': P(tumour), 'measured': calibrated share,
+    'from_map': {bucket: probability} (measured share, calibrated error, times present), 'from_lm':
+    {bucket: probability} (the LM's answer to its own extent question), 'per_patch', 'of', 'how'}."""
     checker = _checker(analysis)
     target = intent.target or ANY_TUMOUR
     organ = _organ(analysis, intent, question)
@@ -274,10 +280,35 @@ def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
     method = checker.method_for(organ)
     cal = checker.calibration[method]["tumour"]
     raw = float(per.mean())
-    measured = cal.estimate(raw)
-    probs = {b.name: cal.probability(raw, b.lower, b.upper) * p_present for b in checker.ontology.extent}
-    probs["none"] = 1 - p_present
+    from_map = {b.name: cal.probability(raw, b.lower, b.upper) * p_present for b in checker.ontology.extent}
+    from_map["none"] = 1 - p_present
+    said = json.loads(WRITER_FILE.read_text(encoding="utf-8"))["answers"]["extent"]  # {bucket or 'none': answer}
+    from_lm = None
+    if set(said) == set(from_map):
+        lm = analysis.models["generation"].lm
+        from_lm = _distribution(
+            lm, _soft(analysis), trained_questions()["extent"][0], [(t, b) for b, t in said.items()]
+        )
+    return {
+        "present": p_present,
+        "measured": cal.estimate(raw),
+        "from_map": from_map,
+        "from_lm": from_lm,
+        "per_patch": per,
+        "of": of,
+        "how": f"{of} measured at about {cal.estimate(raw):.0%} ({method}), calibrated error; present: {how}",
+    }
+
+
+def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    checker = _checker(analysis)
+    target = intent.target or ANY_TUMOUR
+    r = extent_readings(analysis, intent, question)
+    fit = load_answer_calibration(analysis) or {}
+    w = float(fit.get("extent", {}).get("lm_weight", 0.5)) if r["from_lm"] is not None else 0.0
+    probs = {b: (1 - w) * p + w * (r["from_lm"] or {}).get(b, 0.0) for b, p in r["from_map"].items()}
     best = max(probs, key=probs.get)
+    measured = r["measured"]
     words = "tumour" if target == ANY_TUMOUR else target
     if best == "none":
         text = f"None — no {words} is seen."
@@ -286,8 +317,8 @@ def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
         span = f"{best}: {b.lower:.0%}–{b.upper:.0%}"
         text = f"{words[:1].upper() + words[1:]} takes about {measured:.0%} of the tissue ({span})."
     alternatives = dict(probs, _measured=measured)
-    basis = f"{of} measured at about {measured:.0%} ({method}), calibrated error; present: {how}"
-    return ClosedAnswer(intent, text, best, probs[best], alternatives, basis, per, of)
+    basis = r["how"] + (f"; mixed with the model's answer to its extent question (weight {w:.2f})" if w else "")
+    return ClosedAnswer(intent, text, best, probs[best], alternatives, basis, r["per_patch"], r["of"])
 
 
 def _background(analysis, intent: Intent, question: str) -> ClosedAnswer:

@@ -57,6 +57,7 @@ class Intent:
     confidence: float = 1.0  # the classifier's probability of the kind it read
     from_history: bool = False  # what it lacked was taken from an earlier question
     reason: str = ""  # why it is not answered (kind 'unanswerable')
+    negated: bool = False  # presence asked as absence ("Is X absent?", "Can X be ruled out?"): 'yes' means absent
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,7 +72,7 @@ class Intent:
         """The question as the model reads it, for the reader to catch a misreading."""
         what = "any tumour" if self.target == ANY_TUMOUR else self.target
         if self.kind == "presence":
-            return f"is {what} present?"
+            return f"is {what} absent?" if self.negated else f"is {what} present?"
         if self.kind == "subtype":
             return f"which is it: {' or '.join(self.choices)}?" if self.choices else "which tumour type (subtype)?"
         if self.kind == "extent":
@@ -240,7 +241,17 @@ def understand(question: str, ontology: Ontology | None = None, history=()) -> I
         target = ANY_TUMOUR
     if kind == "open" and not found and not organ_spans and not (words & set(bank["domain_words"])):
         return Intent("unanswerable", organ=organ, confidence=confidence, reason="it asks nothing about the tissue")
-    return _finish(kind, target, tumours, organ, confidence, False)
+    intent = _finish(kind, target, tumours, organ, confidence, False)
+    if intent.kind == "presence" and _asks_absence(masked, bank):
+        from dataclasses import replace
+
+        intent = replace(intent, negated=True)
+    return intent
+
+
+def _asks_absence(masked: str, bank: dict) -> bool:
+    """Whether a presence question asks for absence ('absent', 'ruled out', 'free of', 'negative for')."""
+    return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", masked) for w in bank.get("negating_words", []))
 
 
 def _finish(kind: str, target, tumours: list[str], organ, confidence: float, from_history: bool) -> Intent:
