@@ -330,6 +330,7 @@ def small_set(work: Path, res: Path) -> dict:
             Path(tmp) / "test",
             PathAlign.load("embedded-r", device="cpu"),
             progress=False,
+            chat=False,
         )
     doc = {
         **SMALL_SET,

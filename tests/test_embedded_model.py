@@ -50,6 +50,7 @@ def test_documented_metrics_on_a_small_fixed_set(tmp_path):
         tmp_path / "test",
         PathAlign.load("embedded-r", device="cpu"),
         progress=False,
+        chat=False,
     )
     for key, expected in doc["metrics"].items():
         assert metrics[key] == pytest.approx(expected, abs=0.1), (key, metrics[key], expected)

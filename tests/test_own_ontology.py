@@ -115,12 +115,28 @@ def test_train_on_a_made_up_organ_then_check_in_its_words(tmp_path, capsys):
         epochs=8,
         model={"qformer": {**qformer, "num_queries": 4}, "embed_dim": 64, "losses": ["itc", "itg"]},
     )
-    stage2 = dict(common, out="g2", epochs=8, stage=2, init_from="g1/model", model={"lm": "lm"})
+    stage2 = dict(common, out="g2", epochs=8, stage=2, init_from="g1/model", model={"lm": "lm"}, calibration_data=".")
+    # validation slides of known composition: pathalign train fits the model's measurement errors on them
+    import csv
+
+    from napari_pathalign.reporting.claims import Calibration, load_calibration, model_calibration
+
+    with open(tmp_path / "slides.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["slide", "fractions"])
+        for i, (folder, share, _) in enumerate(CASES * 2):
+            name = {"02_STROMA": "spindle neoplasm", "07_ADIPOSE": "clear-cell neoplasm"}.get(folder)
+            fractions = {"acini": round(1 - round(share * 36) / 36, 4)}
+            if name:
+                fractions[name] = round(round(share * 36) / 36, 4)
+            w.writerow([f"g{i}.tif", json.dumps(fractions)])
     (tmp_path / "s1.json").write_text(json.dumps(stage1))
     (tmp_path / "s2.json").write_text(json.dumps(stage2))
     assert main(["train", "--config", str(tmp_path / "s1.json"), "--ontology", str(onto)]) == 0
     assert main(["train", "--config", str(tmp_path / "s2.json")]) == 0  # keeps the stage-1 model's ontology
     stored = tmp_path / "g2" / "model" / "ontology.json"
+    trained_cal = json.loads((tmp_path / "g2" / "model" / "claim_calibration.json").read_text())
+    assert trained_cal["provenance"]["command"] == "pathalign train (calibration_data)" and "zero-shot" in trained_cal
     assert load_ontology(stored) == load_ontology(onto).__class__.from_dict(GLAND, str(stored))
     capsys.readouterr()
 
@@ -156,23 +172,10 @@ def test_train_on_a_made_up_organ_then_check_in_its_words(tmp_path, capsys):
     assert "zero-shot map" in claims[("extent", "diffuse")]["basis"]
     assert out["sentences"][0]["support"] is None  # the specimen line claims nothing
 
-    # pathalign calibrate: the model's own measurement errors, from slides of known composition, kept with it
-    import csv
-
-    from napari_pathalign.reporting.claims import Calibration, load_calibration, model_calibration
-
-    with open(tmp_path / "slides.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["slide", "fractions"])
-        for i, (folder, share, _) in enumerate(CASES * 2):
-            name = {"02_STROMA": "spindle neoplasm", "07_ADIPOSE": "clear-cell neoplasm"}.get(folder)
-            fractions = {"acini": round(1 - round(share * 36) / 36, 4)}
-            if name:
-                fractions[name] = round(round(share * 36) / 36, 4)
-            w.writerow([f"g{i}.tif", json.dumps(fractions)])
     model = tmp_path / "g2" / "model"
     common = ["--retrieval-model", "", "--cache-dir", str(tmp_path / "features")]
-    assert main(["calibrate", str(model), str(tmp_path), *common]) == 0
+    assert main(["calibrate", str(model), str(tmp_path), *common]) == 2  # train's own calibration is kept unasked
+    assert main(["calibrate", str(model), str(tmp_path), *common, "--overwrite"]) == 0
     assert "zero-shot tumour: true logit" in capsys.readouterr().out
     own = load_calibration(str(model / "claim_calibration.json"))["zero-shot"]
     assert isinstance(own["tumour"], Calibration) and own["tumour"] != load_calibration()["zero-shot"]["tumour"]

@@ -273,9 +273,11 @@ def evaluate(
     progress: bool = True,
     localise: bool = True,
     out_of_scope: Path | None = None,
+    chat: bool = True,
 ) -> dict:
     """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given).
 
+    ``chat``: also ask the question bank's held-out wordings on the slides with class maps (eval/chat_eval.py).
     ``out_of_scope``: the shared data folder (``../shared/data``): adds the out-of-scope detection AUC
     (these test slides against the real out-of-scope slides there), the false-flag rate and the support
     of diagnosis claims drafted on out-of-scope slides (``eval/out_of_scope.py``)."""
@@ -336,6 +338,7 @@ def evaluate(
             ):
                 metrics.update(m)
                 ci.update(c)
+        if analyses and chat:
             from napari_pathalign.eval.chat_eval import chat_metrics, fitted_cases
 
             fitted = fitted_cases(model, encoder)  # the validation cases chat's decisions were fitted on

@@ -37,6 +37,10 @@ class TrainConfig:
     # the report ontology of the training reports (docs/your-own-reports.md), stored with the model as
     # ontology.json; None: a stage-2 model keeps its stage-1 model's, otherwise the embedded demo one applies
     ontology: str | None = None
+    # a folder with slides.csv (slide, fractions: class label -> share of the tissue) of validation slides:
+    # after the last epoch, the model's measurement errors are fitted on them (as `pathalign calibrate`) and
+    # stored with it as claim_calibration.json; None: the shipped calibration applies until you calibrate
+    calibration_data: str | None = None
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -59,7 +63,16 @@ class TrainConfig:
             raise ValueError(f"{path}: missing {missing}; a config needs at least 'data' and 'out'")
         cfg = cls(**raw)
         base = path.parent
-        for key in ("data", "out", "val_data", "features_dir", "encoder_weights", "init_from", "ontology"):
+        for key in (
+            "data",
+            "out",
+            "val_data",
+            "features_dir",
+            "encoder_weights",
+            "init_from",
+            "ontology",
+            "calibration_data",
+        ):
             value = getattr(cfg, key)
             if value is not None and not Path(value).is_absolute():
                 setattr(cfg, key, str(base / value))
@@ -74,6 +87,11 @@ class TrainConfig:
             from napari_pathalign.reporting.ontology import load_ontology
 
             load_ontology(self.ontology)  # an OntologyError (a ValueError) names the field, before any training
+        if self.calibration_data is not None and not (Path(self.calibration_data) / "slides.csv").is_file():
+            raise ValueError(
+                f"calibration_data {self.calibration_data} has no slides.csv (columns slide, fractions: a JSON object "
+                "of class label -> share of the tissue); see docs/your-own-reports.md"
+            )
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
         if self.stage == 2 and not self.init_from:

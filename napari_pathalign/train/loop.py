@@ -266,4 +266,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             optimizer,
             {"epoch": epoch, "update": update, "history": history, "config_hash": _config_hash(cfg)},
         )
+    if cfg.calibration_data:  # the model's own measurement errors, from validation slides of known composition
+        from napari_pathalign.train.calibrate import calibrate_trained
+
+        calibrate_trained(cfg, model_dir, log)
     return TrainResult(model_dir, history, unmatched)
