@@ -116,10 +116,11 @@ def _feather(size: int, overlap: int) -> np.ndarray:
     return np.minimum.outer(edge, edge).astype(np.float32)
 
 
-def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> np.ndarray:
+def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator, transform=None) -> np.ndarray:
     """Level-0 RGB: a real tile of the cell's class in each tissue cell (random turns and flips), glass
     elsewhere. Tiles of T px sit at a stride of S = T - T/FEATHER px and are feathered into their
-    neighbours, so cell (r, c) of the class map covers ``[c*S, (c+1)*S) x [r*S, (r+1)*S)``."""
+    neighbours, so cell (r, c) of the class map covers ``[c*S, (c+1)*S) x [r*S, (r+1)*S)``.
+    ``transform``: tile (T, T, 3) uint8 -> the same, applied to each tile read (the showcase's stain match)."""
     from PIL import Image
 
     tiles = {c: source.tiles[c] for c in set(cells[cells != ""].tolist())}
@@ -138,6 +139,8 @@ def render(cells: np.ndarray, source: TileSource, rng: np.random.Generator) -> n
             tile = np.asarray(Image.open(paths[int(rng.integers(len(paths)))]).convert("RGB"))
             if tile.shape[:2] != (size, size):
                 tile = np.asarray(Image.fromarray(tile).resize((size, size), Image.BILINEAR))
+            if transform is not None:
+                tile = transform(tile)
             tile = np.rot90(tile, int(rng.integers(4)))
             if rng.random() < 0.5:
                 tile = tile[:, ::-1]
