@@ -94,9 +94,11 @@ def stain_match(source, rng: np.random.Generator, sample: int = 200):
     return match
 
 
-def make_showcase_slide(tiles: Path, folder: Path, kind: str = "pcam", seed: int = SHOWCASE_SEED) -> Path:
+def make_showcase_slide(
+    tiles: Path, folder: Path, kind: str = "pcam", seed: int = SHOWCASE_SEED, grid: tuple[int, int] | None = None
+) -> Path:
     """Build (once) the showcase slide of ``kind`` ('pcam': lymph node, 'lung', 'kather': colon) from the
-    test-split tiles under ``tiles``; returns its path. Its class map and ground truth are written beside it."""
+    test-split tiles under ``tiles``; returns its path (``grid``: cells of the section, default SHOWCASE_GRID). Its class map and ground truth are written beside it."""
     from napari_pathalign.core.atomic import atomic_write_text
     from napari_pathalign.demo.data import layout_classes, render, tissue_outline, write_class_map
     from napari_pathalign.io.write import write_pyramid_tiff
@@ -111,7 +113,7 @@ def make_showcase_slide(tiles: Path, folder: Path, kind: str = "pcam", seed: int
             f"no held-out {kind!r} tiles under {tiles}; the showcase slide needs ../shared/data/tiles"
         )
     rng = np.random.default_rng(seed)
-    mask = np.pad(tissue_outline(SHOWCASE_GRID[kind], rng), GLASS_MARGIN)  # glass all round the section
+    mask = np.pad(tissue_outline(grid or SHOWCASE_GRID[kind], rng), GLASS_MARGIN)  # glass all round the section
     cells = layout_classes(mask, kind, True, rng)
     tiles_rng = np.random.default_rng([seed, 1])
     src = mostly_tissue(sources[0], tiles_rng)
