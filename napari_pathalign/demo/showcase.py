@@ -98,7 +98,8 @@ def make_showcase_slide(
     tiles: Path, folder: Path, kind: str = "pcam", seed: int = SHOWCASE_SEED, grid: tuple[int, int] | None = None
 ) -> Path:
     """Build (once) the showcase slide of ``kind`` ('pcam': lymph node, 'lung', 'kather': colon) from the
-    test-split tiles under ``tiles``; returns its path (``grid``: cells of the section, default SHOWCASE_GRID). Its class map and ground truth are written beside it."""
+    test-split tiles under ``tiles``; returns its path. ``grid``: cells of the section (default
+    SHOWCASE_GRID). Its class map and ground truth are written beside it."""
     from napari_pathalign.core.atomic import atomic_write_text
     from napari_pathalign.demo.data import layout_classes, render, tissue_outline, write_class_map
     from napari_pathalign.io.write import write_pyramid_tiff
