@@ -176,13 +176,48 @@ def intent_classifier(ontology: Ontology):
         q = w.replace("{class}", "tumour").replace("{class2}", "tumour")
         texts.append(mask(q, mentions(q, ontology), organs_named(q, ontology)))
         labels.append(kind)
+    from sklearn.preprocessing import FunctionTransformer
+
     features = make_union(
         TfidfVectorizer(analyzer="word", ngram_range=(1, 2), token_pattern=r"[a-z0-9_']+", sublinear_tf=True),
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
+        FunctionTransformer(sentence_vectors),
     )
     model = make_pipeline(features, LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced"))
     model.fit(texts, labels)
     return model
+
+
+SENTENCE_WORDS = {CLASS_TOKEN: "this lesion", CLASS2_TOKEN: "that lesion", ORGAN_TOKEN: "the organ"}
+
+
+@lru_cache(maxsize=1)
+def _text_tower():
+    from napari_pathalign.models.text_tower import TextTower
+
+    return TextTower().eval()
+
+
+@lru_cache(maxsize=4096)
+def _sentence_vector(masked: str):
+    """The text tower's (all-MiniLM-L6-v2) normalised sentence vector of a masked question, placeholders in words."""
+    import torch
+
+    text = masked
+    for token, words in SENTENCE_WORDS.items():
+        text = text.replace(token, words)
+    tower = _text_tower()
+    with torch.no_grad():
+        _, pooled = tower(tower.tokenize([text], 64))
+    v = torch.nn.functional.normalize(pooled, dim=-1)[0]
+    return v.numpy().astype("float64")
+
+
+def sentence_vectors(masked: list[str]):
+    """(n, 384) sentence vectors: what the wording means, beyond the words it shares with the bank's."""
+    import numpy as np
+
+    return np.stack([_sentence_vector(m) for m in masked])
 
 
 def _tokens(text: str) -> set[str]:
