@@ -173,7 +173,8 @@ def intent_classifier(ontology: Ontology):
     texts, labels = [], []
     rows = [(w, kind) for kind, halves in bank["intents"].items() for w in halves["fit"]]
     for w, kind in rows + [(w, "follow_up") for w in bank["follow_up"]["fit"]]:
-        q = w.replace("{class}", "tumour").replace("{class2}", "tumour")
+        word = tumour_words(ontology)[0]  # a word this ontology masks as a class, as questions will be
+        q = w.replace("{class}", word).replace("{class2}", word)
         texts.append(mask(q, mentions(q, ontology), organs_named(q, ontology)))
         labels.append(kind)
     from sklearn.preprocessing import FunctionTransformer
