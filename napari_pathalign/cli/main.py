@@ -135,6 +135,8 @@ def _evaluate(args) -> int:
             retrieval_model,
             Path(args.features) if args.features else None,
             out_of_scope=Path(args.out_of_scope) if args.out_of_scope else None,
+            chat=not args.no_chat,
+            organs=tuple(args.organ) if args.organ else None,
         )
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SHARED_DATA",
         help="the shared data folder (../shared/data): also measure out-of-scope detection on its real slides",
     )
+    ev.add_argument("--organ", action="append", help="only the slides of this ontology organ (repeatable)")
+    ev.add_argument("--no-chat", action="store_true", help="skip asking the question bank's held-out wordings")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(run=_evaluate)
     from napari_pathalign.cli.analysis import add_analysis_commands

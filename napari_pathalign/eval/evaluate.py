@@ -274,9 +274,11 @@ def evaluate(
     localise: bool = True,
     out_of_scope: Path | None = None,
     chat: bool = True,
+    organs: tuple[str, ...] | None = None,
 ) -> dict:
     """All metrics of ``model`` (and of ``retrieval_model`` for retrieval/zero-shot when given).
 
+    ``organs``: only the slides of these ontology organs (per-organ figures; retrieval among them only).
     ``chat``: also ask the question bank's held-out wordings on the slides with class maps (eval/chat_eval.py).
     ``out_of_scope``: the shared data folder (``../shared/data``): adds the out-of-scope detection AUC
     (these test slides against the real out-of-scope slides there), the false-flag rate and the support
@@ -286,6 +288,11 @@ def evaluate(
 
     data = Path(data)
     rows, truths, texts = read_truth(data)
+    if organs:
+        keep = [i for i, t in enumerate(truths) if organ_of(t).name in organs]
+        if len(keep) < 2:
+            raise ValueError(f"{data}: {len(keep)} slides of {list(organs)}; per-organ figures need at least 2")
+        rows, truths, texts = [rows[i] for i in keep], [truths[i] for i in keep], [texts[i] for i in keep]
     trained = getattr(model, "checkpoint_meta", {}).get("extra", {}).get("train_config", {})
     grid = GridConfig(**trained.get("grid", {}))
     weights = trained.get("encoder_weights")  # the file it was trained with, when still there
