@@ -290,7 +290,37 @@ def ship(work: Path, weights: Path) -> None:
     for name in ("metrics.json", "probe.json", "ssl.json"):
         if (work / name).exists():
             shutil.copy(work / name, res / f"embedded_{name}")
+    training_data(res)
     small_set(work, res)
+
+
+def training_data(res: Path, tiles: Path = ROOT.parent / "shared" / "data" / "tiles", seed: int = 0) -> dict:
+    """What the shipped model was trained on, by source unit: the LC25000 clusters and the Kather source images of
+    the train split (the encoder's SSL and the training demo slides use only these); tests check that none of
+    them is held out."""
+    from napari_pathalign.train.tile_sources import find_sources, kather_source_image, lung_clusters, lung_split
+
+    lung = tiles / "lc25000_lung"
+    clusters = lung_clusters(lung)
+    train = lung_split(lung, seed)["train"]
+    doc = {
+        "about": "The source units of the train split the shipped model was trained on "
+        "(scripts/train_embedded_model.py; "
+        "tests/test_lung_split.py checks them against the held-out split).",
+        "seed": seed,
+        "lung_train_clusters": sorted({clusters[f"{c}/{p.name}"] for c, ps in train.items() for p in ps}),
+        "kather_train_images": sorted(
+            {
+                kather_source_image(p.name)
+                for s in find_sources(tiles, seed)
+                if s.kind == "kather" and s.split == "train"
+                for ps in s.tiles.values()
+                for p in ps
+            }
+        ),
+    }
+    (res / "embedded_training_data.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
 
 
 SMALL_SET = {"seed": 0, "slides": 12, "kinds": ["pcam", "kather"]}  # the organs the shipped model knows

@@ -188,8 +188,10 @@ class ChatWidget(SlideDock):
         self.answers[row] = answer
         low = any(s.flagged for s in answer.sentences)
         understood = (answer.intent or {}).get("understood_as")
+        closed = answer.answered and (answer.intent or {}).get("kind") not in (None, "open") and answer.sentences
         self.conversation.item(row).setText(
             f"A: {answer.shown_text}"
+            + (f"  (probability {answer.sentences[0].support:.0%})" if closed else "")
             + ("  ⚠ low support" if low else "")
             + (f"\nUnderstood as: {understood}" if understood else "")
             + (f"\n({answer.note})" if answer.note else "")

@@ -1,0 +1,46 @@
+"""LC25000 is split by source-tile cluster, and the shipped model never saw a held-out cluster."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import pytest
+
+from napari_pathalign.train.tile_sources import LUNG_CLASSES, find_sources, lung_clusters, lung_split
+from tests.conftest import SHARED_DATA
+
+LUNG = SHARED_DATA / "tiles" / "lc25000_lung"
+
+
+def _sides() -> dict[str, set]:
+    if not LUNG.is_dir():
+        pytest.fail(f"the LC25000 lung tiles are not at {LUNG}; clone the project with ../shared beside it")
+    clusters = lung_clusters(LUNG)
+    side: dict[str, set] = {}
+    for split, classes in lung_split(LUNG, 0).items():
+        for c, paths in classes.items():
+            for p in paths:
+                side.setdefault(clusters[f"{c}/{p.name}"], set()).add(split)
+    return side
+
+
+def test_no_cluster_is_in_both_train_and_test():
+    side = _sides()
+    assert all(len(s) == 1 for s in side.values())  # each original (with its rotated copies) on one side only
+    test = {k for k, s in side.items() if s == {"test"}}
+    assert 0.2 < len(test) / len(side) < 0.45  # about a third held out
+    split = lung_split(LUNG, 0)
+    assert all(split[s][c] for s in ("train", "test") for c in LUNG_CLASSES)  # every class on both sides
+    sources = {s.split: s for s in find_sources(SHARED_DATA / "tiles", 0) if s.kind == "lung"}
+    assert {p.name for ps in sources["test"].tiles.values() for p in ps} == {
+        p.name for ps in split["test"].values() for p in ps
+    }  # the demo slides' test tiles are exactly the held-out clusters
+
+
+def test_the_shipped_model_was_trained_on_train_clusters_only():
+    doc = json.loads((files("napari_pathalign.resources") / "embedded_training_data.json").read_text())
+    side = _sides()
+    trained = set(doc["lung_train_clusters"])
+    assert trained and not trained & {k for k, s in side.items() if s == {"test"}}
+    assert trained == {k for k, s in side.items() if s == {"train"}}
