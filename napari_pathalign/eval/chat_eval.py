@@ -96,6 +96,7 @@ def chat_metrics(
     questions = bank_questions(half)
     read = {id(q): understand(q.question, onto, q.history) for q in questions}
     right = {k: [] for k in CLOSED}  # per intent: (slide, correct)
+    said_yes, truly_yes = [], []  # presence questions understood right: is 'yes' favoured?
     supported, supported_off = 0, 0
     for s, (a, t) in enumerate(tqdm(list(zip(analyses, truths)), desc="chat", unit="slide", disable=not progress)):
         cache: dict = {}
@@ -139,6 +140,9 @@ def chat_metrics(
                 ok = bool(share > 0)
             else:
                 ok = got.choice == want
+                if q.kind == "presence":
+                    said_yes.append(got.choice == "yes")
+                    truly_yes.append(want == "yes")
             right[q.kind].append((s, bool(ok)))
         for q in [q for q in questions if q.kind == "open"][:OPEN_PER_SLIDE]:
             ans = run_to_end(iter_answer(a, q.question))
@@ -162,5 +166,8 @@ def chat_metrics(
     metrics["chat_supported_non_answers"] = supported_off / supported if supported else 0.0
     metrics["chat_supported_answers"] = supported
     metrics["chat_abstention"] = float(np.mean(abstained))
+    if said_yes:
+        metrics["chat_presence_yes_rate"] = float(np.mean(said_yes))
+        metrics["chat_presence_true_yes_rate"] = float(np.mean(truly_yes))
     ci["chat_abstention"] = bootstrap_ci(lambda x: float(np.mean(x)), {"x": np.array(abstained, float)})
     return metrics, {k: v for k, v in ci.items() if v is not None}
