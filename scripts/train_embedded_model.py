@@ -323,7 +323,7 @@ def training_data(res: Path, tiles: Path = ROOT.parent / "shared" / "data" / "ti
     return doc
 
 
-SMALL_SET = {"seed": 0, "slides": 12, "kinds": ["pcam", "kather"]}  # the organs the shipped model knows
+SMALL_SET = {"seed": 0, "slides": 12, "kinds": ["pcam", "kather", "lung"]}  # the organs the shipped model knows
 SMALL_KEYS = [
     "retrieval_top1",
     "retrieval_top3",
