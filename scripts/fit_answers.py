@@ -46,6 +46,33 @@ def analyses_of(demo: Path, rows, keep: set, model, retrieval, encoder):
     return out
 
 
+def fit_subtype_weights(seen: list) -> dict:
+    """Weights of the subtype readings (a grid over the simplex in quarters) with the best validation accuracy;
+    ties go to the higher mean log-probability of the true subtype. ``seen``: [(true index, {source: (C,)})]."""
+    import itertools
+
+    from napari_pathalign.reporting.answering import SUBTYPE_SOURCES
+
+    if not seen:
+        return {}
+    best = None
+    for combo in itertools.product(range(5), repeat=len(SUBTYPE_SOURCES)):
+        if sum(combo) != 4:
+            continue
+        w = {k: c / 4 for k, c in zip(SUBTYPE_SOURCES, combo)}
+        right, loglik = 0, 0.0
+        for truth, readings in seen:
+            mix = sum(w[k] * readings[k] for k in SUBTYPE_SOURCES)
+            mix = mix / mix.sum()
+            right += int(np.argmax(mix) == truth)
+            loglik += float(np.log(mix[truth] + 1e-9))
+        key = (right, loglik)
+        if best is None or key > best[0]:
+            best = (key, w)
+    (right, loglik), w = best
+    return {"weights": w, "validation_slides": len(seen), "validation_accuracy": right / len(seen)}
+
+
 def organ_label(organ, name: str) -> str:
     return next(c.label for c in organ.classes if c.name == name)
 
@@ -54,11 +81,17 @@ def main() -> int:
     from sklearn.linear_model import LogisticRegression
 
     from napari_pathalign.engine.library_build import model_identity
+    from napari_pathalign.eval.chat_eval import _folder_id
     from napari_pathalign.eval.evaluate import read_truth
-    from napari_pathalign.eval.truth import organ_of
+    from napari_pathalign.eval.truth import organ_of, subtypes
     from napari_pathalign.models.encoders import load_patch_encoder
     from napari_pathalign.models.pathalign import PathAlign
-    from napari_pathalign.reporting.answering import CALIBRATION_FILE, extent_readings, presence_readings
+    from napari_pathalign.reporting.answering import (
+        CALIBRATION_FILE,
+        extent_readings,
+        presence_readings,
+        subtype_readings,
+    )
     from napari_pathalign.reporting.claims import logit
     from napari_pathalign.reporting.ontology import load_ontology
     from napari_pathalign.reporting.questions import ANY_TUMOUR, Intent
@@ -80,11 +113,15 @@ def main() -> int:
     validation, measured = halves(rows)
     onto = load_ontology()
     targets = [ANY_TUMOUR] + list(dict.fromkeys(c.name for o in onto.organs for c in o.tumour_classes))
-    x, y, extents = [], [], []
+    x, y, extents, subtypes_seen = [], [], [], []
     val_rows = [r for r in rows if r["case"] in validation]
     for r, a in zip(val_rows, analyses_of(demo, rows, validation, model, retrieval, encoder)):
         t = r["truth"]
         organ = organ_of(t, onto)
+        kinds = subtypes(t, onto)
+        if kinds is not None and len(kinds) == 1:  # one subtype on the slide: which one does each reading say?
+            _, classes, readings = subtype_readings(a, Intent("subtype", ANY_TUMOUR, organ=organ.name), "")
+            subtypes_seen.append((classes.index(kinds[0]), readings))
         for target in [ANY_TUMOUR] + [c.name for c in organ.tumour_classes]:
             share = t.tumour_fraction if target == ANY_TUMOUR else t.fractions.get(organ_label(organ, target), 0.0)
             got = extent_readings(a, Intent("extent", target, organ=organ.name), "")
@@ -110,16 +147,19 @@ def main() -> int:
             right.append(max(mix, key=mix.get) == want)
         weights[w] = float(np.mean(right))
     lm_weight = max(weights, key=lambda w: (weights[w], -abs(w - 0.5)))
+    subtype_fit = fit_subtype_weights(subtypes_seen)
     doc = {
         "about": "How chat decides 'is X present?' for the model with this weights hash: logistic regression on the "
         "logits of its diagnosis call and its yes/no answer, fitted on the validation half of the demo test split "
         "(scripts/fit_answers.py).",
         "model_hash": model_identity(model, encoder)["model_hash"],
         "presence": {"coef": [float(v) for v in fit.coef_[0]], "intercept": float(fit.intercept_[0])},
+        "subtype": subtype_fit,
         "extent": {"lm_weight": lm_weight, "validation_accuracy_by_weight": {str(k): v for k, v in weights.items()}},
         "n_slides": len(val_rows),
         "n_questions": len(y),
         "fitted_cases": sorted(validation),
+        "fitted_data_id": _folder_id(demo / "test"),
         "validation_accuracy": float(((p >= 0.5) == y).mean()),
         "validation_yes_rate": {"predicted": float((p >= 0.5).mean()), "true": float(y.mean())},
     }

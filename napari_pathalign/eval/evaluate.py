@@ -348,7 +348,7 @@ def evaluate(
         if analyses and chat:
             from napari_pathalign.eval.chat_eval import chat_metrics, fitted_cases
 
-            fitted = fitted_cases(model, encoder)  # the validation cases chat's decisions were fitted on
+            fitted = fitted_cases(model, encoder, data)  # the validation cases chat's decisions were fitted on
             held = [j for j, i in enumerate(keep) if rows[i].get("case") not in fitted]
             m, c = chat_metrics(
                 [analyses[j] for j in held], [truths[keep[j]] for j in held], [maps[j] for j in held], progress

@@ -223,27 +223,56 @@ def _likeliest_tumour(analysis, organ: str) -> str:
     return max(names, key=lambda c: calls.get(checker._model_call(c)[0], 0.0))
 
 
-def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
+SUBTYPE_SOURCES = ("calls", "answer", "map", "zero_shot")  # the readings a subtype answer can combine
+DEFAULT_SUBTYPE_WEIGHTS = {"calls": 1 / 3, "answer": 1 / 3, "map": 1 / 3, "zero_shot": 0.0}
+
+
+def subtype_readings(analysis, intent: Intent, question: str) -> tuple[str, list[str], dict]:
+    """(organ, classes, {source: (C,) distribution over the classes}): the model's diagnosis call, its answer to
+    its subtype question, the measured class shares and the retrieval model's zero-shot over the class prompts."""
     checker = _checker(analysis)
     organ = _organ(analysis, intent, question)
     o = checker.ontology.organ(organ)
     classes = list(intent.choices) or [c.name for c in o.tumour_classes]
-    p_tumour, how_tumour = presence_probability(analysis, ANY_TUMOUR)
     soft = _soft(analysis)
     calls = checker.calls(soft, DIAGNOSIS_PROMPT, checker.model_ontology)
-    from_calls = np.array([calls.get(checker._model_call(c)[0], 0.0) for c in classes]) + 1e-9
-    lm = analysis.models["generation"].lm
     said = _distribution(
-        lm, soft, trained_questions()["subtype"][0], [(c[:1].upper() + c[1:] + ".", c) for c in classes]
+        analysis.models["generation"].lm,
+        soft,
+        trained_questions()["subtype"][0],
+        [(c[:1].upper() + c[1:] + ".", c) for c in classes],
     )
-    from_answer = np.array([said[c] for c in classes]) + 1e-9
     per = checker.per_patch(organ)
-    from_map = np.array([float(per[c].mean()) if c in per else 0.0 for c in classes]) + 1e-9
-    mix = (from_calls / from_calls.sum() + from_answer / from_answer.sum() + from_map / from_map.sum()) / 3
+    prompts = {c.name: list(c.prompts) for oo in checker.ontology.organs for c in oo.classes}
+    zero = analysis.zero_shot({c: prompts[c] for c in classes}, "retrieval").probabilities
+    raw = {
+        "calls": [calls.get(checker._model_call(c)[0], 0.0) for c in classes],
+        "answer": [said[c] for c in classes],
+        "map": [float(per[c].mean()) if c in per else 0.0 for c in classes],
+        "zero_shot": [zero[c] for c in classes],
+    }
+    out = {}
+    for k, v in raw.items():
+        v = np.asarray(v, float) + 1e-9
+        out[k] = v / v.sum()
+    return organ, classes, out
+
+
+def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
+    checker = _checker(analysis)
+    organ, classes, readings = subtype_readings(analysis, intent, question)
+    p_tumour, how_tumour = presence_probability(analysis, ANY_TUMOUR)
+    fit = (load_answer_calibration(analysis) or {}).get("subtype", {})
+    weights = fit.get("weights", DEFAULT_SUBTYPE_WEIGHTS)
+    mix = sum(float(weights.get(k, 0.0)) * readings[k] for k in SUBTYPE_SOURCES)
+    mix = mix / mix.sum()
     probs = {c: float(p_tumour * m) for c, m in zip(classes, mix)}
     probs["no tumour"] = 1 - p_tumour
     best = max(classes, key=lambda c: probs[c])
-    basis = f"tumour present: {how_tumour}; the type: mean of the model's diagnosis call, its answer and the class map"
+    used = ", ".join(f"{k} {float(w):.2f}" for k, w in weights.items() if float(w) > 0)
+    basis = f"tumour present: {how_tumour}; the type: the model's readings weighted ({used})" + (
+        "" if fit else ", not fitted for this model"
+    )
     if p_tumour < 0.5:
         return ClosedAnswer(
             intent,
@@ -254,7 +283,7 @@ def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
             basis,
         )
     rest = ", ".join(f"{c} {probs[c] / p_tumour:.0%}" for c in classes if c != best)
-    per_best = per.get(best)
+    per_best = checker.per_patch(organ).get(best)
     among = f" ({mix[classes.index(best)]:.0%} among the types; {rest})" if rest else " (the organ's only tumour type)"
     return ClosedAnswer(
         intent,
