@@ -102,8 +102,8 @@ def test_measure_head_round_trip_and_probabilities():
     assert np.allclose(again.organs["y"].probabilities(x)[:, 1], 1 / (1 + np.exp(-z[:, 0])), atol=1e-5)
     assert again.applies_to("m" * 16, "e" * 16) and not again.applies_to("m" * 16, "other")
     shipped = load_head()
-    assert shipped is not None and set(shipped.organs) == {"lymph node tissue", "colorectal tissue"}
+    assert shipped is not None and set(shipped.organs) == {"lymph node", "colon", "lung"}
+    assert shipped.organs["lung"].classes[:2] == ["adenocarcinoma", "squamous_cell_carcinoma"]
     assert (
-        shipped.organs["colorectal tissue"].classes[0] == "TUMOR"
-        and shipped.provenance["script"] == "scripts/fit_claim_checker.py"
+        shipped.organs["colon"].classes[0] == "TUMOR" and shipped.provenance["script"] == "scripts/fit_claim_checker.py"
     )

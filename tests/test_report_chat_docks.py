@@ -227,7 +227,7 @@ def test_chat_quick_question_evidence_copy_and_scope(docks, qtbot):
     chat.conversation.setCurrentRow(1)
     assert chat.copy_to_report() is True and answer.text in report.editor.toPlainText()
     turns = store.load(slide_key(layer.metadata["slide"])[0]).chat
-    assert turns[-1].question == "Is tumour present?" and turns[-1].answer == answer.text
+    assert turns[0].question == "Is tumour present?" and turns[0].answer == answer.text
     for bad, message in (("", "empty"), ("x" * 5000, "characters")):
         assert chat.ask(bad) is None and message in chat.status.text()
     chat.scope.setCurrentText("selected shape")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.core.resources import RESOURCES
-from napari_pathalign.reporting.claims import NEGATIVE, Claim, ClaimChecker, _distribution, logit
+from napari_pathalign.reporting.claims import NEGATIVE, Claim, ClaimChecker, choice_distribution, logit
 from napari_pathalign.reporting.questions import ANY_TUMOUR, Intent
 
 CALIBRATION_FILE = RESOURCES / "answer_calibration.json"
@@ -107,10 +107,10 @@ def presence_readings(analysis, target: str) -> tuple[float, float]:
         p_calls = 1.0 - calls.get(NEGATIVE, 0.0)
         wordings = asked["tumour"]
     else:
-        name, _ = checker._model_call(target)
+        name, _ = checker.model_call(target)
         p_calls = calls.get(name, 0.0)
         wordings = [q.format(**{"class": name}) for q in asked["class"]]
-    yes = [_distribution(lm, soft, q, [("Yes.", "yes"), ("No.", "no")])["yes"] for q in wordings]
+    yes = [choice_distribution(lm, soft, q, [("Yes.", "yes"), ("No.", "no")])["yes"] for q in wordings]
     return float(p_calls), float(np.mean(yes))
 
 
@@ -189,7 +189,7 @@ def _presence(analysis, intent: Intent, question: str) -> ClosedAnswer:
     if _is_tissue(analysis, target):
         organ = next(o.name for o in _checker(analysis).ontology.organs if any(c.name == target for c in o.classes))
         c = Claim("tissue", target, target, 0, 0)
-        _checker(analysis)._check_tissue(c, organ)
+        _checker(analysis).check_tissue(c, organ)
         p, how, per, of = c.probability, c.basis, c.per_patch, c.measured_of
         share = f", about {c.measured:.0%} of the tissue" if c.measured else ""
     else:
@@ -220,7 +220,7 @@ def _likeliest_tumour(analysis, organ: str) -> str:
     checker = _checker(analysis)
     calls = checker.calls(_soft(analysis), DIAGNOSIS_PROMPT, checker.model_ontology)
     names = [c.name for c in checker.ontology.organ(organ).tumour_classes] or ["tumour"]
-    return max(names, key=lambda c: calls.get(checker._model_call(c)[0], 0.0))
+    return max(names, key=lambda c: calls.get(checker.model_call(c)[0], 0.0))
 
 
 SUBTYPE_SOURCES = ("calls", "answer", "map", "zero_shot")  # the readings a subtype answer can combine
@@ -236,7 +236,7 @@ def subtype_readings(analysis, intent: Intent, question: str) -> tuple[str, list
     classes = list(intent.choices) or [c.name for c in o.tumour_classes]
     soft = _soft(analysis)
     calls = checker.calls(soft, DIAGNOSIS_PROMPT, checker.model_ontology)
-    said = _distribution(
+    said = choice_distribution(
         analysis.models["generation"].lm,
         soft,
         trained_questions()["subtype"][0],
@@ -246,7 +246,7 @@ def subtype_readings(analysis, intent: Intent, question: str) -> tuple[str, list
     prompts = {c.name: list(c.prompts) for oo in checker.ontology.organs for c in oo.classes}
     zero = analysis.zero_shot({c: prompts[c] for c in classes}, "retrieval").probabilities
     raw = {
-        "calls": [calls.get(checker._model_call(c)[0], 0.0) for c in classes],
+        "calls": [calls.get(checker.model_call(c)[0], 0.0) for c in classes],
         "answer": [said[c] for c in classes],
         "map": [float(per[c].mean()) if c in per else 0.0 for c in classes],
         "zero_shot": [zero[c] for c in classes],
@@ -315,7 +315,7 @@ def extent_readings(analysis, intent: Intent, question: str) -> dict:
     from_lm = None
     if set(said) == set(from_map):
         lm = analysis.models["generation"].lm
-        from_lm = _distribution(
+        from_lm = choice_distribution(
             lm, _soft(analysis), trained_questions()["extent"][0], [(t, b) for b, t in said.items()]
         )
     return {
@@ -357,7 +357,7 @@ def _background(analysis, intent: Intent, question: str) -> ClosedAnswer:
     probs, shares = {}, {}
     for c in o.tissue_classes:
         claim = Claim("tissue", c.name, c.name, 0, 0)
-        checker._check_tissue(claim, organ)
+        checker.check_tissue(claim, organ)
         probs[c.name], shares[c.name] = claim.probability, claim.measured or 0.0
     named = [c for c in probs if probs[c] >= 0.5]
     if not named:
@@ -401,7 +401,7 @@ def unknown_to_model(analysis, intent: Intent) -> str | None:
     checker = _checker(analysis)
     asked = [intent.target] if intent.target not in (None, ANY_TUMOUR) else list(intent.choices)
     for c in asked:
-        if not _is_tissue(analysis, c) and not checker._model_call(c)[1]:
+        if not _is_tissue(analysis, c) and not checker.model_call(c)[1]:
             known = sorted({x.name for o in checker.model_ontology.organs for x in o.tumour_classes})
             return f"the model was never trained to recognise {c} (it knows {', '.join(known)})"
     return None

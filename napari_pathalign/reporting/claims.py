@@ -254,7 +254,7 @@ class ClaimChecker:
         key = (prompt, id(onto))  # the object: an edited copy may keep the name and version
         if key not in self._calls:
             alts = [(p[:1].upper() + p[1:] + ".", value) for p, value in self._call_phrases(onto)]
-            self._calls[key] = _distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
+            self._calls[key] = choice_distribution(self.analysis.models["generation"].lm, soft, prompt, alts)
         return self._calls[key]
 
     def tumour_present(self, soft, prompt: str) -> float:
@@ -310,7 +310,7 @@ class ClaimChecker:
                     self._check_extent(c, organ, present)
                 else:  # a tissue: in its own organ when the text names that organ too (a report of two organs)
                     own = c.organs[0] if len(c.organs) == 1 and c.organs[0] in named else organ
-                    self._check_tissue(c, own)
+                    self.check_tissue(c, own)
             out.append([c for c in claims if math.isfinite(c.probability)])
         return out
 
@@ -325,15 +325,15 @@ class ClaimChecker:
         probability of 'no tumour' (nan for an answer)."""
         lm = self.analysis.models["generation"].lm
         if c.kind == "answer":
-            c.probability = _distribution(lm, soft, prefix, _answers(sentence, c)).get(c.value, 0.0)
+            c.probability = choice_distribution(lm, soft, prefix, _answers(sentence, c)).get(c.value, 0.0)
             c.basis = f"the model's probability of '{c.phrase}' against the alternatives, given the slide"
             return float("nan")
         value = c.value
         if own_words:
-            dist = _distribution(lm, soft, prefix, self._swapped(sentence, c))  # {call: probability}
+            dist = choice_distribution(lm, soft, prefix, self._swapped(sentence, c))  # {call: probability}
             how = "in its place in the sentence"
         else:
-            value, known = self._model_call(c.value)
+            value, known = self.model_call(c.value)
             dist = self.calls(soft, prefix, self.model_ontology if known else self.ontology)
             how = "in the model's own words" if known else "in this ontology's words (a class the model never named)"
         if len(dist) < 2:  # one call only: the choice would be certain whatever the slide, so it is no check
@@ -347,7 +347,7 @@ class ClaimChecker:
             c.basis = f"the model's probability of '{c.phrase}' against the other calls ({how}), given the slide"
         return dist.get(NEGATIVE, 0.0)
 
-    def _model_call(self, value: str) -> tuple[str, bool]:
+    def model_call(self, value: str) -> tuple[str, bool]:
         """The model ontology's name for a class of the checked text's ontology (same label, else same name),
         and whether the model knows it."""
         if value == "tumour":
@@ -382,7 +382,7 @@ class ClaimChecker:
             f"tumour present {present:.0%}; claimed {c.value}, {b.lower:.0%}-{b.upper:.0%}"
         )
 
-    def _check_tissue(self, c: Claim, organ: str) -> None:
+    def check_tissue(self, c: Claim, organ: str) -> None:
         method = self.method_for(organ)
         o = self.ontology.organ(organ)
         errors = self.calibration[method]
@@ -420,7 +420,7 @@ def _answers(sentence: str, claim: Claim) -> list[tuple[str, str]]:
     return [("Yes" + sentence[claim.end :], "yes"), ("No" + sentence[claim.end :], "no")]
 
 
-def _distribution(lm, soft, prefix: str, alternatives: list[tuple[str, str]]) -> dict[str, float]:
+def choice_distribution(lm, soft, prefix: str, alternatives: list[tuple[str, str]]) -> dict[str, float]:
     """{value: probability mass of its alternatives among all}, by the LM after ``prefix``."""
     logp = np.array(lm.continuation_logprobs(soft, prefix, [t for t, _ in alternatives]))
     values = np.array([v for _, v in alternatives])
