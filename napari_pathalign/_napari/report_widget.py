@@ -384,7 +384,8 @@ class ReportWidget(ReportCheckMixin, SlideDock):
         except ReportStoreError as exc:
             saved = f"NOT saved ({exc})"
         flagged = sum(s.flagged for s in draft.sentences)
-        warn = bool(getattr(draft.in_scope, "flagged", False) or getattr(draft.in_distribution, "warn", False))
+        scope = draft.in_scope  # the in-scope score decides where the model has one; the older score only without
+        warn = bool(scope.flagged) if scope is not None else bool(getattr(draft.in_distribution, "warn", False))
         self.say(
             f"Draft ready ({len(draft.sentences)} sentences, {flagged} flagged; {saved}). {draft.note}".strip(),
             error=warn,

@@ -18,6 +18,24 @@ SEED = 0  # the embedded model's recipe seed: its test split
 TEST_SLIDES = 40
 
 
+def _built_with(library: Path, model, encoder) -> bool:
+    """Whether the library at ``library`` holds vectors of exactly this model and encoder."""
+    from napari_pathalign.engine.library_build import model_identity
+    from napari_pathalign.index import Library, LibraryError
+
+    try:
+        lib = Library.open(library)
+    except LibraryError:
+        return False
+    try:
+        lib.check_model(**model_identity(model, encoder))
+        return True
+    except LibraryError:
+        return False
+    finally:
+        lib.close()
+
+
 def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: tuple = ()) -> Iterator[str]:
     """Generator of progress messages; afterwards ``folder`` holds ``slides/`` (demo data) and ``library/``.
 
@@ -35,7 +53,11 @@ def iter_demo_library(tiles: Path, folder: Path, model, encoder, exclude_files: 
 
     folder = Path(folder)
     if (folder / "library").is_dir():
-        return
+        if _built_with(folder / "library", model, encoder):
+            return
+        # the demo's own library of an earlier embedded model (an upgrade): rebuilt, its slides reused
+        yield "The demo library was built with an earlier embedded model; rebuilding it for this one ..."
+        shutil.rmtree(folder / "library")
     data_root = folder / "data"
     if not (data_root / "test" / "slides.csv").is_file():
         yield f"Assembling {TEST_SLIDES} demo slides from the real tiles in {tiles} ..."
