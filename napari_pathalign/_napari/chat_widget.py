@@ -112,7 +112,8 @@ class ChatWidget(SlideDock):
             report = None
         for turn in getattr(report, "chat", None) or []:
             self._add_row(f"Q: {turn.question}", None)
-            self._add_row(f"A: {turn.answer}", None)
+            understood = ((turn.answer_meta or {}).get("intent") or {}).get("understood_as")
+            self._add_row(f"A: {turn.answer}" + (f"\nUnderstood as: {understood}" if understood else ""), None)
         model = self.registry.models.get(("embedded", "auto"))
         uses = model is not None and trained_with_history(model)
         self.history_note.setText(
