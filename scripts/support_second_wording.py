@@ -3,9 +3,10 @@ wording it never uses (``examples/second_ontology.json``): does support separate
 claims when a department words its reports its own way?
 
 For each held-out slide, true and false sentences are written from its known composition, one claim
-each: the diagnosis (the organ's tumour class, and the other organ's), a negative phrase, a class
-negated ("No <class> is seen"), the extent bucket (true and a wrong one), and background tissues
-(named at >= 10 % of the tissue: true; absent: false). Each sentence is checked on its own after the
+each: the diagnosis (the organ's tumour class, and the other organ's), for lung each subtype (true
+where it is on the slide), a negative phrase, a class negated ("No <class> is seen"), the extent
+bucket (true and a wrong one), and background tissues (named at >= 10 % of the tissue: true;
+absent: false). Each sentence is checked on its own after the
 specimen line (``SlideAnalysis.check``) with the ontology it is worded in. Nothing is fitted here.
 
     python scripts/support_second_wording.py [--data demo-data/test] [--slides 40]
@@ -22,8 +23,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ORGAN_OF = {"pcam": "lymph node", "kather": "colon"}
-SPECIMEN = {"pcam": "Lymph node, sentinel, excision:", "kather": "Colon, sigmoid, resection:"}
+ORGAN_OF = {"pcam": "lymph node", "kather": "colon", "lung": "lung"}
+SPECIMEN = {
+    "pcam": "Lymph node, sentinel, excision:",
+    "kather": "Colon, sigmoid, resection:",
+    "lung": "Lung, right upper lobe, lobectomy:",
+}
 TEMPLATES = {  # a sentence around each kind of phrase; {p} the phrase, {P} capitalised
     "diagnosis": ["{P} is present.", "The specimen shows {p}.", "There is {p}."],
     "negative": ["{P}.", "Overall: {p}."],
@@ -57,6 +62,9 @@ def sentences_for(onto, source: str, fractions: dict, tumour_fraction: float, rn
         (say("negative", pick(organ.negative_phrases)), "negative", not present),
         (say("class_negated", noun(tumour)), "negative", not present),
     ]
+    if len(organ.tumour_classes) > 1:  # subtypes (lung): each one named, true where it is on the slide
+        for c in organ.tumour_classes:
+            out.append((say("diagnosis", pick(c.phrases)), "subtype", fractions.get(c.label, 0.0) > 0))
     if present:
         right = onto.bucket(tumour_fraction)
         wrong = pick([b.name for b in onto.extent if b.name != right])
@@ -145,7 +153,7 @@ def main() -> None:
         "|---|---|---|---|---|"
     )
     for wording in wordings:
-        for kind in ("all", "diagnosis", "negative", "extent", "tissue"):
+        for kind in ("all", "diagnosis", "subtype", "negative", "extent", "tissue"):
             rs = [r for r in records if r["wording"] == wording and (kind == "all" or r["kind"] == kind)]
             found = [r for r in rs if r["found"]]
             if not found:
