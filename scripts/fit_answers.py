@@ -81,7 +81,7 @@ def main() -> int:
     from sklearn.linear_model import LogisticRegression
 
     from napari_pathalign.engine.library_build import model_identity
-    from napari_pathalign.eval.chat_eval import _folder_id
+    from napari_pathalign.eval.chat_eval import folder_id
     from napari_pathalign.eval.evaluate import read_truth
     from napari_pathalign.eval.truth import organ_of, subtypes
     from napari_pathalign.models.encoders import load_patch_encoder
@@ -159,7 +159,7 @@ def main() -> int:
         "n_slides": len(val_rows),
         "n_questions": len(y),
         "fitted_cases": sorted(validation),
-        "fitted_data_id": _folder_id(demo / "test"),
+        "fitted_data_id": folder_id(demo / "test"),
         "validation_accuracy": float(((p >= 0.5) == y).mean()),
         "validation_yes_rate": {"predicted": float((p >= 0.5).mean()), "true": float(y.mean())},
     }

@@ -66,25 +66,21 @@ def expected_answer(bq: BankQuestion, t: PartTruth, intent, ontology) -> object 
 
 
 def fitted_cases(model, encoder, data=None) -> set[str]:
-    """The demo cases of the split folder ``data`` that the shipped answer calibration of ``model`` was fitted on
+    """The demo cases of the split folder ``data`` that the answer calibration of ``model`` was fitted on
     (none for another model or another folder)."""
-    import json
     from pathlib import Path
 
-    from napari_pathalign.engine.library_build import model_identity
-    from napari_pathalign.reporting.answering import CALIBRATION_FILE
+    from napari_pathalign.reporting.answering import answer_calibration
 
-    if not CALIBRATION_FILE.is_file():
+    doc = answer_calibration(model, encoder)
+    if doc is None:
         return set()
-    doc = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
-    if doc.get("model_hash") != model_identity(model, encoder)["model_hash"]:
-        return set()
-    if data is not None and doc.get("fitted_data_id") not in (None, _folder_id(Path(data))):
+    if data is not None and doc.get("fitted_data_id") not in (None, folder_id(Path(data))):
         return set()
     return set(doc.get("fitted_cases", []))
 
 
-def _folder_id(folder) -> str:
+def folder_id(folder) -> str:
     """A split folder's identity: the hash of its slides.csv (the same demo split wherever it lies)."""
     import hashlib
     from pathlib import Path

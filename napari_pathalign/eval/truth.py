@@ -7,11 +7,8 @@ code scores a lymph node, a colon, a lung, or an organ of a user's own ontology.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 
-from napari_pathalign.core.resources import RESOURCES
 from napari_pathalign.reporting.ontology import Ontology, Organ, ReportClass, load_ontology
 
 NAMED_FRACTION = 0.10  # a background tissue a report names covers at least this share of the tissue
@@ -72,8 +69,9 @@ def subtypes(t: PartTruth, ontology: Ontology | None = None) -> list[str] | None
     return [names[lab].name for lab in tumour_labels(t, ontology)]
 
 
-@lru_cache(maxsize=1)
 def closed_questions() -> dict[str, list[str]]:
     """The closed questions of the demo corpus ({kind: wordings}; ``resources/demo_writer.json``); the first
     wording of each kind is the one the evaluation asks. ``class`` wordings hold ``{class}``."""
-    return json.loads((RESOURCES / "demo_writer.json").read_text(encoding="utf-8"))["questions"]
+    from napari_pathalign.reporting.answering import trained_questions
+
+    return trained_questions()

@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from napari_pathalign.core.resources import RESOURCES
-from napari_pathalign.reporting.claims import NEGATIVE, Claim, ClaimChecker, choice_distribution, logit
+from napari_pathalign.reporting.claims import NEGATIVE, Claim, checker_of, choice_distribution, logit
 from napari_pathalign.reporting.questions import ANY_TUMOUR, Intent
 
 CALIBRATION_FILE = RESOURCES / "answer_calibration.json"
@@ -52,53 +53,48 @@ class ClosedAnswer:
     measured_of: str = ""  # what per_patch measures, in words
 
 
-def _checker(analysis) -> ClaimChecker:
-    if analysis.cache.get("claim_checker") is None:
-        analysis.cache["claim_checker"] = ClaimChecker(analysis)
-    return analysis.cache["claim_checker"]
-
-
 def _soft(analysis):
-    import torch
-
-    gen = analysis.models["generation"]
-    if gen.lm is None:
+    soft = checker_of(analysis).soft_prompt()
+    if soft is None:
         raise ValueError("this model has no language model (PathAlign-R); pick a generation model to ask questions")
-    key = "answer_soft_prompt"
-    if analysis.cache.get(key) is None:
-        with torch.no_grad():
-            q = torch.from_numpy(analysis.embedding("generation").queries).to(gen.device)[None]
-            analysis.cache[key] = gen.lm_proj(q).float()
-    return analysis.cache[key]
+    return soft
+
+
+@lru_cache(maxsize=1)
+def _writer() -> dict:
+    """``resources/demo_writer.json``: the embedded model's training questions and answers, read once."""
+    return json.loads(WRITER_FILE.read_text(encoding="utf-8"))
 
 
 def trained_questions() -> dict:
     """{kind: wordings} the embedded model's VQA training asked (``resources/demo_writer.json``)."""
-    return json.loads(WRITER_FILE.read_text(encoding="utf-8"))["questions"]
+    return _writer()["questions"]
+
+
+def answer_calibration(model, encoder) -> dict | None:
+    """The answer calibration fitted for ``model`` over ``encoder``: the model folder's own
+    ``answer_calibration.json``, else the shipped one, where its weights hash matches; else None."""
+    from napari_pathalign.engine.library_build import model_identity
+
+    folder = getattr(model, "source_path", None)
+    own = None if folder is None else Path(folder) / "answer_calibration.json"
+    source = own if own is not None and own.is_file() else CALIBRATION_FILE
+    doc = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    return doc if doc.get("model_hash") == model_identity(model, encoder)["model_hash"] else None
 
 
 def load_answer_calibration(analysis) -> dict | None:
-    """The fitted combination for this generation model (matched by weights hash), or None."""
-    from napari_pathalign.engine.library_build import model_identity
-
-    model = analysis.models["generation"]
+    """``answer_calibration`` of the analysis's generation model, read once per analysis."""
     key = "answer_calibration"
-    if key in analysis.cache:
-        return analysis.cache[key]
-    doc = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8")) if CALIBRATION_FILE.is_file() else {}
-    folder = getattr(model, "source_path", None)
-    own = None if folder is None else Path(folder) / "answer_calibration.json"
-    if own is not None and own.is_file():
-        doc = json.loads(own.read_text(encoding="utf-8"))
-    ident = model_identity(model, analysis.encoder)
-    analysis.cache[key] = doc if doc.get("model_hash") == ident["model_hash"] else None
+    if key not in analysis.cache:
+        analysis.cache[key] = answer_calibration(analysis.models["generation"], analysis.encoder)
     return analysis.cache[key]
 
 
 # ---------------------------------------------------------------------- the readings
 def presence_readings(analysis, target: str) -> tuple[float, float]:
     """(LM call probability, LM 'yes' probability) that ``target`` (a tumour class or ANY_TUMOUR) is present."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     soft = _soft(analysis)
     lm = analysis.models["generation"].lm
     calls = checker.calls(soft, DIAGNOSIS_PROMPT, checker.model_ontology)
@@ -143,7 +139,7 @@ def presence_probability(analysis, target: str) -> tuple[float, str]:
 def _organ(analysis, intent: Intent, question: str) -> str:
     if intent.organ:
         return intent.organ
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     asked = (intent.target,) if intent.target not in (None, ANY_TUMOUR) else intent.choices
     named = [o.name for o in checker.ontology.organs if any(x.name in asked for x in o.classes)]
     if len(named) == 1:
@@ -156,12 +152,20 @@ def _organ(analysis, intent: Intent, question: str) -> str:
 
 def _class_map(analysis, organ: str, target: str) -> tuple[np.ndarray, str]:
     """(N,) each patch's probability of ``target`` in ``organ`` (any tumour: the tumour classes' sum)."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     per = checker.per_patch(organ)
     o = checker.ontology.organ(organ)
     if target == ANY_TUMOUR or target not in per:
         return np.sum([per[c.name] for c in o.tumour_classes], axis=0).astype(np.float32), "tumour"
     return per[target], target
+
+
+def _measured(analysis, organ: str, target: str):
+    """(per_patch, what it measures, raw share, its Calibration, method) of ``target`` in ``organ``."""
+    checker = checker_of(analysis)
+    per, of = _class_map(analysis, organ, target)
+    method = checker.method_for(organ)
+    return per, of, float(per.mean()), checker.calibration[method]["tumour"], method
 
 
 # ---------------------------------------------------------------------- the answers
@@ -180,30 +184,27 @@ def answer_closed(analysis, intent: Intent, question: str) -> ClosedAnswer:
 
 
 def _is_tissue(analysis, target: str) -> bool:
-    onto = _checker(analysis).ontology
+    onto = checker_of(analysis).ontology
     return target != ANY_TUMOUR and not any(c.name == target and c.tumour for o in onto.organs for c in o.classes)
 
 
 def _presence(analysis, intent: Intent, question: str) -> ClosedAnswer:
     target = intent.target or ANY_TUMOUR
     if _is_tissue(analysis, target):
-        organ = next(o.name for o in _checker(analysis).ontology.organs if any(c.name == target for c in o.classes))
+        organ = next(o.name for o in checker_of(analysis).ontology.organs if any(c.name == target for c in o.classes))
         c = Claim("tissue", target, target, 0, 0)
-        _checker(analysis).check_tissue(c, organ)
+        checker_of(analysis).check_tissue(c, organ)
         p, how, per, of = c.probability, c.basis, c.per_patch, c.measured_of
         share = f", about {c.measured:.0%} of the tissue" if c.measured else ""
     else:
         p, how = presence_probability(analysis, target)
         organ = _organ(analysis, intent, question)
-        per, of = _class_map(analysis, organ, target)
-        share = ""
-        if p >= 0.5:
-            ext = _extent(analysis, Intent("extent", target, organ=intent.organ), question)
-            share = f", about {ext.alternatives.get('_measured', 0):.0%} of the tissue"
-    words = "tumour" if target == ANY_TUMOUR else target
-    if target == ANY_TUMOUR and p >= 0.5 and not _is_tissue(analysis, target):
-        words = _likeliest_tumour(analysis, organ)
+        per, of, raw, cal, _ = _measured(analysis, organ, target)
+        share = f", about {cal.estimate(raw):.0%} of the tissue" if p >= 0.5 else ""
     present = p >= 0.5
+    words = "tumour" if target == ANY_TUMOUR else target
+    if target == ANY_TUMOUR and present:
+        words = _likeliest_tumour(analysis, organ)
     if intent.negated:  # "Is X absent?": yes means absent
         text = f"Yes — no {words} is seen." if not present else f"No — {words} is present{share}."
         choice = "yes" if not present else "no"
@@ -217,7 +218,7 @@ def _presence(analysis, intent: Intent, question: str) -> ClosedAnswer:
 
 def _likeliest_tumour(analysis, organ: str) -> str:
     """The organ's tumour class the model's diagnosis call favours (the name a 'yes' gives)."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     calls = checker.calls(_soft(analysis), DIAGNOSIS_PROMPT, checker.model_ontology)
     names = [c.name for c in checker.ontology.organ(organ).tumour_classes] or ["tumour"]
     return max(names, key=lambda c: calls.get(checker.model_call(c)[0], 0.0))
@@ -230,7 +231,7 @@ DEFAULT_SUBTYPE_WEIGHTS = {"calls": 1 / 3, "answer": 1 / 3, "map": 1 / 3, "zero_
 def subtype_readings(analysis, intent: Intent, question: str) -> tuple[str, list[str], dict]:
     """(organ, classes, {source: (C,) distribution over the classes}): the model's diagnosis call, its answer to
     its subtype question, the measured class shares and the retrieval model's zero-shot over the class prompts."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     organ = _organ(analysis, intent, question)
     o = checker.ontology.organ(organ)
     classes = list(intent.choices) or [c.name for c in o.tumour_classes]
@@ -259,7 +260,7 @@ def subtype_readings(analysis, intent: Intent, question: str) -> tuple[str, list
 
 
 def _subtype(analysis, intent: Intent, question: str) -> ClosedAnswer:
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     organ, classes, readings = subtype_readings(analysis, intent, question)
     p_tumour, how_tumour = presence_probability(analysis, ANY_TUMOUR)
     fit = (load_answer_calibration(analysis) or {}).get("subtype", {})
@@ -301,17 +302,14 @@ def extent_readings(analysis, intent: Intent, question: str) -> dict:
     """The readings an extent answer combines: {'present': P(tumour), 'measured': calibrated share,
     'from_map': {bucket: probability} (measured share, calibrated error, times present), 'from_lm':
     {bucket: probability} (the LM's answer to its own extent question), 'per_patch', 'of', 'how'}."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     target = intent.target or ANY_TUMOUR
     organ = _organ(analysis, intent, question)
     p_present, how = presence_probability(analysis, ANY_TUMOUR if _is_tissue(analysis, target) else target)
-    per, of = _class_map(analysis, organ, target)
-    method = checker.method_for(organ)
-    cal = checker.calibration[method]["tumour"]
-    raw = float(per.mean())
+    per, of, raw, cal, method = _measured(analysis, organ, target)
     from_map = {b.name: cal.probability(raw, b.lower, b.upper) * p_present for b in checker.ontology.extent}
     from_map["none"] = 1 - p_present
-    said = json.loads(WRITER_FILE.read_text(encoding="utf-8"))["answers"]["extent"]  # {bucket or 'none': answer}
+    said = _writer()["answers"]["extent"]  # {bucket or 'none': the trained answer}
     from_lm = None
     if set(said) == set(from_map):
         lm = analysis.models["generation"].lm
@@ -330,7 +328,7 @@ def extent_readings(analysis, intent: Intent, question: str) -> dict:
 
 
 def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     target = intent.target or ANY_TUMOUR
     r = extent_readings(analysis, intent, question)
     fit = load_answer_calibration(analysis) or {}
@@ -351,7 +349,7 @@ def _extent(analysis, intent: Intent, question: str) -> ClosedAnswer:
 
 
 def _background(analysis, intent: Intent, question: str) -> ClosedAnswer:
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     organ = _organ(analysis, intent, question)
     o = checker.ontology.organ(organ)
     probs, shares = {}, {}
@@ -398,7 +396,7 @@ def _where(analysis, intent: Intent, question: str) -> ClosedAnswer:
 
 def unknown_to_model(analysis, intent: Intent) -> str | None:
     """Why the generation model cannot answer about the class asked (it was never trained to name it), or None."""
-    checker = _checker(analysis)
+    checker = checker_of(analysis)
     asked = [intent.target] if intent.target not in (None, ANY_TUMOUR) else list(intent.choices)
     for c in asked:
         if not _is_tissue(analysis, c) and not checker.model_call(c)[1]:

@@ -145,6 +145,14 @@ def model_calibration(analysis) -> dict[str, dict[str, Calibration]]:
     return {**shipped, **load_calibration(str(own))}
 
 
+def checker_of(analysis) -> ClaimChecker:
+    """The analysis's claim checker: its measurements are computed once per analysis and shared by drafts,
+    answers and checks (``analysis.cache['claim_checker']``)."""
+    if analysis.cache.get("claim_checker") is None:
+        analysis.cache["claim_checker"] = ClaimChecker(analysis)
+    return analysis.cache["claim_checker"]
+
+
 def find_claims(sentence: str, question: str | None = None, ontology: Ontology | None = None) -> list[Claim]:
     """The claims ``sentence`` states (unchecked), in reading order; a percentage that repeats an extent
     phrase of the same sentence is no second claim."""
@@ -176,6 +184,21 @@ class ClaimChecker:
         self._measured: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (organ, method) -> class -> (N,)
         self._calls: dict[tuple, dict[str, float]] = {}  # (prompt, ontology) -> {call: probability} after it
         self._method: str | None = None
+        self._soft = None  # soft_prompt(), once
+
+    def soft_prompt(self):
+        """The slide as the LM reads it: the generation model's queries projected into the LM, (1, Q, dim) float;
+        None for a model without an LM. Computed once per checker (once per analysis)."""
+        if self._soft is None:
+            import torch
+
+            gen = self.analysis.models["generation"]
+            if gen.lm is None:
+                return None
+            with torch.no_grad():
+                queries = torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
+                self._soft = gen.lm_proj(queries).float()
+        return self._soft
 
     # -- measurements -------------------------------------------------------------------------
     def method(self) -> str:
@@ -278,15 +301,7 @@ class ClaimChecker:
         ``own_words``: the text is the model's own (a draft): a call is asked in its place in the sentence.
         A report written by someone else is worded its own way: its calls are asked in the model's words,
         as whole sentences after the text before them (the claimed class matched by its label)."""
-        import torch
-
-        gen = self.analysis.models["generation"]
-        soft = None
-        if gen.lm is not None:
-            with torch.no_grad():
-                soft = gen.lm_proj(
-                    torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
-                ).float()
+        soft = self.soft_prompt()
         text = " ".join([question or "", *sentences])
         organ = self.organ(text)
         named = {o for o, hits in self.ontology.organ_mentions(text, class_phrases=False).items() if hits}  # by words

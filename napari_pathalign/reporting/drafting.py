@@ -263,7 +263,7 @@ def build_statements(
     ``context`` (an answer's question) is read with each sentence: "Yes." alone says nothing,
     "Is tumour present? Yes." does.
     """
-    from napari_pathalign.reporting.claims import ClaimChecker
+    from napari_pathalign.reporting.claims import checker_of
 
     sentences = split_sentences(text)
     if not sentences:
@@ -276,10 +276,7 @@ def build_statements(
     sims = (emb @ analysis.text_embeddings(read, "retrieval").T).max(
         0
     )  # (S,) cached: the attribution below reuses them
-    if analysis.cache.get("claim_checker") is None:  # the slide's measurements, computed once per analysis
-        analysis.cache["claim_checker"] = ClaimChecker(analysis)
-    checker = analysis.cache["claim_checker"]
-    claims = checker.check(sentences, prompt, context or None, own_words=own_words)
+    claims = checker_of(analysis).check(sentences, prompt, context or None, own_words=own_words)
     attributions = analysis.similarity_attribution(read, "retrieval")
     scope = analysis_in_scope(analysis)
     out = []
@@ -436,6 +433,7 @@ def iter_answer(analysis, question: str, history: list | None = None, config=Non
     from them; the model itself sees them only when its checkpoint says it was trained with them.
     """
     from napari_pathalign.models.decoder import GenerationConfig
+    from napari_pathalign.reporting.answering import addresses, unknown_to_model
     from napari_pathalign.reporting.questions import understand
 
     analysis.need_ready()
@@ -452,8 +450,6 @@ def iter_answer(analysis, question: str, history: list | None = None, config=Non
     if intent.kind == "unanswerable":
         return (yield from _not_answered(analysis, question, intent, intent.reason, config, scope))
     if intent.kind != "open":
-        from napari_pathalign.reporting.answering import unknown_to_model
-
         unknown = unknown_to_model(analysis, intent)
         if unknown:
             return (yield from _not_answered(analysis, question, intent, unknown, config, scope))
@@ -462,7 +458,7 @@ def iter_answer(analysis, question: str, history: list | None = None, config=Non
     prompt = " ".join(f"{q} {a}" for q, a in history) + " " + question if uses else question
     answer = yield from iter_generate(analysis, prompt.strip(), config, question=question, history_used=uses, note=note)
     answer.intent = intent.to_dict()
-    relevant = [c for s in answer.sentences for c in addressing(intent, s.claims)]
+    relevant = [c for s in answer.sentences for c in addresses(intent, s.claims)]
     if not relevant:  # it names nothing the model can check about what was asked: no support
         for s in answer.sentences:
             s.support = 0.0
@@ -472,12 +468,6 @@ def iter_answer(analysis, question: str, history: list | None = None, config=Non
             " " + answer.note if answer.note else ""
         )
     return answer
-
-
-def addressing(intent, claims: list) -> list:
-    from napari_pathalign.reporting.answering import addresses
-
-    return addresses(intent, claims)
 
 
 CANT_ANSWER = "I can't answer that from this slide"

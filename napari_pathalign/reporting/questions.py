@@ -22,6 +22,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from napari_pathalign.core.resources import RESOURCES
 from napari_pathalign.reporting.ontology import Ontology, load_ontology
@@ -90,7 +91,7 @@ class Intent:
 @lru_cache(maxsize=2)
 def load_bank(path: str | None = None) -> dict:
     """The question bank (``resources/question_bank.json``)."""
-    return json.loads((BANK_FILE if path is None else __import__("pathlib").Path(path)).read_text(encoding="utf-8"))
+    return json.loads((BANK_FILE if path is None else Path(path)).read_text(encoding="utf-8"))
 
 
 def _normal(text: str) -> str:
@@ -254,8 +255,7 @@ def understand(question: str, ontology: Ontology | None = None, history=()) -> I
     previous = _previous(history, onto)
     if kind == "follow_up":
         if previous is not None and previous.kind in ("presence", "extent", "where", "subtype"):
-            kind = previous.kind if found else previous.kind
-            return _finish(kind, target or previous.target, tumours, organ or previous.organ, confidence, True)
+            return _finish(previous.kind, target or previous.target, tumours, organ or previous.organ, confidence, True)
         kind = "presence"
     if kind == "unanswerable":
         reason = (
@@ -293,12 +293,7 @@ def _asks_absence(masked: str, bank: dict) -> bool:
 def _finish(kind: str, target, tumours: list[str], organ, confidence: float, from_history: bool) -> Intent:
     if kind in ("presence", "subtype") and len(tumours) >= 2:  # "adenocarcinoma or squamous?": a choice
         return Intent("subtype", ANY_TUMOUR, tuple(tumours), organ, confidence, from_history)
-    if kind == "subtype":
-        return Intent("subtype", ANY_TUMOUR, (), organ, confidence, from_history)
-    if kind == "background":
-        return Intent("background", None, (), organ, confidence, from_history)
-    if kind == "open":
-        return Intent("open", target, (), organ, confidence, from_history)
+    target = {"subtype": ANY_TUMOUR, "background": None}.get(kind, target)  # what those kinds ask about
     return Intent(kind, target, (), organ, confidence, from_history)
 
 
