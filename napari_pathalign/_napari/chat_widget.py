@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 from napari_pathalign._napari.dock import SlideDock, dock_links
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.report_widget import slide_key
-from napari_pathalign._napari.slide_geometry import query_polygon
+from napari_pathalign._napari.slide_geometry import SCOPES, scope_polygon
 from napari_pathalign._napari.slide_info import slide_of
 from napari_pathalign.reporting.drafting import iter_answer, iter_draft
 
@@ -31,7 +31,6 @@ QUICK = {
     "tissues": "Which tissues are present?",
     "extent": "What fraction of the tissue is tumour?",
 }
-SCOPES = ["whole slide", "current view", "selected shape"]
 
 
 @thread_worker
@@ -132,16 +131,7 @@ class ChatWidget(SlideDock):
         return item
 
     def _polygon(self):
-        scope = self.scope.currentText()
-        if scope == "whole slide":
-            return None
-        if scope == "selected shape" and not any(
-            isinstance(lyr, napari.layers.Shapes) and lyr.selected_data for lyr in self.viewer.layers
-        ):
-            raise ValueError(
-                "no shape is selected: draw one with the Shapes tool and select it, or ask about the whole slide"
-            )
-        return query_polygon(self.viewer, self.layer)
+        return scope_polygon(self.viewer, self.layer, self.scope.currentText())
 
     def ask(self, question: str):
         from napari_pathalign.reporting.drafting import check_question

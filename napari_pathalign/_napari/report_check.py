@@ -10,6 +10,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidgetItem
 
+from napari_pathalign._napari.slide_geometry import scope_polygon
 from napari_pathalign._napari.slide_info import slide_of
 
 
@@ -19,17 +20,22 @@ def support_colour(support: float) -> str:
 
 
 @thread_worker
-def _check(registry, slide, text):
-    """Prepare the slide's analysis when needed, then check the text's claims (``SlideAnalysis.check``)."""
+def _check(registry, slide, text, polygon=None):
+    """Prepare the slide's analysis when needed, then check the text's claims (``SlideAnalysis.check``), against
+    the whole slide or, with ``polygon`` (level-0 (x, y)), against that region's patches only ("here")."""
     from napari_pathalign.core.generators import mapped
 
     analysis = yield from mapped(registry.iter_ready(slide), lambda p: ("progress", str(p)))
-    yield ("progress", "Checking each sentence's claims against the slide ...")
+    if polygon is not None:
+        yield ("progress", "Encoding the region's patches ...")
+        analysis = analysis.region(polygon)
+    yield ("progress", "Checking each sentence's claims against the " + ("region" if polygon is not None else "slide"))
     return analysis.check(text)
 
 
 class ReportCheckMixin:
-    """Check for the Report dock (it provides ``editor``, ``sentences``, ``unsupported``, ``shown``, ``layer``)."""
+    """Check for the Report dock (it provides ``editor``, ``sentences``, ``unsupported``, ``shown``, ``layer``,
+    ``check_scope``: where to check, one of ``slide_geometry.SCOPES``)."""
 
     def check_text(self, *_):
         """Check the editor's text (typed, pasted or drafted) against the slide, in a worker."""
@@ -49,9 +55,15 @@ class ReportCheckMixin:
                 error=True,
             )
             return None
+        try:
+            polygon = scope_polygon(self.viewer, layer, self.check_scope.currentText())
+        except ValueError as exc:
+            self.say(f"Not checked: {exc}.", error=True)
+            return None
         if self.dirty:
             self.autosave()  # the text checked is the text kept
-        worker = _check(self.registry, slide_of(layer), text, _ignore_errors=True)
+        self.checked_where = "the slide" if polygon is None else f"the {self.check_scope.currentText()}"
+        worker = _check(self.registry, slide_of(layer), text, polygon, _ignore_errors=True)
         worker.yielded.connect(self._on_yield)
         worker.returned.connect(lambda result, layer=layer: self._on_check(layer, result))
         worker.errored.connect(lambda exc: self.say(f"Not checked: {exc}", error=True))
@@ -83,7 +95,8 @@ class ReportCheckMixin:
             else ""
         )
         self.say(
-            f"Checked {len(result.checked)} of {len(result.sentences)} sentences ({n_claims} claims in the words of "
+            f"Checked against {self.checked_where}: {len(result.checked)} of {len(result.sentences)} sentences "
+            f"({n_claims} claims in the words of "
             f"{result.ontology}); {bad} claim{'s' if bad != 1 else ''} not borne out"
             f"{': click one to see its evidence' if bad else ''}.{note}",
             error=warn,

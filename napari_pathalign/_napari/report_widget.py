@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from napari_pathalign._napari.dock import SlideDock, dock_links
 from napari_pathalign._napari.evidence_view import EvidenceView
 from napari_pathalign._napari.report_check import ReportCheckMixin, support_colour
+from napari_pathalign._napari.slide_geometry import SCOPES
 from napari_pathalign._napari.slide_info import slide_of
 from napari_pathalign.reporting.drafting import iter_draft, statements_at
 
@@ -77,6 +78,14 @@ class ReportWidget(ReportCheckMixin, SlideDock):
             "Check the text in the editor, typed, pasted or drafted, against the slide: each sentence's claims "
             "in the words of the model's report ontology"
         )
+        self.checked_where = "the slide"  # what the last check was against (the status line says so)
+        self.check_result = None  # the last ReportCheck shown
+        self.check_scope = QComboBox()
+        self.check_scope.addItems(SCOPES)
+        self.check_scope.setToolTip(
+            "Check against the whole slide, or only here: the current view, or the selected shape (drawn or an "
+            "imported QuPath region)"
+        )
         self.case_button = QPushButton("Case report")
         self.case_button.setToolTip(
             "One report for the case: the reports of every open slide as lettered parts A., B., ... (layer order)"
@@ -93,8 +102,12 @@ class ReportWidget(ReportCheckMixin, SlideDock):
         self.export_box.addItems(["Markdown (.md)", "JSON (.json)", "PDF (.pdf)"])
         self.export_button = QPushButton("Export ...")
         top = QHBoxLayout()
-        for w in (self.decoding, self.draft_button, self.stop_button, self.check_button, self.case_button):
+        for w in (self.decoding, self.draft_button, self.stop_button, self.case_button):
             top.addWidget(w)
+        checking = QHBoxLayout()
+        checking.addWidget(self.check_button)
+        checking.addWidget(QLabel("against"))
+        checking.addWidget(self.check_scope, 1)
         bottom = QHBoxLayout()
         for w in (self.accept_button, self.save_button, self.export_box, self.export_button):
             bottom.addWidget(w)
@@ -103,6 +116,7 @@ class ReportWidget(ReportCheckMixin, SlideDock):
         layout.addWidget(self.scope_banner)
         layout.addLayout(top)
         layout.addWidget(self.editor, 3)
+        layout.addLayout(checking)
         layout.addWidget(
             QLabel(
                 (

@@ -38,3 +38,24 @@ def query_polygon(viewer, slide_layer) -> np.ndarray:
             (cy + h / 2 / z, cx - w / 2 / z),
         ]
     return np.array([level0_of_world(slide_layer, p) for p in world])
+
+
+SCOPES = ["whole slide", "current view", "selected shape"]  # where chat, check and zero-shot look
+
+
+def scope_polygon(viewer, slide_layer, scope: str):
+    """The level-0 (x, y) polygon a dock's scope names: None for the whole slide, else the view or the
+    selected shape (a drawn one or an imported QuPath region alike); ValueError, in words, when no shape is
+    selected."""
+    if scope == "whole slide":
+        return None
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
+    if scope == "selected shape" and not any(
+        isinstance(lyr, napari.layers.Shapes) and lyr.selected_data for lyr in viewer.layers
+    ):
+        raise ValueError(
+            "no shape is selected: draw one with the Shapes tool (or import a QuPath region) and select it, "
+            "or choose the whole slide"
+        )
+    return query_polygon(viewer, slide_layer)

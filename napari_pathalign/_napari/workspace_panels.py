@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pathalign._napari.slide_geometry import SCOPES
+
 QUICK_PHRASES = ["metastatic carcinoma", "lymphoid tissue", "adipose tissue", "desmoplastic stroma"]
 
 
@@ -180,12 +182,16 @@ class ZeroShotPanel(QWidget):
         self.table.setMinimumHeight(120)
         self.add_row = QPushButton("+ class")
         self.run_button = QPushButton("Classify")
+        self.where = QComboBox()  # the whole slide, the view, or the selected shape (drawn or imported)
+        self.where.addItems(SCOPES)
+        self.where.setToolTip("Classify the whole slide, the current view, or the selected shape's patches")
         self.bars = QVBoxLayout()
         self.bar_widgets: dict[str, QPushButton] = {}
         self.scope = None  # the slide's InScope: an out-of-scope slide's bars are labelled so
         row = QHBoxLayout()
         row.addWidget(self.add_row)
         row.addWidget(self.run_button)
+        row.addWidget(self.where, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.set_box)
         layout.addWidget(self.table)
@@ -228,7 +234,8 @@ class ZeroShotPanel(QWidget):
             out[name.text().strip()] = [p.strip() for p in (prompts.text() if prompts else "").split(";") if p.strip()]
         return out
 
-    def show_result(self, result) -> None:
+    def show_result(self, result, where: str = "") -> None:
+        """The probabilities as bars; ``where`` names a region classified instead of the whole slide."""
         while self.bars.count():
             item = self.bars.takeAt(0)
             if item.widget():
@@ -249,7 +256,8 @@ class ZeroShotPanel(QWidget):
             h.addWidget(bar, 3)
             self.bars.addWidget(row)
             self.bar_widgets[c] = name
-        self.bars.addWidget(QLabel(f"softmax at the {result.model} model's temperature ({result.temperature:.1f})"))
+        of = f"{where}: " if where else ""
+        self.bars.addWidget(QLabel(f"{of}softmax at the {result.model} model's temperature ({result.temperature:.1f})"))
         if self.scope is not None and self.scope.flagged:
             warn = QLabel("OUT OF SCOPE slide: these classes are only the nearest the model knows, not a diagnosis.")
             warn.setWordWrap(True)

@@ -37,7 +37,7 @@ from napari_pathalign._napari.heatmap_layers import (
     heatmap_layer_data,
     thumbnail_rgb,
 )
-from napari_pathalign._napari.slide_geometry import level0_of_world
+from napari_pathalign._napari.slide_geometry import level0_of_world, scope_polygon
 from napari_pathalign._napari.slide_info import slide_of
 from napari_pathalign._napari.workspace_panels import AttentionPanel, TextPanel, ZeroShotPanel, pixmap_of
 
@@ -75,6 +75,11 @@ def _warm_up(registry, device):
 @thread_worker
 def _compute(fn, *args, **kwargs):
     return fn(*args, **kwargs)
+
+
+def _region_zero_shot(analysis, polygon, classes):
+    """Zero-shot of a region's patches (the view, or a drawn or imported shape): re-encoded, then classified."""
+    return analysis.region(polygon).zero_shot(classes)
 
 
 class WorkspaceWidget(SlideDock):
@@ -197,12 +202,18 @@ class WorkspaceWidget(SlideDock):
     # ------------------------------------------------------------------ state
     @property
     def slide_layer(self):
+        """The active slide layer; for a heatmap, its slide; for any other layer (a Shapes layer whose region is
+        being selected), the slide last followed while it is open."""
         layer = self.viewer.layers.selection.active
         if slide_of(layer) is not None:
+            self._followed = layer
             return layer
         meta = getattr(layer, "metadata", {}) or {}
         name = meta.get("slide_layer")
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        if name in self.viewer.layers:
+            return self.viewer.layers[name]
+        followed = getattr(self, "_followed", None)
+        return followed if followed is not None and followed in self.viewer.layers else None
 
     @property
     def analysis(self):
@@ -348,16 +359,26 @@ class WorkspaceWidget(SlideDock):
         if a is None or not a.ready:
             self.say("Press Analyse first.", error=True)
             return None
-        worker = _compute(a.zero_shot, classes, _ignore_errors=True)
-        worker.returned.connect(self._zero_shot_done)
+        where = self.zero_shot.where.currentText()
+        try:
+            polygon = scope_polygon(self.viewer, self.slide_layer, where)
+        except ValueError as exc:
+            self.say(f"Zero-shot: {exc}.", error=True)
+            return None
+        if polygon is None:
+            worker = _compute(a.zero_shot, classes, _ignore_errors=True)
+        else:
+            worker = _compute(_region_zero_shot, a, polygon, classes, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._zero_shot_done(result, "" if polygon is None else where))
         worker.errored.connect(lambda exc: self.say(f"Zero-shot: {exc}", error=True))
         worker.start()
         return worker
 
-    def _zero_shot_done(self, result):
+    def _zero_shot_done(self, result, where: str = ""):
         self.last_zero_shot = result
-        self.zero_shot.show_result(result)
-        self.say(f"Zero-shot: most likely '{result.best}' ({result.probabilities[result.best]:.0%}).")
+        self.zero_shot.show_result(result, where)
+        of = f" the {where}" if where else ""
+        self.say(f"Zero-shot{of}: most likely '{result.best}' ({result.probabilities[result.best]:.0%}).")
 
     def show_class(self, cls: str):
         if self.last_zero_shot is not None and cls in self.last_zero_shot.heatmaps:
