@@ -107,6 +107,7 @@ class SearchWidget(SlideDock):
         self.cancel_button.setEnabled(False)
         self.educator = QCheckBox("educator mode (hide labels and reports)")
         self.reveal_button = QPushButton("Reveal")
+        self.beside = QCheckBox("open a hit beside, in a linked second canvas (Side by side dock)")
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.hide()
@@ -143,6 +144,7 @@ class SearchWidget(SlideDock):
         layout.insertWidget(1, self.scope_banner)
         layout.addWidget(self.status)
         layout.addWidget(self.vote)
+        layout.addWidget(self.beside)
         layout.addWidget(self.results)
         self.search_button.clicked.connect(self.search)
         self.cancel_button.clicked.connect(self.cancel)
@@ -320,11 +322,17 @@ class SearchWidget(SlideDock):
             )
 
     def open_hit(self, row: int):
-        """Open a hit's slide to the right of the current one (both in µm), its matched region outlined."""
+        """Open a hit's slide to the right of the current one (both in µm), its matched region outlined;
+        with "open beside" ticked, in the Side by side dock's linked canvas instead."""
         from napari_pathalign._napari.layers import slide_layer_data
         from napari_pathalign.io import SlideError, open_slide
 
         hit = self.hits[row]
+        if self.beside.isChecked():
+            from napari_pathalign._napari.side_by_side import side_by_side_dock
+
+            dock = side_by_side_dock(self.viewer)
+            return dock.open_hit(hit) if dock is not None else None
         try:
             slide = open_slide(hit.path)
         except (SlideError, OSError) as exc:
@@ -336,17 +344,24 @@ class SearchWidget(SlideDock):
         kwargs["translate"] = (0.0, right + GAP_UM)
         layer = self.viewer.add_image(data, **kwargs)
         if hit.region_xywh:
-            x, y, w, h = hit.region_xywh
-            corners = np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], float) - 0.5  # level-0 (row, col)
-            world = np.array([layer.data_to_world(c) for c in corners])
-            self.viewer.add_shapes(
-                [world],
-                shape_type="rectangle",
-                edge_color="cyan",
-                face_color="transparent",
-                edge_width=max(w, h) * (slide.mpp or 1) / 40,
-                units=tuple(layer.units),
-                name=f"hit {hit.rank}: matched region",
-            )
+            data, kwargs, _ = matched_region_data(hit, layer)
+            self.viewer.add_shapes(data, **kwargs)
         self.viewer.layers.selection.active = layer
         return layer
+
+
+def matched_region_data(hit, slide_layer) -> tuple:
+    """(data, kwargs, 'shapes'): a hit's matched region (``hit.region_xywh``, level 0) outlined over its slide."""
+    x, y, w, h = hit.region_xywh
+    corners = np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]], float) - 0.5  # level-0 (row, col)
+    world = np.array([slide_layer.data_to_world(c) for c in corners])
+    mpp = slide_layer.metadata.get("mpp") or 1
+    kwargs = {
+        "shape_type": "rectangle",
+        "edge_color": "cyan",
+        "face_color": "transparent",
+        "edge_width": max(w, h) * mpp / 40,
+        "units": tuple(slide_layer.units),
+        "name": f"hit {hit.rank}: matched region",
+    }
+    return [world], kwargs, "shapes"
