@@ -8,6 +8,8 @@ report SR back into the same plain data.
 
 Concepts without a standard code use the private coding scheme ``99PATHALIGN`` (DICOM reserves ``99``
 prefixes for local schemes); values that are not numbers or text (a claim, a provenance entry) are JSON.
+Drawn regions go as bulk annotations (``dicom_annotations.py``); every builder takes ``deidentify_key`` to
+de-identify its result (``deidentify.py``), for a file and for STOW-RS alike.
 """
 
 from __future__ import annotations
@@ -52,12 +54,19 @@ class ReportSR:
     referenced_series: list[str] = field(default_factory=list)  # the slide's series, from the SR's evidence
 
 
-def report_sr(source, report_text: str, sentences: list[dict], provenance: dict, series_uid: str | None = None):
+def report_sr(
+    source,
+    report_text: str,
+    sentences: list[dict],
+    provenance: dict,
+    series_uid: str | None = None,
+    deidentify_key: str | bytes | None = None,
+):
     """The report as a highdicom ``ComprehensiveSR`` in ``source``'s study, with ``source`` as its evidence.
 
     ``sentences`` are ``Draft.to_dict()['sentences']`` (``text`` required; ``support``, ``claims``,
     ``evidence_xy_level0`` used when present); the SR is a draft (not complete, not verified): a
-    pathologist signs a report, not this plugin.
+    pathologist signs a report, not this plugin. ``deidentify_key``: de-identify it (``io.deidentify``).
     """
     from highdicom import UID
     from highdicom.sr import (
@@ -77,7 +86,7 @@ def report_sr(source, report_text: str, sentences: list[dict], provenance: dict,
         raise ValueError("sentences must be a list of dicts with 'text' (Draft.to_dict()['sentences'])")
     if not isinstance(provenance, dict):
         raise ValueError(f"provenance must be a dict (Draft.to_dict()['provenance']), got {type(provenance).__name__}")
-    _check_source(source)
+    check_source(source)
     sentences, provenance = plain_json(list(sentences), "sentences"), plain_json(provenance, "provenance")
     c = _codes()
     contains = RelationshipTypeValues.CONTAINS
@@ -101,7 +110,7 @@ def report_sr(source, report_text: str, sentences: list[dict], provenance: dict,
         items.append(TextContentItem(c["provenance"], json.dumps({key: value}, ensure_ascii=False), contains))
     root = ContainerContentItem(c["report"], template_id=None)
     root.ContentSequence = items
-    return ComprehensiveSR(
+    sr = ComprehensiveSR(
         evidence=[source],
         content=root,
         series_instance_uid=series_uid or UID(),
@@ -113,6 +122,7 @@ def report_sr(source, report_text: str, sentences: list[dict], provenance: dict,
         is_verified=False,
         series_description="PathAlign draft report",
     )
+    return finish(sr, deidentify_key)
 
 
 def read_report_sr(dataset_or_path) -> ReportSR:
@@ -148,11 +158,14 @@ def read_report_sr(dataset_or_path) -> ReportSR:
     return ReportSR(text, sentences, provenance, str(ds.StudyInstanceUID), series)
 
 
-def heatmap_parametric_map(source, heatmap: Heatmap, series_uid: str | None = None):
+def heatmap_parametric_map(
+    source, heatmap: Heatmap, series_uid: str | None = None, deidentify_key: str | bytes | None = None
+):
     """The heatmap as a highdicom ``ParametricMap`` over the slide's total pixel matrix: one map pixel per patch.
 
     The map lies on the slide: its pixel spacing is the patch pitch and its first pixel sits on the first
     patch, in the slide's frame of reference. Patches not measured are NaN (float pixels).
+    ``deidentify_key``: de-identify it (``io.deidentify``).
     """
     from highdicom import (
         UID,
@@ -165,7 +178,7 @@ def heatmap_parametric_map(source, heatmap: Heatmap, series_uid: str | None = No
     from highdicom.pm import ParametricMap, RealWorldValueMapping
     from pydicom.sr.codedict import codes
 
-    _check_source(source)
+    check_source(source)
     if len(heatmap) == 0:
         raise ValueError("the heatmap has no patches; nothing to write")
     raster = heatmap.raster()
@@ -198,7 +211,7 @@ def heatmap_parametric_map(source, heatmap: Heatmap, series_uid: str | None = No
         ),
         pixel_matrix_position=(1, 1),
     )
-    return ParametricMap(
+    pm = ParametricMap(
         source_images=[source],
         pixel_array=image[None],  # (1, rows, cols): one frame, the whole map
         series_instance_uid=series_uid or UID(),
@@ -220,10 +233,11 @@ def heatmap_parametric_map(source, heatmap: Heatmap, series_uid: str | None = No
         plane_orientation=PlaneOrientationSequence(CoordinateSystemNames.SLIDE, orientation),
         plane_positions=[position],
     )
+    return finish(pm, deidentify_key)
 
 
 def write_dicom(dataset, path, overwrite: bool = False) -> Path:
-    """Write a DICOM dataset (``report_sr``, ``heatmap_parametric_map``) to ``path`` atomically."""
+    """Write a DICOM dataset (``report_sr``, ``heatmap_parametric_map``, ``regions_bulk_annotations``) atomically."""
     path = Path(path)
     if path.suffix.lower() != ".dcm":
         raise ValueError(f"cannot write DICOM to {path.name!r}: the suffix is {path.suffix!r}; expected '.dcm'")
@@ -232,7 +246,34 @@ def write_dicom(dataset, path, overwrite: bool = False) -> Path:
     return path
 
 
-def _check_source(source) -> None:
+# highdicom records the scanner as contributing equipment; where and by whom it stands is not ours to repeat
+SITE_DETAILS = (
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "DeviceSerialNumber",
+    "OperatorsName",
+)
+
+
+def finish(dataset, deidentify_key: str | bytes | None):
+    """Every export's last step: the scanner's site details dropped, then de-identified with the site's key
+    when one is given. An identified export carries the slide's patient, study and specimen modules (the
+    archive files it by them) and its UIDs, nothing else of the slide."""
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        for keyword in SITE_DETAILS:
+            if keyword in item:
+                delattr(item, keyword)
+    if deidentify_key is None:
+        return dataset
+    from napari_pathalign.io.deidentify import deidentify
+
+    return deidentify(dataset, deidentify_key)
+
+
+def check_source(source) -> None:
+    """Raise ValueError unless ``source`` is a slide instance's metadata (modality SM, with its UIDs)."""
     import pydicom
 
     if not isinstance(source, pydicom.Dataset):
@@ -244,4 +285,10 @@ def _check_source(source) -> None:
         raise ValueError(
             f"source must be an instance of the slide (modality SM with its UIDs); got modality "
             f"{getattr(source, 'Modality', None)!r}, missing {missing or 'nothing'}"
+        )
+    kind = set(source.get("ImageType", [])) & {"LABEL", "OVERVIEW", "THUMBNAIL"}
+    if kind:  # a label or overview can show the patient's name: results never point at one
+        raise ValueError(
+            f"source is the slide's {kind.pop()} image; results go on the level-0 VOLUME image "
+            "(DicomWebConnection.slide_source picks it)"
         )

@@ -365,9 +365,123 @@ class DicomWebConnection:
         return pydicom.Dataset.from_json(largest)
 
     # -- STOW-RS --------------------------------------------------------------------------------
-    def store(self, datasets: list, study_uid: str | None = None) -> None:
-        """Store pydicom datasets (a report, a heatmap) on the server with STOW-RS."""
-        self.call("store DICOM instances (STOW-RS)", self.client.store_instances, datasets, study_uid)
+    def store(self, datasets: list, study_uid: str | None = None, verify: bool = True) -> list[str]:
+        """Store pydicom datasets (a report, a map, annotations) with STOW-RS; returns their SOP Instance UIDs.
+
+        What can be checked here is checked before anything is sent (``check_storable``), so a call refused
+        for it stores nothing. An instance the server does not store raises ``StoreRejectedError`` naming it,
+        the server's reason, and what was stored anyway (STOW-RS has no undo). With ``verify`` a QIDO-RS
+        search says what the server holds afterwards, not only what it answered: some archives answer
+        success for an instance a storage policy dropped, others an error for a call they half stored.
+        """
+        datasets = list(datasets)
+        check_storable(datasets, study_uid)
+        sent = {str(d.SOPInstanceUID): d for d in datasets}
+        how = "it answered success"
+        try:
+            answer = self.client.store_instances(datasets, study_uid)
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            if response is None or response.status_code in (401, 403, 404):
+                raise self.error(exc, f"store {len(sent)} DICOM instance(s) (STOW-RS)") from exc
+            answer, how = _stow_answer(response), f"HTTP {response.status_code}"
+        reasons = {
+            str(item.get("ReferencedSOPInstanceUID", "?")): _failure(item.get("FailureReason"))
+            for item in answer.get("FailedSOPSequence", [])
+        }
+        answered = {str(i.ReferencedSOPInstanceUID) for i in answer.get("ReferencedSOPSequence", [])} - set(reasons)
+        held = self._held(datasets) if verify else answered
+        missing = [uid for uid in sent if uid not in held]
+        if not missing:
+            return list(sent)
+        failed = {
+            uid: reasons.get(uid)
+            or ("answered as stored, but the server does not hold it" if uid in answered else "not stored")
+            for uid in missing
+        }
+        what = "; ".join(f"{getattr(sent[uid], 'Modality', '?')} instance {uid}: {why}" for uid, why in failed.items())
+        stored = [uid for uid in sent if uid not in failed]
+        also = f"stored anyway: {', '.join(stored)}" if stored else "nothing of this call was stored"
+        raise StoreRejectedError(
+            f"DICOMweb server {self.root} did not store {len(failed)} of {len(sent)} instance(s) ({how}): {what}; "
+            f"{also}. Its log says why (a storage policy, a full disk, an instance sent to another study's URL)",
+            stored=stored,
+            failed=failed,
+        )
+
+    def _held(self, datasets: list) -> set[str]:
+        """The SOP Instance UIDs the server holds in the series of ``datasets`` (QIDO-RS)."""
+        held = set()
+        for study, series in {(str(d.StudyInstanceUID), str(d.SeriesInstanceUID)) for d in datasets}:
+            try:
+                found = self.client.search_for_instances(study, series, fields=["SOPInstanceUID"])
+            except Exception as exc:
+                if getattr(getattr(exc, "response", None), "status_code", None) == 404:  # no such series: holds nothing
+                    continue
+                raise self.error(exc, f"check what series {series} holds after storing") from exc
+            held |= {_value(f, "00080018") for f in found}
+        return held
+
+
+class StoreRejectedError(DicomWebError):
+    """The server did not store every instance sent with STOW-RS; ``failed`` maps each SOP Instance UID to why."""
+
+    def __init__(self, message: str, stored: list[str] = (), failed: dict[str, str] | None = None):
+        super().__init__(message)
+        self.stored = list(stored)  # stored anyway (the server keeps them: STOW-RS has no undo)
+        self.failed = dict(failed or {})
+
+
+# PS3.18 10.5.3 / PS3.4 Annex B: the Failure Reason codes a STOW-RS answer gives
+FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorized",
+    0xA700: "out of resources",
+    0xA900: "data set does not match the SOP class",
+    0xC000: "cannot understand",
+    0xC122: "transfer syntax not supported",
+}
+
+
+def check_storable(datasets: list, study_uid: str | None = None) -> None:
+    """Raise ValueError, before anything is sent, for what would make STOW-RS fail or half-store a call:
+    no datasets, an instance without valid UIDs, or (with ``study_uid``) one from another study."""
+    import pydicom
+
+    if not datasets:
+        raise ValueError("nothing to store: pass the datasets (report_sr, heatmap_parametric_map, ...) in a list")
+    for k, ds in enumerate(datasets):
+        if not isinstance(ds, pydicom.Dataset):
+            raise ValueError(f"item {k} to store is a {type(ds).__name__}; expected a pydicom Dataset")
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            uid = str(ds.get(keyword, "") or "")
+            if not (_UID.match(uid) and len(uid) <= 64):
+                raise ValueError(
+                    f"item {k} to store has {keyword} {uid!r}, not a DICOM UID (digits and dots, at most 64); "
+                    "nothing was sent"
+                )
+        if study_uid is not None and str(ds.StudyInstanceUID) != study_uid:
+            raise ValueError(
+                f"{getattr(ds, 'Modality', '?')} instance {ds.SOPInstanceUID} belongs to study {ds.StudyInstanceUID}, "
+                f"not {study_uid}; a server stores only the study's own instances into it (HTTP 409), so nothing was "
+                "sent. Build the results from this study's slide, or store a de-identified export without a study"
+            )
+
+
+def _failure(code) -> str:
+    code = int(code or 0)
+    return f"{FAILURE_REASONS.get(code, 'failed')} (failure reason {code:#06x})"
+
+
+def _stow_answer(response):
+    """The DICOM JSON body of a STOW-RS error answer as a Dataset (empty when there is none)."""
+    import pydicom
+
+    try:
+        return pydicom.Dataset.from_json(response.json())
+    except Exception:  # no body, HTML, XML: the status alone says it
+        return pydicom.Dataset()
 
 
 def check_date(date: str) -> str:
