@@ -163,7 +163,9 @@ def test_imported_regions_get_statistics_zero_shot_and_a_check_here(workspace, q
         regions.selected_data = {shape}
         report.editor.setPlainText("Metastatic carcinoma is present in the lymph node.")
         _wait(qtbot, report.check_text())
-        assert report.check_result is not None and "selected shape" in report.status.text(), report.status.text()
+        assert report.check_result is not None and "against the selected shape" in report.status.text(), (
+            report.status.text()
+        )
         supports[name] = report.check_result.sentences[0].support
         report.check_result = None
     assert supports["focus"] > supports["node"], supports

@@ -18,6 +18,7 @@ from napari_pathalign._napari.annotation_layers import annotation_layers, annota
 from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.slide_geometry import camera_of
 from napari_pathalign._napari.slide_info import slide_layer_of
+from napari_pathalign.core.gc_pause import cycle_collector_paused
 from napari_pathalign.io import check_bounds, read_annotations, write_annotations
 
 OUTLINE_PX = 2.0  # outlines keep about this width on screen at any zoom, as in QuPath
@@ -28,10 +29,11 @@ FILE_FILTER = "Annotations (*.geojson *.json *.xml);;QuPath GeoJSON (*.geojson *
 
 @thread_worker(progress=False)
 def _read_layers(path: Path, slide_layer):
-    annotations = read_annotations(path)
-    h0, w0 = slide_layer.metadata["shape_level0"]
-    check_bounds(annotations, w0, h0)
-    return annotations, annotation_layers(annotations, slide_layer, path.stem)
+    with cycle_collector_paused():  # its passes over the file's millions of lists would freeze the window
+        annotations = read_annotations(path)
+        h0, w0 = slide_layer.metadata["shape_level0"]
+        check_bounds(annotations, w0, h0)
+        return annotations, annotation_layers(annotations, slide_layer, path.stem)
 
 
 def summary(annotations) -> str:

@@ -95,7 +95,7 @@ class ReportCheckMixin:
             else ""
         )
         self.say(
-            f"Checked against {self.checked_where}: {len(result.checked)} of {len(result.sentences)} sentences "
+            f"Checked {len(result.checked)} of {len(result.sentences)} sentences against {self.checked_where} "
             f"({n_claims} claims in the words of "
             f"{result.ontology}); {bad} claim{'s' if bad != 1 else ''} not borne out"
             f"{': click one to see its evidence' if bad else ''}.{note}",
