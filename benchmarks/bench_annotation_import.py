@@ -65,6 +65,12 @@ def main() -> None:
         f"import of {args.count:,} cells ({viewer.layers[1].name}): layers added after {done - start:.1f} s; "
         f"GUI thread's longest pause {gaps.max():.0f} ms, pauses over 100 ms: {(gaps > 100).sum()}"
     )
+    at = np.asarray(ticks[:-1]) - start
+    for k in np.argsort(gaps)[::-1][:5]:
+        if gaps[k] > 50:
+            print(
+                f"  pause of {gaps[k]:.0f} ms at {at[k]:.2f} s ({'after' if at[k] >= done - start else 'before'} the layers were added)"
+            )
     viewer.close()
 
 

@@ -11,16 +11,15 @@ the 0.2 form {name, colorRGB (a packed Java int)}, or {names: [...]} for derived
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import math
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
+from napari_pathalign.core.gc_pause import cycle_collector_paused
 from napari_pathalign.io.annotations import GEOMETRY_TYPES, Annotation
 
 # QuPath 0.2 named the object's class in the feature id instead of a UUID
@@ -37,7 +36,7 @@ _ACCEPTED = "a FeatureCollection, a Feature or a JSON list of features (QuPath's
 
 def parse_geojson(data: bytes, source: str = "annotations") -> list[Annotation]:
     """Annotations from the bytes of a QuPath GeoJSON file; ``source`` names it in errors."""
-    with _collector_paused():
+    with cycle_collector_paused():
         try:
             text = data.decode("utf-8-sig")  # QuPath on Windows may write a byte-order mark
         except UnicodeDecodeError as exc:
@@ -127,19 +126,6 @@ class _ArrayItems:
 def _end(text: str, i: int) -> None:
     if _SPACE.match(text, i).end() != len(text):
         raise json.JSONDecodeError("Extra data", text, i)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while millions of coordinate lists are made (none form cycles): it
-    rescans every list made so far at each pass, which made reading 100,000 cells 3x slower."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _features_of(doc, source: str) -> list:
@@ -292,7 +278,7 @@ def _short(value) -> str:
 # ---------------------------------------------------------------------------------------------- writing
 def to_geojson_text(annotations: list[Annotation]) -> str:
     """A FeatureCollection QuPath opens (File > Import objects, or drag and drop)."""
-    with _collector_paused():
+    with cycle_collector_paused():
         features = [feature_of(ann) for ann in annotations]
         return json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False, allow_nan=False)
 
