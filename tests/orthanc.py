@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -101,9 +102,19 @@ class Orthanc:
         self.stop()
         raise RuntimeError(f"Orthanc did not answer on {self.url}/system within {timeout_s} s")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): its port still takes connections, but nothing answers, as from an archive
+        that hangs. ``resume`` wakes it; requests sent meanwhile are answered then."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self, kill: bool = False) -> None:
         """Stop the server: cleanly (about 2 s), or at once with ``kill=True`` (a crash, a pulled cable)."""
         if self._process is not None:
+            self.resume()  # a paused server would take SIGTERM only once woken
             self._process.kill() if kill else self._process.terminate()
             try:
                 self._process.wait(10)

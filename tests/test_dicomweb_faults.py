@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from napari_pathalign.io import SlideError, open_slide
 from napari_pathalign.io.dicomweb import Credentials, DicomWebOptions
-from napari_pathalign.io.dicomweb_slide import open_dicomweb
+from napari_pathalign.io.dicomweb_slide import FrameDecodeError, open_dicomweb
 from napari_pathalign.io.errors import (
     DicomWebAuthError,
     DicomWebConnectionError,
     NotASlideError,
     SeriesNotFoundError,
 )
-from tests.orthanc import Orthanc, series_url, slide_url
+from tests.orthanc import Orthanc, series_url, slide_file, slide_url
 
 QUICK = DicomWebOptions(retries=1, backoff_s=0.05, connect_timeout_s=2)
 PASSWORD = "s3cret-Pw!"
@@ -88,3 +90,126 @@ def test_a_protected_archive_asks_for_credentials_and_never_shows_them(
             assert PASSWORD not in repr(slide) + slide.url + str(slide.path) + repr(slide.properties)
         secret = base64.b64encode(f"pathologist:{PASSWORD}".encode()).decode()
         assert caplog.records and PASSWORD not in caplog.text and secret not in caplog.text
+
+
+# -- a damaged frame, a server that hangs: each against a real Orthanc of its own -------------------------------
+HANGING = DicomWebOptions(connect_timeout_s=1, read_timeout_s=1, retries=1, backoff_s=0.05)
+HANG_BOUND_S = 2 * (1 + 1) + 1.5  # two tries, each at most the connect and read timeouts, the backoff, slack
+DAMAGED = (1, 2)  # (row, column) of the frame whose bytes are garbled in the damaged copy
+CMU_LEVEL0 = "1.2.826.0.1.3680043.8.498.58740178995208579534253317996600852419.dcm"
+
+
+def damaged_copy(path):
+    """The CMU-1 level-0 instance as a new series whose frame DAMAGED is no JPEG: its first 64 bytes zeroed."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(path)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    columns = -(-int(ds.TotalPixelMatrixColumns) // int(ds.Columns))
+    k = DAMAGED[0] * columns + DAMAGED[1]
+    frames[k] = bytes(64) + frames[k][64:]
+    ds.PixelData = encapsulate(frames)
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, wsi_dir):
+    """An Orthanc of these tests' own (they pause it) with CMU-1 and a damaged copy of it."""
+    with Orthanc(tmp_path_factory.mktemp("archive")) as server:
+        server.upload(*sorted((wsi_dir / "CMU-1-Small-Region-dicom").glob("*.dcm")))
+        damaged = damaged_copy(wsi_dir / "CMU-1-Small-Region-dicom" / CMU_LEVEL0)
+        server.upload_datasets(damaged)
+        server.cmu = slide_url(server, wsi_dir, "cmu-1")
+        server.damaged = (
+            f"dicomweb+{server.dicomweb}/studies/{damaged.StudyInstanceUID}/series/{damaged.SeriesInstanceUID}"
+        )
+        server.damaged_uid = damaged.SOPInstanceUID
+        yield server
+
+
+@pytest.fixture
+def local_cmu(wsi_dir):
+    with open_slide(slide_file(wsi_dir, "cmu-1")) as slide:
+        yield slide
+
+
+def test_a_frame_that_does_not_decode_is_named_and_the_rest_still_reads(archive, local_cmu):
+    row, col = DAMAGED
+    with open_dicomweb(archive.damaged, Credentials(), QUICK) as slide:
+        message = (
+            rf"frame at row {row}, column {col} of pyramid level 0 \(frame 13 of instance {archive.damaged_uid}\) "
+            r"arrived but could not be decoded \(.*\): the archive holds damaged pixel data there\. Other regions "
+            rf"still read; ask the archive's administrators to check instance {archive.damaged_uid}"
+        )
+        with pytest.raises(FrameDecodeError, match=message) as info:
+            slide.read_region((400, 200), (200, 200))  # frames (0, 1), (0, 2), (1, 1) and the damaged (1, 2)
+        assert isinstance(info.value, SlideError) and not isinstance(info.value, DicomWebConnectionError)
+        for xy, size in (((0, 0), (480, 240)), ((720, 240), (240, 240)), ((240, 480), (720, 240))):  # around it
+            np.testing.assert_array_equal(slide.read_region(xy, size), local_cmu.read_region(xy, size))
+        with pytest.raises(FrameDecodeError):  # asked again, it fails again: a failure is never cached
+            slide.read_region((col * 240 + 10, row * 240 + 10), (8, 8))
+
+
+def test_a_server_that_hangs_while_panning_times_out_in_the_set_time_and_recovers(archive, local_cmu):
+    with open_dicomweb(archive.cmu, Credentials(), HANGING) as slide:
+        for x in range(0, 960, 240):  # panning along the top
+            slide.read_region((x, 0), (240, 240))
+        archive.pause()
+        try:
+            start = time.monotonic()
+            with pytest.raises(DicomWebConnectionError, match=r"timed out after 2 tries.*busy or hung.*read_timeout_s"):
+                slide.read_region((0, 1200), (480, 480))  # 4 frames not fetched yet
+            assert time.monotonic() - start < HANG_BOUND_S
+            np.testing.assert_array_equal(
+                slide.read_region((0, 0), (960, 240)), local_cmu.read_region((0, 0), (960, 240))
+            )
+        finally:
+            archive.resume()
+        region = ((0, 1200), (480, 480))  # the connection comes back by itself
+        np.testing.assert_array_equal(slide.read_region(*region), local_cmu.read_region(*region))
+
+
+def test_cancelling_a_worker_that_reads_from_a_hung_server_ends_it_in_the_set_time(archive, qtbot, tmp_path):
+    """The analysis' feature worker (a napari generator worker): the server hangs after the tissue mask;
+    Cancel (``quit``) ends the worker within the read timeout, not when the server wakes up."""
+    pytest.importorskip("torch")
+    from napari.qt.threading import thread_worker
+
+    from napari_pathalign.core.grid_config import GridConfig
+    from napari_pathalign.engine.features import iter_embed_slide
+    from napari_pathalign.models.encoders import load_patch_encoder
+
+    encoder = load_patch_encoder("embedded", device="cpu")
+    options = replace(HANGING, cache_bytes=4 * 240 * 240 * 3)  # a few frames: patches need the server again
+    slide = open_dicomweb(archive.cmu, Credentials(), options)
+
+    def embed_while_the_server_hangs():
+        job = iter_embed_slide(slide, encoder, GridConfig(), tmp_path, batch_size=4)
+        first = next(job)  # the tissue mask and the grid are done, no patch is read yet
+        archive.pause()
+        yield first
+        return (yield from job)
+
+    outcome = {}
+    errored = {"errored": lambda exc: outcome.setdefault("error", exc)}  # the dock shows it; here it is kept
+    worker = thread_worker(embed_while_the_server_hangs, start_thread=False, connect=errored)()
+
+    def cancel(_progress) -> None:  # what the dock's Cancel does, as soon as the job has started
+        outcome.setdefault("cancelled", time.monotonic())
+        worker.quit()
+
+    worker.yielded.connect(cancel)
+    try:
+        with qtbot.waitSignal(worker.finished, timeout=int(3 * HANG_BOUND_S * 1000)):
+            worker.start()
+        assert time.monotonic() - outcome["cancelled"] < HANG_BOUND_S
+        if "error" in outcome:  # the read in flight ended first, with the timeout's clear message
+            assert isinstance(outcome["error"], DicomWebConnectionError) and "timed out" in str(outcome["error"])
+        assert not list(tmp_path.glob("*.h5")), "a cancelled job wrote features"
+    finally:
+        archive.resume()
+        slide.close()

@@ -22,10 +22,17 @@ class EmbedResult:
     error: str = ""  # empty on success
 
 
-def expand_slides(inputs: list[str | Path]) -> list[Path]:
-    """Files as given; a DICOM folder as one slide; other folders: the slide files inside them."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
+def expand_slides(inputs: list[str | Path]) -> list[Path | str]:
+    """Files as given; a DICOM folder as one slide; other folders: the slide files inside them; a
+    ``dicomweb+https://`` address (a series on a server) as written."""
+    from napari_pathalign.io.open import DICOMWEB_SCHEMES
+
+    found: list[Path | str] = []
+    for given in inputs:
+        if isinstance(given, str) and given.lower().startswith(DICOMWEB_SCHEMES):
+            found.append(given)  # Path() would fold its '//'
+            continue
+        item = Path(given)
         if item.is_dir() and any(item.glob("*.dcm")):
             found.append(item)
         elif item.is_dir():
@@ -94,7 +101,8 @@ def embed_many(
     results = []
     with tqdm(total=len(slides), desc="slides", unit="slide", position=0) as overall:
         for path in slides:
-            with tqdm(desc=path.name[:30], unit="patch", position=1, leave=False) as bar:
+            name = str(path).rstrip("/").rsplit("/", 1)[-1]  # a file's name, or a series UID
+            with tqdm(desc=name[:30], unit="patch", position=1, leave=False) as bar:
 
                 def progress(done, total, bar=bar):
                     bar.total = total

@@ -18,14 +18,34 @@ from napari_pathalign.core.grid_config import GridConfig
 from napari_pathalign.io.features import SlideFeatures, read_features, write_features
 
 TISSUE_VERSION = "hsv-ink-1"  # bump when the tissue detector changes: old caches are recomputed
+DICOM_IDENTITY = "dicom-sop-1"  # the kind of key of a slide identified by its DICOM UIDs, not its bytes
 CODEC_SCALED = (
     "codec-scaled-1"  # in the key of slides whose JPEG tiles are decoded at 1/2..1/8 (other pixels unchanged)
 )
 
 
-def slide_fingerprint(path: Path) -> str:
-    """Hash of the slide's bytes: size plus its first, middle and last MiB (all files of a DICOM folder)."""
-    files = sorted(p for p in Path(path).iterdir() if p.is_file()) if Path(path).is_dir() else [Path(path)]
+def slide_fingerprint(slide) -> str:
+    """What identifies a slide's pixels, for the feature cache, the library and report provenance.
+
+    ``slide`` is an open ``Slide``, or the path of a file or DICOM folder. A file: a hash of its bytes (size
+    plus its first, middle and last MiB; all files of a DICOM folder). A slide on a DICOMweb server has no
+    bytes to hash: its pyramid's SOP Instance UIDs, matrix sizes and transfer syntaxes
+    (``io.dicomweb_slide.pyramid_identity``), so the same series on two servers, or under other
+    credentials, shares one key. (A DICOM folder keeps its byte hash: changing it would orphan the
+    reports and library rows already keyed on it.)
+    """
+    pyramid = getattr(slide, "properties", {}).get("dicom.pyramid") or getattr(
+        getattr(slide, "path", slide), "dicom_pyramid", None
+    )  # a Slide from a server, or its path (``SeriesPath``), which is all some callers keep
+    if pyramid:
+        return hashlib.sha256("\n".join([DICOM_IDENTITY, *sorted(pyramid)]).encode()).hexdigest()[:16]
+    path = Path(getattr(slide, "path", slide))
+    if not path.exists():
+        raise ValueError(
+            f"{path} is neither a file nor a folder, so there are no bytes to fingerprint; pass the open Slide "
+            "(a slide from a DICOMweb server is identified by its DICOM UIDs)"
+        )
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
     for f in files:
         size = f.stat().st_size
@@ -42,7 +62,7 @@ def cache_key(slide, grid: GridConfig, encoder) -> str:
     from napari_pathalign.tiling.grid import read_plan
 
     parts = [
-        slide_fingerprint(slide.path),
+        slide_fingerprint(slide),
         repr(sorted(asdict(grid).items())),
         TISSUE_VERSION,
         encoder.name,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pathalign.core.grid_config import GridConfig
+from napari_pathalign.io.open import DICOMWEB_SCHEMES
 
 THUMBNAIL_PX = 160  # longer side of the stored tissue thumbnail
 
@@ -25,14 +26,15 @@ THUMBNAIL_PX = 160  # longer side of the stored tissue thumbnail
 class BuildResult:
     """What happened to one slide of a build."""
 
-    slide: Path
+    slide: Path | str  # a file or folder, or a dicomweb+https:// address
     id: int | None = None  # library row id when added
     n_patches: int = 0
     error: str = ""  # empty on success
 
 
-def read_slide_table(path: str | Path) -> dict[Path, dict]:
-    """Rows of a CSV or JSONL table keyed by the resolved slide path (``slide`` column, relative to the table).
+def read_slide_table(path: str | Path) -> dict[Path | str, dict]:
+    """Rows of a CSV or JSONL table keyed by the resolved slide path (``slide`` column, relative to the table),
+    or by the ``dicomweb+https://`` address of a slide on a server.
 
     Columns used: ``slide`` (required), ``report``, ``label``, ``site``; others go to the record's extra.
     """
@@ -52,8 +54,15 @@ def read_slide_table(path: str | Path) -> dict[Path, dict]:
     for i, row in enumerate(rows):
         if not row.get("slide"):
             raise ValueError(f"table {path}, row {i + 1}: no 'slide' value; every row names its slide file")
-        out[(path.parent / row["slide"]).resolve()] = row
+        out[table_key(row["slide"], path.parent)] = row
     return out
+
+
+def table_key(slide, folder: Path = Path()) -> Path | str:
+    """How a slide is looked up in a table: its resolved path, or its ``dicomweb+`` address as written."""
+    if isinstance(slide, str) and slide.lower().startswith(DICOMWEB_SCHEMES):
+        return slide
+    return (folder / slide).resolve()
 
 
 def tissue_thumbnail_png(slide, xy_level0: np.ndarray, size_level0: int, max_px: int = THUMBNAIL_PX) -> bytes:
@@ -77,19 +86,28 @@ def tissue_thumbnail_png(slide, xy_level0: np.ndarray, size_level0: int, max_px:
     return buf.getvalue()
 
 
-def slide_record(path: Path, model, encoder, grid: GridConfig, features_dir: Path, row: dict | None = None):
-    """One slide's ``SlideRecord`` (features from the cache, or computed and cached)."""
+def slide_record(source, model, encoder, grid: GridConfig, features_dir: Path, row: dict | None = None):
+    """One slide's ``SlideRecord`` (features from the cache, or computed and cached).
+
+    ``source`` is a slide file or DICOM folder, a ``dicomweb+https://`` address, or an open ``Slide`` (left
+    open). A slide from a server is recorded under its address (which never holds credentials) with its
+    DICOM UIDs in ``extra``, so the library can open it again wherever it is served from.
+    """
+    from contextlib import nullcontext
+
     from napari_pathalign.engine.features import cache_key, embed_slide, slide_fingerprint
     from napari_pathalign.index import SlideRecord
-    from napari_pathalign.io import open_slide
+    from napari_pathalign.io import Slide, open_slide
 
     row = dict(row or {})
-    with open_slide(path) as slide:
+    source = getattr(source, "dicomweb_url", None) or source  # the path of a slide from a server: its address
+    opened = source if isinstance(source, Slide) else None
+    with nullcontext(opened) if opened is not None else open_slide(source) as slide:
         if slide.mpp is None:
             raise ValueError(
                 (
-                    f"{path.name} has no microns-per-pixel metadata ({slide.mpp_source}); the retrieval model places "
-                    "patches in µm"
+                    f"{slide.path.name} has no microns-per-pixel metadata ({slide.mpp_source}); the retrieval model "
+                    "places patches in µm"
                 )
             )
         feats = embed_slide(slide, encoder, grid, cache_dir=features_dir)
@@ -98,15 +116,17 @@ def slide_record(path: Path, model, encoder, grid: GridConfig, features_dir: Pat
         key = cache_key(slide, grid, encoder)
         thumb = tissue_thumbnail_png(slide, feats.xy_level0, feats.size_level0)
         h, w = slide.shape_level0
-        fmt, mpp = slide.format, slide.mpp
+        fmt, mpp, fingerprint = slide.format, slide.mpp, slide_fingerprint(slide)
+        where = slide.url or str(Path(slide.path).resolve())
+        stem, archive = slide.path.stem, archive_identity(slide)
     vector = model.encode_slide(feats).vector
     report = (row.pop("report", "") or "").strip() or None
     report_vector = model.encode_text([report])[0] if report else None
     label, site = (row.pop("label", "") or None), (row.pop("site", "") or None)
     row.pop("slide", None)
     return SlideRecord(
-        path=str(Path(path).resolve()),
-        fingerprint=slide_fingerprint(Path(path)),
+        path=where,
+        fingerprint=fingerprint,
         format=fmt,
         mpp=mpp,
         width=w,
@@ -117,9 +137,23 @@ def slide_record(path: Path, model, encoder, grid: GridConfig, features_dir: Pat
         report_vector=report_vector,
         label=label,
         site=site,
-        features_path=str(Path(features_dir).resolve() / f"{Path(path).stem}.{key}.h5"),
-        extra={k: v for k, v in row.items() if v not in (None, "")},
+        features_path=str(Path(features_dir).resolve() / f"{stem}.{key}.h5"),
+        extra={**archive, **{k: v for k, v in row.items() if v not in (None, "")}},
     ), len(feats.features)
+
+
+def archive_identity(slide) -> dict:
+    """Where a slide from a DICOMweb server lives: the server's DICOMweb root (never credentials: an address
+    cannot hold them) and its study, series and pyramid instance UIDs; {} for a file."""
+    props = slide.properties
+    if "dicomweb.root" not in props:
+        return {}
+    return {
+        "dicomweb.root": props["dicomweb.root"],
+        "dicom.StudyInstanceUID": props["dicom.StudyInstanceUID"],
+        "dicom.SeriesInstanceUID": props["dicom.SeriesInstanceUID"],
+        "dicom.SOPInstanceUIDs": [entry.split()[0] for entry in props.get("dicom.pyramid", [])],
+    }
 
 
 def iter_build(
@@ -168,7 +202,7 @@ def _add_each(slides, library, model, encoder, grid, features_dir, table, failed
             res = BuildResult(path, error=failed[path])
         else:
             try:
-                record, n = slide_record(path, model, encoder, grid, features_dir, table.get(Path(path).resolve()))
+                record, n = slide_record(path, model, encoder, grid, features_dir, table.get(table_key(path)))
                 res = BuildResult(path, library.add([record])[0], n)  # one transaction per slide
             except Exception as exc:  # one bad slide must not stop a build of thousands
                 res = BuildResult(path, error=f"{type(exc).__name__}: {exc}")

@@ -246,10 +246,17 @@ class DicomWebConnection:
                 "archive uses a hospital certificate authority, point REQUESTS_CA_BUNDLE at that CA's PEM file"
             )
         if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-            timed_out = isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc)
-            what = "timed out" if timed_out else "no answer"
+            tries = self.options.retries + 1
+            if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc):
+                # it listens but does not answer: busy or hung, not a wrong address
+                o = self.options
+                return DicomWebConnectionError(
+                    f"{where}: could not {doing}: timed out after {tries} tries (no answer within "
+                    f"{o.connect_timeout_s:g} s to connect, {o.read_timeout_s:g} s to read; {_short(exc)}); the server "
+                    "is busy or hung: try again later, or allow it more time with DicomWebOptions(read_timeout_s=...)"
+                )
             return DicomWebConnectionError(
-                f"{where}: could not {doing}: {what} after {self.options.retries + 1} tries ({_short(exc)}); check "
+                f"{where}: could not {doing}: no answer after {tries} tries ({_short(exc)}); check "
                 "the address and port, that the server runs and that this machine can reach it"
             )
         status = getattr(getattr(exc, "response", None), "status_code", None)

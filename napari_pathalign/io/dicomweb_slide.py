@@ -25,6 +25,54 @@ from napari_pathalign.io.tiles import TileReader
 SLIDE_MODALITY = "SM"  # slide microscopy: the modality of VL Whole Slide Microscopy Image series
 
 
+class FrameDecodeError(SlideError):
+    """A frame came from the server but its bytes are not an image (damaged pixel data in the archive)."""
+
+
+class SeriesPath(PurePosixPath):
+    """``host[:port]/root/studies/<uid>/series/<uid>``: the path-like name of a slide on a server, carrying its
+    address and the identity of its pixels (``pyramid_identity``), since there is no file to hash or reopen.
+    Code that keeps only ``slide.path`` (report provenance, the report store, "Add current slide") so finds
+    the same identity as ``slide_fingerprint`` and the address to open the slide again."""
+
+    dicom_pyramid: tuple[str, ...] = ()
+    dicomweb_url: str = ""  # dicomweb+http(s)://.../studies/<uid>/series/<uid>: never holds credentials
+
+    @property
+    def stem(self) -> str:  # the series UID whole: its dots are not a file suffix
+        return self.name
+
+    @property
+    def suffix(self) -> str:
+        return ""
+
+    def __reduce__(self):
+        return _series_path, (str(self), self.dicom_pyramid, self.dicomweb_url)
+
+
+def _series_path(text: str, pyramid: tuple[str, ...], url: str) -> SeriesPath:
+    path = SeriesPath(text)
+    path.dicom_pyramid, path.dicomweb_url = tuple(pyramid), url
+    return path
+
+
+def pyramid_identity(wsi) -> tuple[str, ...]:
+    """``'<SOPInstanceUID> <columns>x<rows> <TransferSyntaxUID>'`` of each instance of the pyramid, sorted.
+
+    What the slide's pixels are, wherever the series is served from: DICOM never changes an instance's
+    pixels under its SOP Instance UID, and the matrix size and transfer syntax (frames are fetched as
+    stored) guard against an archive that re-encoded or cropped it under the same UID. Metadata only.
+    """
+    found = set()
+    for level in wsi.levels:
+        for instance in level.instances.values():
+            syntax = instance.image_data.transfer_syntax
+            for dataset in instance.datasets:
+                size = dataset.image_size
+                found.add(f"{dataset.uids.instance} {size.width}x{size.height} {syntax}")
+    return tuple(sorted(found))
+
+
 class DicomWebTileLevel(DicomTileLevel):
     """One pyramid level of a slide on a server; a tile is one frame, fetched with WADO-RS."""
 
@@ -33,12 +81,53 @@ class DicomWebTileLevel(DicomTileLevel):
     def __init__(self, connection: DicomWebConnection, where: str, wsi, level):
         super().__init__(where, wsi, level)
         self._connection = connection
+        self._instance = level.default_instance
 
     def decode_tile(self, row: int, col: int) -> np.ndarray:
-        return self._connection.call(
-            f"fetch the frame at row {row}, column {col} of pyramid level {self._level}",
-            lambda: np.asarray(self._wsi.read_tile(self._level, (col, row)).convert("RGB")),
-        )
+        doing = f"fetch the frame at row {row}, column {col} of pyramid level {self._level}"
+        try:
+            return np.asarray(self._wsi.read_tile(self._level, (col, row)).convert("RGB"))
+        except Exception as exc:
+            if _from_the_network(exc):
+                raise self._connection.error(exc, doing) from exc
+            # the answer came, but its bytes are no image: a fault of that frame only, not of the connection
+            uid = self._instance.identifier
+            raise FrameDecodeError(
+                f"{self._path}: the frame at row {row}, column {col} of pyramid level {self._level} "
+                f"({self._frame_number(row, col)}instance {uid}) arrived but could not be decoded "
+                f"({type(exc).__name__}: {_brief(exc)}): the archive holds damaged pixel data there. "
+                f"Other regions still read; ask the archive's administrators to check instance {uid}"
+            ) from exc
+
+    def _frame_number(self, row: int, col: int) -> str:
+        """'frame N of ' (1-based, as WADO-RS numbers them) where frames are stored row by row (TILED_FULL, one
+        focal plane and optical path: the common case), else ''."""
+        inst = self._instance
+        try:
+            if inst.dataset.tile_type.name != "FULL" or len(inst.focal_planes) != 1 or len(inst.optical_paths) != 1:
+                return ""
+            return f"frame {row * inst.tiled_size.width + col + 1} of "
+        except Exception:  # wsidicom could not say: the message only loses the frame number
+            return ""
+
+
+def _from_the_network(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a transport or HTTP failure rather than bad frame bytes."""
+    import ssl
+
+    import requests
+    import urllib3
+
+    # not OSError as a whole: PIL reports a broken JPEG stream as one
+    network = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (*network, ssl.SSLError)):
+            return True
+        if getattr(getattr(exc, "response", None), "status_code", None) is not None:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def open_dicomweb(url: str, credentials: Credentials | None = None, options: DicomWebOptions | None = None) -> Slide:
@@ -62,9 +151,10 @@ def open_dicomweb(url: str, credentials: Credentials | None = None, options: Dic
     except BaseException:
         connection.close()
         raise
-    where = str(_display_path(address))
     try:
-        levels = [DicomWebTileLevel(connection, where, wsi, lvl) for lvl in wsi.levels]
+        identity = pyramid_identity(wsi)
+        path = _series_path(str(_display_path(address)), identity, address.url)
+        levels = [DicomWebTileLevel(connection, str(path), wsi, lvl) for lvl in wsi.levels]
         reader = TileReader(levels, cache_bytes=options.cache_bytes, workers=options.workers)
         mpp, source = pixel_spacing_mpp(wsi)
         props = {
@@ -72,8 +162,9 @@ def open_dicomweb(url: str, credentials: Credentials | None = None, options: Dic
             "dicomweb.root": address.root,
             "dicom.StudyInstanceUID": address.study_uid,
             "dicom.SeriesInstanceUID": address.series_uid,
+            "dicom.pyramid": list(identity),  # what slide_fingerprint keys the feature cache on
         }
-        info = SlideInfo(_display_path(address), "dicomweb", mpp, source, props, url=address.url)
+        info = SlideInfo(path, "dicomweb", mpp, source, props, url=address.url)
         slide = Slide(info, reader, [reader.as_dask(k) for k in range(len(levels))], associated_images(wsi))
     except BaseException:
         wsi.close()
@@ -164,6 +255,11 @@ def _stored_syntax(connection: DicomWebConnection, study: str, series: str, inst
         return None
     found = re.search(r"transfer-syntax=([0-9.]+)", content_type)
     return {UID(found.group(1))} if found else None
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _display_path(address: DicomWebAddress) -> PurePosixPath:
