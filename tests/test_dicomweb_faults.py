@@ -213,3 +213,76 @@ def test_cancelling_a_worker_that_reads_from_a_hung_server_ends_it_in_the_set_ti
     finally:
         archive.resume()
         slide.close()
+
+
+def test_the_viewer_never_waits_long_for_a_hung_server_and_fills_in_when_it_answers(archive, local_cmu):
+    """The viewer's reads (the dask chunks napari draws) wait at most ``display_wait_s`` for a frame: a hung
+    archive gives blank tiles, said once, and a pan over it stalls once, not at every tile; once the archive
+    answers, the fetches begun meanwhile arrive, are announced, and the tiles are the slide's own pixels."""
+    faults, arrived = [], []
+    options = replace(HANGING, display_wait_s=0.5)
+    with open_dicomweb(archive.cmu, Credentials(), options) as slide:
+        slide.watch_display(on_fault=faults.append, on_ready=lambda: arrived.append(time.monotonic()))
+        level = slide.levels[0]  # what napari draws: 240-px chunks, one per frame
+        np.testing.assert_array_equal(np.asarray(level[:240, :480]), local_cmu.read_region((0, 0), (480, 240)))
+        assert not faults, "a server that answers draws the slide"
+        archive.pause()
+        try:
+            start = time.monotonic()
+            first = np.asarray(level[1200:1440, :240])  # a frame not fetched yet
+            waited = time.monotonic() - start
+            assert (first == 255).all() and 0.4 < waited < 1.5, waited
+            assert len(faults) == 1 and "did not arrive within 0.5 s" in str(faults[0])
+            start = time.monotonic()
+            pan = np.asarray(level[1440:1920, :960])  # 8 more frames: blank at once while the fault is fresh
+            assert (pan == 255).all() and time.monotonic() - start < 0.3
+            assert len(faults) == 1, "one hang is said once"
+            np.testing.assert_array_equal(  # what was fetched before still draws
+                np.asarray(level[:240, :480]), local_cmu.read_region((0, 0), (480, 240))
+            )
+        finally:
+            archive.resume()
+        deadline = time.monotonic() + 10
+        while not arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert arrived, "the tiles fetched during the hang are announced when they arrive"
+        time.sleep(0.5)
+        deadline = time.monotonic() + 15
+        while True:
+            again = np.asarray(level[1200:1440, :240])
+            if not (again == 255).all() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        np.testing.assert_array_equal(again, local_cmu.read_region((0, 1200), (240, 240)))
+
+
+def test_a_slide_opened_by_address_in_napari_survives_a_hung_archive(archive, make_napari_viewer, qtbot, monkeypatch):
+    """The plugin's reader opens a ``dicomweb+http://...`` address; when the archive hangs before the first view
+    is drawn, the window still draws (blank tiles) within the display wait, says so once, and redraws the slide
+    when the archive answers again."""
+    from napari_pathalign._napari.reader import get_reader
+
+    said, redraws = [], []
+    monkeypatch.setattr("napari_pathalign._napari.remote_display.show_warning", said.append)
+    monkeypatch.setattr("napari_pathalign.io.dicomweb.DicomWebOptions.display_wait_s", 0.5)
+    monkeypatch.setattr("napari_pathalign.io.dicomweb.DicomWebOptions.read_timeout_s", 1.0)
+    monkeypatch.setattr("napari_pathalign.io.dicomweb.DicomWebOptions.retries", 1)
+    viewer = make_napari_viewer(show=True)
+    read = get_reader(archive.cmu)
+    assert read is not None, "the reader takes a dicomweb+ address"
+    ((data, kwargs, _),) = read(archive.cmu)
+    slide = kwargs["metadata"]["slide"]
+    assert slide.remote and kwargs["name"] == slide.path.name
+    archive.pause()  # the archive hangs before any frame was fetched
+    try:
+        start = time.monotonic()
+        layer = viewer.add_image(data, **kwargs)
+        monkeypatch.setattr(layer, "refresh", lambda *a, **k: redraws.append(1))
+        qtbot.wait(100)
+        assert time.monotonic() - start < 3.0, "the window waited for the hung archive"
+        qtbot.waitUntil(lambda: len(said) == 1, timeout=3000)
+        assert "not answering" in said[0] and "keeps working" in said[0]
+    finally:
+        archive.resume()
+    qtbot.waitUntil(lambda: len(redraws) > 0, timeout=15_000)  # the frames arrived: the slide is redrawn
+    slide.close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from napari.utils.notifications import show_warning
 
+from napari_pathalign._napari.remote_display import watch_remote_display
 from napari_pathalign.io import Slide
 
 
 def slide_layer_data(slide: Slide, name: str | None = None) -> list[tuple]:
     """One multiscale RGB image layer; adding it reads only the tiles napari puts on screen."""
+    watch_remote_display(slide)  # a slide on a server: slow tiles are drawn blank, said, and redrawn on arrival
     name = name or slide.path.name
     if slide.mpp:
         scale, units = (slide.mpp, slide.mpp), ("µm", "µm")

@@ -18,18 +18,21 @@ _GENERIC_TIFF = (".tif", ".tiff")
 
 
 def get_reader(path):
-    """Return a reader function for a slide file or DICOM folder, or None to decline."""
+    """Return a reader function for a slide file, a DICOM folder or a ``dicomweb+http(s)://`` series, or None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None  # a stack of slides is not one image
         path = path[0]
-    path = Path(path)
-    if path.is_dir() and not any(path.glob("*.dcm")):
-        return None
+    if str(path).startswith("dicomweb+"):  # a series on a DICOMweb server: open_slide reads the address
+        path = str(path)
+    else:
+        path = Path(path)
+        if path.is_dir() and not any(path.glob("*.dcm")):
+            return None
     try:
         slide = open_slide(path)
     except SlideError as exc:
-        if isinstance(exc, NotBrightfieldError) and path.suffix.lower() in _GENERIC_TIFF:
+        if isinstance(exc, NotBrightfieldError) and isinstance(path, Path) and path.suffix.lower() in _GENERIC_TIFF:
             return _napari_tiff_reader(path, exc)
         show_warning(f"PathAlign could not open this slide: {exc}")
         return None

@@ -152,6 +152,7 @@ class DicomWebOptions:
     verify: bool | str = True  # TLS: verify the server's certificate; a path is a CA bundle to verify it with
     cache_bytes: int = 256 * 2**20  # decoded frames kept (LRU) so panning back never refetches
     workers: int = 8  # frames fetched in parallel for one region: network-bound, not CPU-bound
+    display_wait_s: float = 2.0  # the viewer waits at most this for a frame, then draws it blank until it arrives
 
 
 @dataclass

@@ -156,6 +156,7 @@ def open_dicomweb(url: str, credentials: Credentials | None = None, options: Dic
         path = _series_path(str(_display_path(address)), identity, address.url)
         levels = [DicomWebTileLevel(connection, str(path), wsi, lvl) for lvl in wsi.levels]
         reader = TileReader(levels, cache_bytes=options.cache_bytes, workers=options.workers)
+        reader.display_wait_s = options.display_wait_s  # a slow or hung archive never freezes the viewer
         mpp, source = pixel_spacing_mpp(wsi)
         props = {
             "dicom.levels": [lvl.level for lvl in wsi.levels],

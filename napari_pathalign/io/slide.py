@@ -52,6 +52,16 @@ class Slide:
         self.downsamples = [(h0 / lvl.shape[0] + w0 / lvl.shape[1]) / 2 for lvl in reader.levels]
         self._closers: list = []
 
+    @property
+    def remote(self) -> bool:
+        """Whether the viewer's tiles come from a server with a bounded wait (``TileReader.display_tile``)."""
+        return self._reader.display_wait_s is not None
+
+    def watch_display(self, on_fault=None, on_ready=None) -> None:
+        """For the viewer of a slide on a server: ``on_fault(exc)`` when a tile is drawn blank because it failed
+        or did not come in time, ``on_ready()`` (from a fetch thread) when such a tile has arrived."""
+        self._reader.on_display_fault, self._reader.on_display_ready = on_fault, on_ready
+
     # -- metadata ---------------------------------------------------------------------------
     path = property(lambda self: self._info.path)
     format = property(lambda self: self._info.format)

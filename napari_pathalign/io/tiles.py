@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from itertools import count
 
 import numpy as np
@@ -111,6 +113,13 @@ class TileReader:
         self._scalable: dict[tuple[int, int], bool] = {}
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
+        # the viewer's reads (as_dask chunks) from a remote source: None waits as long as the source takes
+        self.display_wait_s: float | None = None  # the longest the viewer waits for one tile; then it is drawn blank
+        self.on_display_fault = None  # called (from the thread drawing) with the error of a tile drawn blank
+        self.on_display_ready = None  # called (from a fetch thread) when a tile drawn blank has arrived
+        self.fault_pause_s = 10.0  # after a fault, tiles not yet fetched are drawn blank at once for this long
+        self._pending: dict = {}  # (level, row, col) -> the Future of a tile being fetched for the viewer
+        self._faulty_until = 0.0
 
     def count_decoded(self, n: int = 1) -> None:
         """Record tiles decoded outside the cache (the zarr display path)."""
@@ -218,13 +227,56 @@ class TileReader:
         rows, cols = lvl.grid
         H, W = lvl.shape
         name = f"pathalign-tiles-{next(_names)}-level{level}"
-        dsk = {(name, r, c, 0): (self.tile, level, r, c) for r in range(rows) for c in range(cols)}
+        dsk = {(name, r, c, 0): (self.display_tile, level, r, c) for r in range(rows) for c in range(cols)}
         chunks = (
             tuple(min(th, H - r * th) for r in range(rows)),
             tuple(min(tw, W - c * tw) for c in range(cols)),
             (3,),
         )
         return da.Array(dsk, name, chunks, dtype=np.uint8)
+
+    def display_tile(self, level: int, row: int, col: int) -> np.ndarray:
+        """A tile for the viewer (the chunks of ``as_dask``). With ``display_wait_s`` set (a slide on a server),
+        the viewer never waits longer than that: a tile that has not come by then, or fails, is drawn white,
+        its fetch goes on in the background (the tile is cached for the next draw), and ``on_display_fault`` is
+        told. For ``fault_pause_s`` after a fault, tiles not already fetched are drawn white at once, so a hung
+        server stalls the viewer once, not at every tile of a pan."""
+        if self.display_wait_s is None:
+            return self.tile(level, row, col)
+        key = (level, row, col)
+        with self._lock:
+            hit = self._cache.get(level, {}).get((row, col))  # fetched before: never queued behind a hung fetch
+            if hit is not None:
+                return hit
+            future = self._pending.get(key)
+            if future is None:
+                future = self._executor().submit(self._tile_in_pool, level, row, col)
+                self._pending[key] = future
+                future.add_done_callback(lambda _f, key=key: self._pending.pop(key, None))
+        wait = self.display_wait_s if time.monotonic() >= self._faulty_until else 0.0
+        try:
+            return future.result(timeout=wait)
+        except FutureTimeout:
+            fault = TimeoutError(
+                f"a tile of level {level} did not arrive within {self.display_wait_s:g} s; the viewer draws it blank "
+                "and shows it once it arrives"
+            )
+        except Exception as exc:  # noqa: BLE001 (any failure of one tile: drawn blank, said, the viewer goes on)
+            fault = exc
+        self._tile_fault(fault, wait > 0 or future.done())
+        if not future.done() and self.on_display_ready is not None:
+            ready = self.on_display_ready
+            future.add_done_callback(lambda f: ready() if f.exception() is None else None)
+        y0, x0, y1, x1 = self.levels[level].tile_bounds(row, col)
+        blank = np.full((y1 - y0, x1 - x0, 3), WHITE, np.uint8)
+        blank.flags.writeable = False
+        return blank
+
+    def _tile_fault(self, fault: BaseException, new: bool) -> None:
+        """Start (or extend) the pause after a fault; tell ``on_display_fault`` of a fault seen, not of a skip."""
+        self._faulty_until = time.monotonic() + self.fault_pause_s
+        if new and self.on_display_fault is not None:
+            self.on_display_fault(fault)
 
     def _tile_in_pool(self, level: int, row: int, col: int) -> np.ndarray:
         _in_pool.active = True  # a worker never waits on its own pool (no deadlock)
