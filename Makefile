@@ -7,11 +7,12 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pathalign-installed
 # Qt's xcb platform and a virtual display for headless runs; a real DICOMweb archive (Orthanc with its
-# DICOMweb plugin) and openssl for its HTTPS certificate, which the PACS tests start (Debian names)
+# DICOMweb plugin) and openssl for its HTTPS certificate, which the PACS tests start, and its SVS/TIFF to
+# DICOM WSI converter (orthanc-wsi: OrthancWSIDicomizer; OpenSlide for JPEG 2000 sources) (Debian names)
 SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-shape0 libxcb-randr0 \
 	libdbus-1-3 libfontconfig1 libgl1 libegl1 libglib2.0-0 \
-	orthanc orthanc-dicomweb openssl
+	orthanc orthanc-dicomweb openssl orthanc-wsi libopenslide0
 SCREEN := -screen 0 1920x1200x24
 
 .PHONY: setup system-packages demo test lint clean
