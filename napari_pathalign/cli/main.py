@@ -244,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(run=_evaluate)
     from napari_pathalign.cli.analysis import add_analysis_commands
+    from napari_pathalign.cli.dicom_export import add_dicom_export_commands
     from napari_pathalign.cli.index import add_index_commands
     from napari_pathalign.cli.report import add_report_commands
 
     add_analysis_commands(sub)
     add_index_commands(sub)
     add_report_commands(sub)
+    add_dicom_export_commands(sub)
     demo = sub.add_parser("demo", help="open napari with the plugin and the sample slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window here and exit (for headless runs)")
     demo.set_defaults(run=_demo)
