@@ -241,3 +241,16 @@ def test_an_archive_that_drops_an_instance_yet_answers_success_is_caught(tmp_pat
         with pytest.raises(StoreRejectedError, match="answered as stored, but the server does not hold it"):
             pacs.store([ann], source.StudyInstanceUID)
         assert pacs.search_series(source.StudyInstanceUID) == []
+
+
+def test_a_heatmap_title_over_64_characters_is_cut_in_the_code_meaning_only(tmp_path):
+    """The text heatmap's own title ("similarity to 'metastatic carcinoma' minus tissue-phrase mean [raw]") is
+    longer than a DICOM code meaning may be: the meaning is cut, the code value still tells two such titles apart."""
+    from napari_pathalign.io.dicom_annotations import _local_code  # noqa: PLC2701 (the unit under test)
+
+    long_a = "similarity to 'metastatic carcinoma' minus tissue-phrase mean [raw]"
+    long_b = "similarity to 'metastatic carcinoma' minus tissue-phrase mean [rank]"
+    a, b = _local_code("m", long_a), _local_code("m", long_b)
+    assert len(a.meaning) == 64 and a.meaning.endswith("...") and a.meaning[:61] == long_a[:61]
+    assert a.value != b.value and len(a.value) <= 16
+    assert _local_code("m", "short").meaning == "short"

@@ -263,3 +263,17 @@ def test_example_configs_are_valid(name):
         PathAlignConfig.from_dict({**cfg.model, "qformer": {"feature_dim": 384, **cfg.model["qformer"]}})
     else:
         assert Path(cfg.model["lm"]).is_dir()  # the shipped frozen LM
+
+
+def test_grouped_batches_hold_one_group_each_and_cover_every_row_once():
+    import numpy as np
+
+    from napari_pathalign.train.loop import epoch_batches
+
+    groups = ["lymph node"] * 10 + ["colon"] * 7 + ["lung"] * 5
+    batches = epoch_batches(np.random.default_rng(1), len(groups), 4, groups)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(groups)))
+    assert all(len({groups[i] for i in b}) == 1 for b in batches), "a batch mixes groups"
+    assert len(batches) == 3 + 2 + 2
+    plain = epoch_batches(np.random.default_rng(1), len(groups), 4)
+    assert sorted(np.concatenate(plain).tolist()) == list(range(len(groups))) and len(plain) == 6

@@ -297,13 +297,13 @@ def _property_codes(label: str):
 
 
 def _local_code(prefix: str, meaning: str, exact: str | None = None):
-    """A ``99PATHALIGN`` code; its value (at most 16 characters) is a hash of the meaning, which carries the name."""
+    """A ``99PATHALIGN`` code; its value (at most 16 characters) is a hash of the meaning, which carries the name.
+    A meaning over DICOM's 64 characters (a heatmap's long title) is cut to 61 and '...'; the value still
+    hashes the whole name, so two long names that start alike stay two codes."""
     from pydicom.sr.coding import Code
 
-    if len(meaning) > 64:
-        raise ValueError(f"{meaning!r} is too long for a DICOM code meaning: at most 64 characters")
     value = exact or prefix + hashlib.sha256(meaning.encode()).hexdigest()[:15]
-    return Code(value, SCHEME, meaning)
+    return Code(value, SCHEME, meaning if len(meaning) <= 64 else meaning[:61] + "...")
 
 
 def _numbers(measurements) -> dict:

@@ -27,6 +27,9 @@ class TrainConfig:
     prompt: str = "Final diagnosis:"  # stage 2: text before the target when a row has no prompt
     epochs: int = 10  # passes over the training pairs
     batch_size: int = 16  # slides per step (ITC negatives come from the batch)
+    # each batch draws its slides from one 'group' of the data rows (e.g. the organ), so the contrastive
+    # negatives are slides of the same organ: retrieval must tell them apart by more than the organ
+    grouped_batches: bool = False
     grad_accum: int = 1  # steps accumulated per optimizer update
     lr: float = 1e-4  # peak AdamW learning rate (linear warm-up over 5% of updates, cosine decay)
     weight_decay: float = 0.05  # AdamW weight decay

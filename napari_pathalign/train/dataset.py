@@ -35,6 +35,7 @@ class Pair:
     part: str | None  # its part label
     prompt: str | None  # stage-2 prompt; None: the config's default
     features: Path | None  # explicit feature file, else looked up in the cache
+    group: str | None = None  # the row's group (e.g. its organ): with grouped batches, batched only together
 
 
 @dataclass
@@ -101,6 +102,7 @@ def load_pairs(path: str | Path) -> tuple[list[Pair], list[Unmatched]]:
                 part,
                 (str(row["prompt"]) if row.get("prompt") else None),
                 base / str(feats) if feats else None,
+                str(row["group"]) if row.get("group") else None,
             )
         )
     return pairs, unmatched

@@ -133,6 +133,30 @@ def retrieval_top1(model: PathAlign, bank: FeatureBank, texts: list[str], max_pa
     return top_k_accuracy(sim, positives, 1)
 
 
+def groups_of(pairs, cfg: TrainConfig) -> list | None:
+    """Each pair's group when batches are grouped (``cfg.grouped_batches``), else None."""
+    if not cfg.grouped_batches:
+        return None
+    missing = sum(p.group is None for p in pairs)
+    if missing:
+        raise ValueError(f"grouped_batches needs a 'group' in every data row; {missing} of {len(pairs)} rows have none")
+    return [p.group for p in pairs]
+
+
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int, groups: list | None = None) -> list[np.ndarray]:
+    """One epoch's batches of row indices: a random order cut into ``batch_size`` pieces, or, with ``groups``,
+    each group's rows in random order cut into pieces within the group, the pieces in random order."""
+    if groups is None:
+        order = rng.permutation(n)
+        return [order[k : k + batch_size] for k in range(0, n, batch_size)]
+    labels = np.asarray(groups)
+    pieces = []
+    for g in sorted(set(groups)):
+        rows = rng.permutation(np.flatnonzero(labels == g))
+        pieces += [rows[k : k + batch_size] for k in range(0, len(rows), batch_size)]
+    return [pieces[k] for k in rng.permutation(len(pieces))]
+
+
 def _config_hash(cfg: TrainConfig) -> str:
     keep = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "device", "embed_missing")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
@@ -203,7 +227,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(cfg.out)
     model_dir, state_dir = out / "model", out / "train_state"
-    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    steps_per_epoch = len(epoch_batches(np.random.default_rng(0), len(pairs), cfg.batch_size, groups_of(pairs, cfg)))
     total_updates = math.ceil(cfg.epochs * steps_per_epoch / cfg.grad_accum)
     start_epoch, update, history = 0, 0, []
     if resume:
@@ -224,13 +248,14 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     if "itg" in model.cfg.losses:
         log(f"ITG softmax over the {model.restrict_itg_vocab(sorted(set(texts)))} word pieces of the training texts")
     slide_ids = [str(path) for path in paths[: len(pairs)]]  # rows of one slide are never each other's negatives
+    groups = [p.group for p in pairs] if cfg.grouped_batches else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        order = rng.permutation(len(pairs))
+        batches = epoch_batches(rng, len(pairs), cfg.batch_size, groups)
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
+        bar = tqdm(range(len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
         for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = batches[step]
             batch = collate_slides([bank.sample(i, cfg.max_patches, rng) for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
                 losses = model.losses(
@@ -238,7 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                 )
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
-            if (step + 1) % cfg.grad_accum == 0 or step + 1 == steps_per_epoch:
+            if (step + 1) % cfg.grad_accum == 0 or step + 1 == len(batches):
                 for g in optimizer.param_groups:
                     g["lr"] = _lr_at(update, total_updates, cfg.lr)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -248,7 +273,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
-        record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
+        record = {"epoch": epoch + 1, **{k: v / len(batches) for k, v in sums.items()}}
         if cfg.stage == 1:
             eval_bank, eval_texts, which = (
                 (val_bank, [p.text for p in val_pairs], "val") if val_pairs else (bank, texts, "train")
