@@ -54,3 +54,16 @@ def open_plugin_dock(make_napari_viewer, monkeypatch, slide, dock: str, cache_di
     monkeypatch.setattr("napari_pathalign._napari.status_line.show_error", errors.append)
     widget.errors = errors
     return viewer, layer, widget
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The embedded PathAlign-G, PathAlign-R and patch encoder on the CPU, loaded once for the session."""
+    from napari_pathalign.models.encoders import load_patch_encoder
+    from napari_pathalign.models.pathalign import PathAlign
+
+    return (
+        PathAlign.load("embedded", device="cpu"),
+        PathAlign.load("embedded-r", device="cpu"),
+        load_patch_encoder("embedded", device="cpu"),
+    )

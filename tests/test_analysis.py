@@ -20,18 +20,6 @@ DEMO = files("napari_pathalign.resources") / "demo-lymph-node.tif"
 
 
 @pytest.fixture(scope="module")
-def models():
-    from napari_pathalign.models.encoders import load_patch_encoder
-    from napari_pathalign.models.pathalign import PathAlign
-
-    return (
-        PathAlign.load("embedded", device="cpu"),
-        PathAlign.load("embedded-r", device="cpu"),
-        load_patch_encoder("embedded", device="cpu"),
-    )
-
-
-@pytest.fixture(scope="module")
 def analysis(models, tmp_path_factory):
     g, r, enc = models
     a = SlideAnalysis(

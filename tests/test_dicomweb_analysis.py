@@ -26,18 +26,6 @@ USER, PASSWORD = "pathologist", "s3cret-Pw!"
 
 
 @pytest.fixture(scope="module")
-def models():
-    from napari_pathalign.models.encoders import load_patch_encoder
-    from napari_pathalign.models.pathalign import PathAlign
-
-    return (
-        PathAlign.load("embedded", device="cpu"),
-        PathAlign.load("embedded-r", device="cpu"),
-        load_patch_encoder("embedded", device="cpu"),
-    )
-
-
-@pytest.fixture(scope="module")
 def protected(tmp_path_factory, wsi_dir):
     """A second archive, behind a password, holding the same CMU-1 series as the session's ``orthanc``."""
     with Orthanc(tmp_path_factory.mktemp("protected"), users={USER: PASSWORD}) as server:
