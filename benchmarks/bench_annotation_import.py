@@ -68,10 +68,8 @@ def main() -> None:
     at = np.asarray(ticks[:-1]) - start
     for k in np.argsort(gaps)[::-1][:5]:
         if gaps[k] > 50:
-            print(
-                f"  pause of {gaps[k]:.0f} ms at {at[k]:.2f} s ({'after' if at[k] >= done - start else 'before'} the layers were added)"
-            )
-    viewer.close()
+            when = "after" if at[k] >= done - start else "before"
+            print(f"  pause of {gaps[k]:.0f} ms at {at[k]:.2f} s ({when} the layers were added)")
 
 
 if __name__ == "__main__":
