@@ -48,7 +48,7 @@ def _search(root: str, patient_id: str, accession: str, date: str, modality: str
     """Studies matching the fields, then their slide series: a list of ``SeriesHit``."""
     from napari_pathalign.io.dicomweb import Credentials, DicomWebConnection
 
-    with DicomWebConnection(root, Credentials.from_env()) as pacs:
+    with DicomWebConnection(root, Credentials.for_server(root)) as pacs:
         studies = pacs.search_studies(patient_id, accession, date, modality)
         hits = []
         for study in studies:
@@ -59,16 +59,17 @@ def _search(root: str, patient_id: str, accession: str, date: str, modality: str
 
 @thread_worker
 def _thumbnails(root: str, series: list[tuple[str, str]]):
-    """Yields (root, series UID, ``SeriesThumbnail`` or None, why not) for each (study UID, series UID)."""
+    """Yields (root, series UID, ``SeriesThumbnail`` or None, why not, whether that lasts) for each (study UID,
+    series UID): a series with no picture (an SR, a CT) lasts; a connection or server fault does not."""
     from napari_pathalign.io.dicomweb import Credentials, DicomWebConnection
-    from napari_pathalign.io.dicomweb_thumbnail import series_thumbnail
+    from napari_pathalign.io.dicomweb_thumbnail import NoThumbnailError, series_thumbnail
 
-    with DicomWebConnection(root, Credentials.from_env()) as pacs:
+    with DicomWebConnection(root, Credentials.for_server(root)) as pacs:
         for study_uid, series_uid in series:
             try:
-                yield root, series_uid, series_thumbnail(pacs, study_uid, series_uid, THUMBNAIL_SIZE), ""
+                yield root, series_uid, series_thumbnail(pacs, study_uid, series_uid, THUMBNAIL_SIZE), "", True
             except Exception as exc:  # a thumbnail is decoration: its failure leaves a placeholder, never the list
-                yield root, series_uid, None, str(exc)
+                yield root, series_uid, None, str(exc), isinstance(exc, NoThumbnailError)
 
 
 @thread_worker
@@ -97,7 +98,7 @@ def _export(url: str, report: dict | None, heatmap, regions: list, key: str | No
     from napari_pathalign.io.dicomweb import Credentials, DicomWebAddress, DicomWebConnection
 
     address = DicomWebAddress.parse(url)
-    with DicomWebConnection(address.root, Credentials.from_env()) as pacs:
+    with DicomWebConnection(address.root, Credentials.for_server(address.root)) as pacs:
         source = pacs.slide_source(address.study_uid, address.series_uid)
         built = []  # (kind, dataset, what)
         if report is not None:
@@ -143,6 +144,7 @@ class PacsWidget(SlideDock):
         self.hits: list = []
         self.root = ""  # the DICOMweb root of the last search
         self.thumbnails: dict = {}  # (root, series UID) -> SeriesThumbnail, fetched once per series
+        self.no_thumbnail: dict = {}  # (root, series UID) -> why it has none (an SR, a CT...): not asked again
         self.thumbnail_worker = None
         self.report_store = report_store  # the Report dock's store (None: the user's default folder)
         self.last_export = None  # the last Exported: what was saved or sent, and its UIDs
@@ -233,8 +235,11 @@ class PacsWidget(SlideDock):
             )
             cached = self.thumbnails.get((self.root, series.series_uid))
             item.setIcon(_icon(cached.rgb) if cached is not None else self._placeholder)
+            why = self.no_thumbnail.get((self.root, series.series_uid))
+            if why is not None:
+                item.setToolTip(f"no thumbnail: {why}")
             self.results.addItem(item)
-            if cached is None:
+            if cached is None and why is None:
                 missing.append((study.study_uid, series.series_uid))
         if hits:
             self.results.setCurrentRow(0)
@@ -254,9 +259,11 @@ class PacsWidget(SlideDock):
         worker.start()
 
     def _thumbnail_arrived(self, arrived: tuple) -> None:
-        root, series_uid, thumbnail, why = arrived
+        root, series_uid, thumbnail, why, lasting = arrived
         if thumbnail is not None:
             self.thumbnails[(root, series_uid)] = thumbnail
+        elif lasting:
+            self.no_thumbnail[(root, series_uid)] = why
         if root != self.root:  # a newer search on another server
             return
         for row, (_, series) in enumerate(self.hits):

@@ -114,7 +114,7 @@ def _source(args):
         address = DicomWebAddress.parse(args.slide)
         if address.study_uid is None or address.series_uid is None:
             raise ValueError(f"{address.url}: a slide is one series; expected .../studies/<uid>/series/<uid>")
-        with DicomWebConnection(address.root, Credentials.from_env()) as pacs:
+        with DicomWebConnection(address.root, Credentials.for_server(address.root)) as pacs:
             source = pacs.slide_source(address.study_uid, address.series_uid)
         target = args.server or address.root
     else:
@@ -125,7 +125,7 @@ def _source(args):
                 "(e.g. https://pacs.example.org/dicom-web)"
             )
         target = args.server
-    return (DicomWebConnection(target, Credentials.from_env()) if args.send else None), source
+    return (DicomWebConnection(target, Credentials.for_server(target)) if args.send else None), source
 
 
 def local_source(path: Path):

@@ -31,7 +31,10 @@ ENV_PASSWORD = "PATHALIGN_DICOMWEB_PASSWORD"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # DICOM UI: digits and dots, at most 64 characters
 _DATE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")  # DA and DA ranges as QIDO-RS takes them
 ADDRESS_FORM = "dicomweb+https://host[:port]/<DICOMweb root>/studies/<StudyInstanceUID>/series/<SeriesInstanceUID>"
-CREDENTIALS_HELP = f"set {ENV_TOKEN} (a bearer token), or {ENV_USER} and {ENV_PASSWORD} (basic authentication)"
+CREDENTIALS_HELP = (
+    f"set {ENV_TOKEN} (a bearer token), or {ENV_USER} and {ENV_PASSWORD} (basic authentication), or store them in "
+    "the OS keyring (python -m keyring set napari-pathalign-dicomweb <DICOMweb root>)"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ class Credentials:
         """From PATHALIGN_DICOMWEB_TOKEN, or PATHALIGN_DICOMWEB_USER and PATHALIGN_DICOMWEB_PASSWORD."""
         env = os.environ if environ is None else environ
         return cls(env.get(ENV_USER) or None, env.get(ENV_PASSWORD) or None, env.get(ENV_TOKEN) or None)
+
+    @classmethod
+    def for_server(cls, root: str, environ=None) -> Credentials:
+        """The credentials for one archive: from the environment (``from_env``) when set there, else from the
+        OS keyring's entry for ``root`` (``io/keyring_credentials.py``), else none."""
+        found = cls.from_env(environ)
+        if found.kind != "none":
+            return found
+        from napari_pathalign.io.keyring_credentials import keyring_secret, parse_secret
+
+        secret = keyring_secret(root)
+        return cls(**parse_secret(secret, root.rstrip("/"))) if secret else found
 
     @property
     def kind(self) -> str:

@@ -133,8 +133,9 @@ def _from_the_network(exc: BaseException) -> bool:
 def open_dicomweb(url: str, credentials: Credentials | None = None, options: DicomWebOptions | None = None) -> Slide:
     """Open ``dicomweb+http(s)://.../studies/<StudyUID>/series/<SeriesUID>`` lazily.
 
-    ``credentials`` default to the environment (``Credentials.from_env``). Raises ``SeriesNotFoundError``,
-    ``NotASlideError``, ``DicomWebAuthError`` or ``DicomWebConnectionError`` (all ``SlideError``).
+    ``credentials`` default to the environment, else the OS keyring (``Credentials.for_server``). Raises
+    ``SeriesNotFoundError``, ``NotASlideError``, ``DicomWebAuthError`` or ``DicomWebConnectionError`` (all
+    ``SlideError``).
     """
     try:
         address = DicomWebAddress.parse(url)
@@ -144,7 +145,7 @@ def open_dicomweb(url: str, credentials: Credentials | None = None, options: Dic
         missing = "/series/<SeriesInstanceUID>" if address.study_uid else "/studies/<StudyUID>/series/<SeriesUID>"
         raise SlideError(f"{address.url}: a slide is one series of a study; append {missing}")
     options = options or DicomWebOptions()
-    credentials = Credentials.from_env() if credentials is None else credentials
+    credentials = Credentials.for_server(address.root) if credentials is None else credentials
     connection = DicomWebConnection(address.root, credentials, options)
     try:
         wsi = _open_series(connection, address)
