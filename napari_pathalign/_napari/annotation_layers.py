@@ -24,6 +24,7 @@ import numpy as np
 
 from napari_pathalign.core.polygons import ellipse_ring, point_in_ring
 from napari_pathalign.io import Annotation
+from napari_pathalign.io.annotations import CHUNK
 
 FEATURES = ("class", "name", "object_type", "id", "part")  # the Shapes layer's feature columns
 UNCLASSIFIED_RGB = (255, 200, 0)  # QuPath draws unclassified objects yellow-orange too
@@ -41,6 +42,30 @@ def class_rgb(ann: Annotation) -> tuple[int, int, int]:
     return UNCLASSIFIED_RGB
 
 
+def exterior_centres(regions: list[Annotation]) -> list[tuple[float, float, float]]:
+    """(x, y, size) per Polygon / MultiPolygon: the mean of its (first) exterior ring's vertices and the mean of
+    that ring's width and height, for all of them in one numpy pass (100,000 cells: 0.2 s, not 1 s)."""
+    from itertools import chain
+
+    rings = [
+        a.geometry["coordinates"][0] if a.geometry["type"] == "Polygon" else a.geometry["coordinates"][0][0]
+        for a in regions
+    ]
+    if not rings:
+        return []
+    out = []
+    for k in range(0, len(rings), CHUNK):  # a chunk at a time: numpy holds the GIL briefly (the GUI thread runs)
+        chunk = rings[k : k + CHUNK]
+        counts = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        flat = list(chain.from_iterable(chunk))
+        xy = np.fromiter(chain.from_iterable(flat), dtype=np.float64, count=2 * len(flat)).reshape(-1, 2)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        mean = np.add.reduceat(xy, starts, axis=0) / counts[:, None]
+        size = (np.maximum.reduceat(xy, starts, axis=0) - np.minimum.reduceat(xy, starts, axis=0)).mean(1)
+        out += zip(mean[:, 0].tolist(), mean[:, 1].tolist(), size.tolist())
+    return out
+
+
 def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> list:
     """New (not yet added) layers: Shapes for regions and lines, one per object type, and Points for points.
 
@@ -55,6 +80,7 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
     shapes, points, centroids = defaultdict(lambda: defaultdict(list)), defaultdict(list), defaultdict(list)
     properties, outlines = {}, {}
     as_centroids = sum(_is_detection_region(a) for a in annotations) > MAX_OUTLINES
+    centres = iter(exterior_centres([a for a in annotations if _is_detection_region(a)]) if as_centroids else ())
     for ann in annotations:
         ident = ann.id or str(uuid.uuid4())
         properties[ident] = ann.properties
@@ -62,12 +88,11 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
         row = {"class": ann.classification or "", "name": ann.name or "", "object_type": ann.object_type, "id": ident}
         kind, coords = ann.geometry["type"], ann.geometry["coordinates"]
         if as_centroids and _is_detection_region(ann):
-            ring = np.asarray(coords[0] if kind == "Polygon" else coords[0][0], float)  # (V, 2) x, y
-            x, y = ring.mean(0)
+            x, y, size = next(centres)
             centroids["data"].append((y - 0.5, x - 0.5))
             centroids["color"].append(rgb)
             centroids["rows"].append(row)
-            centroids["size"].append(float(np.ptp(ring, axis=0).mean()))
+            centroids["size"].append(size)
             outlines[ident] = ann
             continue
         if kind in ("Point", "MultiPoint"):

@@ -97,19 +97,44 @@ def write_annotations(annotations, path, overwrite: bool = False) -> Path:
     return atomic_write_text(path, text, overwrite=overwrite)
 
 
-def check_bounds(annotations, width: float, height: float, tolerance: float = 1.0) -> None:
+CHUNK = 5000  # annotations converted to numpy at a time (a worker thread's GIL holds stay short)
+
+
+def vertex_table(annotations) -> tuple[np.ndarray, np.ndarray]:
+    """Every vertex of every annotation in one (V, 2) float64 array of level-0 (x, y), and (N + 1,) offsets:
+    annotation k's vertices are ``xy[starts[k]:starts[k + 1]]``. One conversion for 100,000 cells instead of
+    one small array each (0.3 s instead of 1 s)."""
+    from itertools import chain
+
+    blocks, counts = [], []
+    for k in range(0, len(annotations), CHUNK):  # a chunk at a time: numpy holds the GIL for ~10 ms, not 300
+        flat = []
+        for ann in annotations[k : k + CHUNK]:
+            n = len(flat)
+            for part in geometry_parts(ann.geometry):
+                flat.extend(part)
+            counts.append(len(flat) - n)
+        blocks.append(np.fromiter(chain.from_iterable(flat), dtype=np.float64, count=2 * len(flat)).reshape(-1, 2))
+    xy = np.concatenate(blocks) if blocks else np.zeros((0, 2))
+    return xy, np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+
+def check_bounds(annotations, width: float, height: float, tolerance: float = 1.0, table=None) -> None:
     """Raise ValueError naming the first annotation with a vertex off a ``width`` x ``height`` slide.
 
-    ``tolerance`` (level-0 pixels) allows the rounding of tools that draw up to the slide's edge.
+    ``tolerance`` (level-0 pixels) allows the rounding of tools that draw up to the slide's edge; ``table`` is
+    the annotations' ``vertex_table`` when the caller has it already.
     """
-    for k, ann in enumerate(annotations):
-        xy = ann.positions()  # (N, 2)
-        if not len(xy):
-            continue
-        (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
-        if x0 < -tolerance or y0 < -tolerance or x1 > width + tolerance or y1 > height + tolerance:
-            raise ValueError(
-                f"annotation {k} ({ann.label()!r}) lies off the slide: x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f} "
-                f"level-0 pixels, but the slide is {width:.0f} x {height:.0f}; annotations must be in this slide's "
-                "level-0 pixels (was the file drawn on another slide, or exported at a downsample?)"
-            )
+    xy, starts = table if table is not None else vertex_table(annotations)
+    off = (xy[:, 0] < -tolerance) | (xy[:, 1] < -tolerance) | (xy[:, 0] > width + tolerance)
+    off |= xy[:, 1] > height + tolerance
+    if not off.any():
+        return
+    k = int(np.searchsorted(starts, int(np.argmax(off)), side="right") - 1)
+    ann = annotations[k]
+    (x0, y0), (x1, y1) = xy[starts[k] : starts[k + 1]].min(0), xy[starts[k] : starts[k + 1]].max(0)
+    raise ValueError(
+        f"annotation {k} ({ann.label()!r}) lies off the slide: x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f} "
+        f"level-0 pixels, but the slide is {width:.0f} x {height:.0f}; annotations must be in this slide's "
+        "level-0 pixels (was the file drawn on another slide, or exported at a downsample?)"
+    )
