@@ -79,15 +79,20 @@ def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> 
     edge_width = max(h0, w0) / 400  # level-0 pixels: visible on the whole slide, still thin when zoomed in
     shapes, points, centroids = defaultdict(lambda: defaultdict(list)), defaultdict(list), defaultdict(list)
     properties, outlines = {}, {}
-    as_centroids = sum(_is_detection_region(a) for a in annotations) > MAX_OUTLINES
-    centres = iter(exterior_centres([a for a in annotations if _is_detection_region(a)]) if as_centroids else ())
-    for ann in annotations:
+    detection = [_is_detection_region(a) for a in annotations]
+    as_centroids = sum(detection) > MAX_OUTLINES
+    centres = iter(exterior_centres([a for a, d in zip(annotations, detection) if d]) if as_centroids else ())
+    colours: dict = {}  # class RGB -> the 0-1 array napari takes, made once per colour
+    for ann, is_detection in zip(annotations, detection):
         ident = ann.id or str(uuid.uuid4())
         properties[ident] = ann.properties
-        rgb = np.array(class_rgb(ann)) / 255
+        key = class_rgb(ann)
+        rgb = colours.get(key)
+        if rgb is None:
+            rgb = colours[key] = np.array(key) / 255
         row = {"class": ann.classification or "", "name": ann.name or "", "object_type": ann.object_type, "id": ident}
         kind, coords = ann.geometry["type"], ann.geometry["coordinates"]
-        if as_centroids and _is_detection_region(ann):
+        if as_centroids and is_detection:
             x, y, size = next(centres)
             centroids["data"].append((y - 0.5, x - 0.5))
             centroids["color"].append(rgb)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from napari_pathalign.core.gc_pause import cycle_collector_paused
-from napari_pathalign.io.annotations import GEOMETRY_TYPES, Annotation
+from napari_pathalign.io.annotations import CHUNK, GEOMETRY_TYPES, Annotation, geometry_parts, vertex_table
 
 # QuPath 0.2 named the object's class in the feature id instead of a UUID
 _OLD_ID_TYPES = {
@@ -42,12 +42,33 @@ def parse_geojson(data: bytes, source: str = "annotations") -> list[Annotation]:
         except UnicodeDecodeError as exc:
             raise ValueError(f"{source}: not UTF-8 text ({exc.reason}); expected GeoJSON: {_ACCEPTED}") from None
         out: list[Annotation] = []
+        feature_of: list[int] = []  # the feature each annotation came from (a feature may give several)
         try:
             for k, feature in enumerate(_iter_features(text, source)):
-                out.extend(_annotations_of(feature, f"{source}: feature {k}"))
+                found = _annotations_of(feature, f"{source}: feature {k}")
+                out.extend(found)
+                feature_of += [k] * len(found)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{source}: not JSON ({exc.msg} at line {exc.lineno}); expected {_ACCEPTED}") from None
+        _check_numbers(out, feature_of, source)
         return out
+
+
+def _check_numbers(annotations: list[Annotation], feature_of: list[int], source: str) -> None:
+    """Every position holds finite numbers: checked for all annotations at once, a chunk at a time (one numpy
+    conversion instead of one per ring); a chunk that fails is checked ring by ring to name the feature."""
+    for k in range(0, len(annotations), CHUNK):
+        chunk = annotations[k : k + CHUNK]
+        try:
+            ok = bool(np.isfinite(vertex_table(chunk)[0]).all())
+        except (TypeError, ValueError):
+            ok = False
+        if ok:
+            continue
+        for j, ann in enumerate(chunk, start=k):
+            kind = ann.geometry["type"]
+            for part in geometry_parts(ann.geometry):
+                _checked_positions(part, 1, f"{source}: feature {feature_of[j]}, {kind}")
 
 
 _DECODER = json.JSONDecoder()
@@ -214,6 +235,14 @@ def _coordinates(kind: str, coords, where: str) -> list:
 
 
 def _positions(seq, min_count: int, where: str) -> list:
+    """A list of at least ``min_count`` [x, y] positions. The common case (lists of two) is only checked for its
+    shape here; that they are finite numbers is checked for the whole file at once (``_check_numbers``)."""
+    if isinstance(seq, list) and len(seq) >= min_count and all(type(p) is list and len(p) == 2 for p in seq):
+        return seq
+    return _checked_positions(seq, min_count, where)
+
+
+def _checked_positions(seq, min_count: int, where: str) -> list:
     """A list of [x, y] positions, checked: numbers, finite, at least ``min_count`` of them."""
     try:
         xy = np.asarray(seq, dtype=float)  # (N, 2), or (N, 3) with a z QuPath never writes
