@@ -156,12 +156,15 @@ def row_of(dock, url: str) -> int:
 
 
 def test_a_thumbnail_per_series_from_its_thumbnail_or_volume_never_its_label(
-    make_napari_viewer, qtbot, orthanc, wsi_dir, monkeypatch
+    make_napari_viewer, qtbot, orthanc, wsi_dir, monkeypatch, output_dir
 ):
     viewer, dock, errors = open_dock(make_napari_viewer, monkeypatch)
     search_all(dock, qtbot, orthanc, errors)
     assert len(dock.hits) >= 3
     qtbot.waitUntil(lambda: dock.thumbnails_done() and len(dock.thumbnails) >= 3, timeout=30000)
+    viewer.window.resize(1400, 900)
+    qtbot.wait(200)
+    dock.grab().save(str(output_dir / "pacs-dock.png"))  # looked at: the series list with its thumbnails
 
     url = slide_url(orthanc, wsi_dir, "cmu-1")
     series = DicomWebAddress.parse(url).series_uid
