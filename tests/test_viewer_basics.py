@@ -395,3 +395,22 @@ def test_measuring_an_imported_region_takes_its_hole_out(cmu1, monkeypatch, qtbo
     assert rows[0].area_mm2 == pytest.approx(want) and rows[0].classification == "Tumor"
     assert want < polygon_area([np.array(follicle.geometry["coordinates"][0])]) * 0.499**2 / 1e6
     assert list(regions.features["measure"])[1] == "" and rows[3].kind == "line"
+
+
+def test_an_import_freezes_what_it_built_until_its_layers_are_closed(cmu1, monkeypatch, qtbot):
+    """The import keeps its millions of coordinate lists out of the cycle collector's passes (gc.freeze); once
+    the last imported layer is closed, everything goes back to the collector, so a slide closed meanwhile
+    (with its frame cache) is not kept alive for want of a collection."""
+    import gc
+
+    viewer, _ = cmu1
+    widget = _dock(viewer, "Annotations", monkeypatch)
+    gc.unfreeze()
+    _import(widget, QUPATH_04, qtbot)
+    assert gc.get_freeze_count() > 0 and widget.frozen
+    layers = list(widget.frozen)
+    viewer.layers.remove(layers[0])
+    assert gc.get_freeze_count() > 0 or len(layers) == 1, "another imported layer is still open"
+    for layer in layers[1:]:
+        viewer.layers.remove(layer)
+    assert gc.get_freeze_count() == 0 and not widget.frozen

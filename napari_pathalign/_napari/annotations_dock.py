@@ -18,7 +18,7 @@ from napari_pathalign._napari.annotation_layers import annotation_layers, annota
 from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.slide_geometry import camera_of
 from napari_pathalign._napari.slide_info import slide_layer_of
-from napari_pathalign.core.gc_pause import cycle_collector_paused
+from napari_pathalign.core.gc_pause import cycle_collector_paused, release_frozen
 from napari_pathalign.io import check_bounds, read_annotations, write_annotations
 
 OUTLINE_PX = 2.0  # outlines keep about this width on screen at any zoom, as in QuPath
@@ -62,6 +62,8 @@ class AnnotationsDock(SlideDock):
         layout.addStretch()
         self.say("Import QuPath or ASAP annotations onto the open slide, or export drawn shapes.")
         self.imported: list = []  # the layers the last import added
+        self.frozen: list = []  # every imported layer still open: its objects sit in the collector's frozen set
+        self.connect_viewer(self.viewer.layers.events.removed, self._layer_removed)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.fit_outlines)
@@ -90,10 +92,20 @@ class AnnotationsDock(SlideDock):
 
     def _add_layers(self, path: Path, slide_layer, annotations, layers) -> None:
         self.imported = [self.viewer.add_layer(layer) for layer in layers]
+        self.frozen += self.imported
         if self.imported:
             self.viewer.layers.selection.active = self.imported[0]
         self.fit_outlines()
         self.say(f"{path.name}: {summary(annotations)}")
+
+    def _layer_removed(self, *_) -> None:
+        """When the last imported layer is closed, what the imports froze goes back to the cycle collector, so
+        nothing closed since (a slide, its cache) stays in memory for want of a collection."""
+        if not self.frozen:
+            return
+        self.frozen = [layer for layer in self.frozen if layer in self.viewer.layers]
+        if not self.frozen:
+            release_frozen()
 
     def _zoomed(self, *_) -> None:
         if not self._timer.isActive():

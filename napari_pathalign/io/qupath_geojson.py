@@ -307,7 +307,7 @@ def _short(value) -> str:
 # ---------------------------------------------------------------------------------------------- writing
 def to_geojson_text(annotations: list[Annotation]) -> str:
     """A FeatureCollection QuPath opens (File > Import objects, or drag and drop)."""
-    with cycle_collector_paused():
+    with cycle_collector_paused(freeze=False):  # the features are temporaries: freed with the text
         features = [feature_of(ann) for ann in annotations]
         return json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False, allow_nan=False)
 
