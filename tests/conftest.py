@@ -67,3 +67,13 @@ def models():
         PathAlign.load("embedded-r", device="cpu"),
         load_patch_encoder("embedded", device="cpu"),
     )
+
+
+@pytest.fixture(scope="session")
+def cmu1_level0_dicom(wsi_dir):
+    """The level-0 instance of the real CMU-1 DICOM slide (2220 x 2967), metadata only: the source of DICOM results."""
+    import pydicom
+
+    files = sorted((wsi_dir / "CMU-1-Small-Region-dicom").glob("*.dcm"))
+    volumes = [d for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in files) if "VOLUME" in d.ImageType]
+    return max(volumes, key=lambda d: d.TotalPixelMatrixColumns)

@@ -23,12 +23,9 @@ from napari_pathalign.io.dicomweb import Credentials, DicomWebAddress, DicomWebC
 from tests.orthanc import Orthanc, slide_url
 
 
-@pytest.fixture(scope="module")
-def source(wsi_dir) -> pydicom.Dataset:
-    """The level-0 instance of the real CMU-1 DICOM slide (2220 x 2967), metadata only."""
-    files = sorted((wsi_dir / "CMU-1-Small-Region-dicom").glob("*.dcm"))
-    volumes = [d for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in files) if "VOLUME" in d.ImageType]
-    return max(volumes, key=lambda d: d.TotalPixelMatrixColumns)
+@pytest.fixture
+def source(cmu1_level0_dicom) -> pydicom.Dataset:
+    return cmu1_level0_dicom
 
 
 def heatmap() -> Heatmap:

@@ -30,12 +30,9 @@ PROVENANCE = {
 TEXT = "Invasive carcinoma is present. No necrosis is seen."
 
 
-@pytest.fixture(scope="module")
-def source(wsi_dir) -> pydicom.Dataset:
-    """The level-0 instance of the real CMU-1 DICOM slide, metadata only."""
-    files = sorted((wsi_dir / "CMU-1-Small-Region-dicom").glob("*.dcm"))
-    volumes = [d for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in files) if "VOLUME" in d.ImageType]
-    return max(volumes, key=lambda d: d.TotalPixelMatrixColumns)
+@pytest.fixture
+def source(cmu1_level0_dicom) -> pydicom.Dataset:
+    return cmu1_level0_dicom
 
 
 def heatmap() -> Heatmap:
