@@ -14,6 +14,15 @@ SMOOTH_FACTOR = 4  # raster pixels per patch side in the smoothed view
 HEATMAP_KEY = "pathalign_heatmap"  # layer.metadata key holding the Heatmap shown
 
 
+def shown_heatmap(viewer, slide_layer) -> Heatmap | None:
+    """The Heatmap of the top visible heatmap layer over ``slide_layer`` (None when none is shown)."""
+    for layer in reversed(list(viewer.layers)):
+        meta = getattr(layer, "metadata", None) or {}
+        if layer.visible and HEATMAP_KEY in meta and meta.get("slide_layer") == slide_layer.name:
+            return meta[HEATMAP_KEY]
+    return None
+
+
 def layer_name(heatmap: Heatmap, slide_name: str, smoothed: bool) -> str:
     return f"{slide_name}: {heatmap.title}" + (" (smoothed, cosmetic)" if smoothed else "")
 

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 
 from napari_pathalign._napari.annotation_layers import shape_parts
 from napari_pathalign._napari.dock import SlideDock
-from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY
+from napari_pathalign._napari.heatmap_layers import shown_heatmap
 from napari_pathalign._napari.slide_info import slide_layer_of, slide_of
 from napari_pathalign.io.csv_table import write_csv
 from napari_pathalign.tiling.region_stats import Measurement, measure, with_model_values
@@ -54,15 +54,6 @@ def _class_maps(registry, slide):
         c: analysis.heatmap(v, "class-map", f"P({c}) per patch ({how})") for c, v in checker.per_patch(organ).items()
     }
     return organ, maps
-
-
-def shown_heatmap(viewer, slide_layer):
-    """The Heatmap of the top visible heatmap layer over ``slide_layer`` (None when none is shown)."""
-    for layer in reversed(list(viewer.layers)):
-        meta = getattr(layer, "metadata", {}) or {}
-        if layer.visible and HEATMAP_KEY in meta and meta.get("slide_layer") == slide_layer.name:
-            return meta[HEATMAP_KEY]
-    return None
 
 
 def classes_text(fractions: dict) -> str:

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_pathalign._napari.dock import SlideDock
-from napari_pathalign._napari.heatmap_layers import HEATMAP_KEY
+from napari_pathalign._napari.heatmap_layers import shown_heatmap
 from napari_pathalign._napari.slide_info import slide_layer_of, slide_of
 
 ICON_SIZE = 64  # thumbnail side in the series list (pixels)
@@ -374,10 +374,9 @@ class PacsWidget(SlideDock):
         return {"text": text, "sentences": [], "provenance": provenance}
 
     def _heatmap(self, slide_layer):
-        for layer in reversed(self.viewer.layers):  # the top layer first
-            meta = getattr(layer, "metadata", {})
-            if layer.visible and HEATMAP_KEY in meta and meta.get("slide_layer") == slide_layer.name:
-                return meta[HEATMAP_KEY]
+        heatmap = shown_heatmap(self.viewer, slide_layer)
+        if heatmap is not None:
+            return heatmap
         raise ValueError(f"No visible heatmap layer over {slide_layer.name}: compute one (Heatmaps dock) or show it.")
 
     def _regions(self, slide_layer) -> list:
