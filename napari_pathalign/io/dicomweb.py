@@ -258,7 +258,7 @@ class DicomWebConnection:
             return exc
         if isinstance(exc, requests.exceptions.SSLError):
             return DicomWebConnectionError(
-                f"{where}: could not {doing}: its TLS certificate could not be verified ({_short(exc)}); if the "
+                f"{where}: could not {doing}: its TLS certificate could not be verified ({brief(exc)}); if the "
                 "archive uses a hospital certificate authority, point REQUESTS_CA_BUNDLE at that CA's PEM file"
             )
         if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
@@ -268,11 +268,11 @@ class DicomWebConnection:
                 o = self.options
                 return DicomWebConnectionError(
                     f"{where}: could not {doing}: timed out after {tries} tries (no answer within "
-                    f"{o.connect_timeout_s:g} s to connect, {o.read_timeout_s:g} s to read; {_short(exc)}); the server "
+                    f"{o.connect_timeout_s:g} s to connect, {o.read_timeout_s:g} s to read; {brief(exc)}); the server "
                     "is busy or hung: try again later, or allow it more time with DicomWebOptions(read_timeout_s=...)"
                 )
             return DicomWebConnectionError(
-                f"{where}: could not {doing}: no answer after {tries} tries ({_short(exc)}); check "
+                f"{where}: could not {doing}: no answer after {tries} tries ({brief(exc)}); check "
                 "the address and port, that the server runs and that this machine can reach it"
             )
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -283,8 +283,8 @@ class DicomWebConnection:
         if status == 404:
             return SeriesNotFoundError(f"{where}: could not {doing}: HTTP 404, the server has no such resource")
         if status is not None:
-            return DicomWebError(f"{where}: could not {doing}: the server answered HTTP {status} ({_short(exc)})")
-        return DicomWebError(f"{where}: could not {doing} ({type(exc).__name__}: {_short(exc)})")
+            return DicomWebError(f"{where}: could not {doing}: the server answered HTTP {status} ({brief(exc)})")
+        return DicomWebError(f"{where}: could not {doing} ({type(exc).__name__}: {brief(exc)})")
 
     def call(self, doing: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, with any failure raised as a ``DicomWebError`` saying what was being done."""
@@ -527,6 +527,7 @@ def _value(dataset: dict, tag: str) -> str:
     return str(value)
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters: for error messages built on it."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

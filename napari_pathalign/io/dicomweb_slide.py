@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from napari_pathalign.io.dicom import DicomTileLevel, associated_images, pixel_spacing_mpp
-from napari_pathalign.io.dicomweb import Credentials, DicomWebAddress, DicomWebConnection, DicomWebOptions
+from napari_pathalign.io.dicomweb import Credentials, DicomWebAddress, DicomWebConnection, DicomWebOptions, brief
 from napari_pathalign.io.errors import NotASlideError, SeriesNotFoundError, SlideError
 from napari_pathalign.io.slide import Slide, SlideInfo
 from napari_pathalign.io.tiles import TileReader
@@ -95,7 +95,7 @@ class DicomWebTileLevel(DicomTileLevel):
             raise FrameDecodeError(
                 f"{self._path}: the frame at row {row}, column {col} of pyramid level {self._level} "
                 f"({self._frame_number(row, col)}instance {uid}) arrived but could not be decoded "
-                f"({type(exc).__name__}: {_brief(exc)}): the archive holds damaged pixel data there. "
+                f"({type(exc).__name__}: {brief(exc)}): the archive holds damaged pixel data there. "
                 f"Other regions still read; ask the archive's administrators to check instance {uid}"
             ) from exc
 
@@ -257,11 +257,6 @@ def _stored_syntax(connection: DicomWebConnection, study: str, series: str, inst
         return None
     found = re.search(r"transfer-syntax=([0-9.]+)", content_type)
     return {UID(found.group(1))} if found else None
-
-
-def _brief(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _display_path(address: DicomWebAddress) -> PurePosixPath:
