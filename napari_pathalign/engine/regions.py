@@ -83,7 +83,7 @@ def iter_region_embeddings(
 
 def patches_in_polygon(xy_level0: np.ndarray, size_level0: int, polygon_xy_level0) -> np.ndarray:
     """Indices of the patches whose centre lies inside a polygon (V, 2) of level-0 (x, y) vertices."""
-    from skimage.measure import points_in_poly
+    from napari_pathalign.tiling.region_stats import region_patches
 
     poly = np.asarray(polygon_xy_level0, np.float64)
     if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
@@ -92,8 +92,7 @@ def patches_in_polygon(xy_level0: np.ndarray, size_level0: int, polygon_xy_level
         )
     if not np.isfinite(poly).all():
         raise ValueError("the region polygon has non-finite vertices")
-    centres = np.asarray(xy_level0, np.float64) + size_level0 / 2.0  # (N, 2)
-    return np.flatnonzero(points_in_poly(centres, poly))
+    return region_patches([poly], xy_level0, size_level0)
 
 
 def rectangle(x: float, y: float, w: float, h: float) -> np.ndarray:
