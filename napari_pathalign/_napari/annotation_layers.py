@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_pathalign.core.polygons import ellipse_ring, point_in_ring
 from napari_pathalign.io import Annotation
-from napari_pathalign.io.annotations import CHUNK
+from napari_pathalign.io.annotations import vertex_table
 
 FEATURES = ("class", "name", "object_type", "id", "part")  # the Shapes layer's feature columns
 UNCLASSIFIED_RGB = (255, 200, 0)  # QuPath draws unclassified objects yellow-orange too
@@ -45,25 +45,19 @@ def class_rgb(ann: Annotation) -> tuple[int, int, int]:
 def exterior_centres(regions: list[Annotation]) -> list[tuple[float, float, float]]:
     """(x, y, size) per Polygon / MultiPolygon: the mean of its (first) exterior ring's vertices and the mean of
     that ring's width and height, for all of them in one numpy pass (100,000 cells: 0.2 s, not 1 s)."""
-    from itertools import chain
-
-    rings = [
-        a.geometry["coordinates"][0] if a.geometry["type"] == "Polygon" else a.geometry["coordinates"][0][0]
-        for a in regions
-    ]
-    if not rings:
+    if not regions:
         return []
-    out = []
-    for k in range(0, len(rings), CHUNK):  # a chunk at a time: numpy holds the GIL briefly (the GUI thread runs)
-        chunk = rings[k : k + CHUNK]
-        counts = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
-        flat = list(chain.from_iterable(chunk))
-        xy = np.fromiter(chain.from_iterable(flat), dtype=np.float64, count=2 * len(flat)).reshape(-1, 2)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        mean = np.add.reduceat(xy, starts, axis=0) / counts[:, None]
-        size = (np.maximum.reduceat(xy, starts, axis=0) - np.minimum.reduceat(xy, starts, axis=0)).mean(1)
-        out += zip(mean[:, 0].tolist(), mean[:, 1].tolist(), size.tolist())
-    return out
+    xy, starts = vertex_table(regions, parts=_exterior)
+    counts = np.diff(starts)
+    mean = np.add.reduceat(xy, starts[:-1], axis=0) / counts[:, None]
+    size = (np.maximum.reduceat(xy, starts[:-1], axis=0) - np.minimum.reduceat(xy, starts[:-1], axis=0)).mean(1)
+    return list(zip(mean[:, 0].tolist(), mean[:, 1].tolist(), size.tolist()))
+
+
+def _exterior(geometry: dict) -> list:
+    """A Polygon's exterior ring, a MultiPolygon's first one, as the one vertex list of ``vertex_table``."""
+    coords = geometry["coordinates"]
+    return [coords[0] if geometry["type"] == "Polygon" else coords[0][0]]
 
 
 def annotation_layers(annotations: list[Annotation], slide_layer, name: str) -> list:
