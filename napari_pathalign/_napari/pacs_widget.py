@@ -36,11 +36,11 @@ from qtpy.QtWidgets import (
 from napari_pathalign._napari.dock import SlideDock
 from napari_pathalign._napari.heatmap_layers import shown_heatmap
 from napari_pathalign._napari.slide_info import slide_layer_of, slide_of
+from napari_pathalign.io.dicom_bundle import FILES, result_kinds
 
 ICON_SIZE = 64  # thumbnail side in the series list (pixels)
 THUMBNAIL_SIZE = 128  # fetched at twice the icon's size: sharp on a high-DPI screen
 DEID_KEY_ENV = "PATHALIGN_DEID_KEY"  # the site's de-identification key; read only when "de-identify" is ticked
-FILES = {"report": "report-sr.dcm", "heatmap": "heatmap-pm.dcm", "regions": "regions-ann.dcm"}  # "Save as DICOM"
 
 
 @thread_worker
@@ -93,32 +93,23 @@ class Exported:
 def _export(url: str, report: dict | None, heatmap, regions: list, key: str | None, folder: Path | None):
     """The results on the slide's level-0 instance, written into ``folder`` or, when None, stored into the
     slide's study (STOW-RS); returns ``Exported``."""
-    from napari_pathalign.io.dicom_annotations import regions_bulk_annotations
-    from napari_pathalign.io.dicom_results import heatmap_parametric_map, report_sr, write_dicom
+    from napari_pathalign.io.dicom_bundle import iter_results
+    from napari_pathalign.io.dicom_results import write_dicom
     from napari_pathalign.io.dicomweb import Credentials, DicomWebAddress, DicomWebConnection
 
     address = DicomWebAddress.parse(url)
     with DicomWebConnection(address.root, Credentials.for_server(address.root)) as pacs:
         source = pacs.slide_source(address.study_uid, address.series_uid)
-        built = []  # (kind, dataset, what)
-        if report is not None:
-            sr = report_sr(source, report["text"], report["sentences"], report["provenance"], deidentify_key=key)
-            built.append(("report", sr, "report SR"))
-        if heatmap is not None:
-            pm = heatmap_parametric_map(source, heatmap, deidentify_key=key)
-            built.append(("heatmap", pm, f"heatmap Parametric Map ({heatmap.title})"))
-        if regions:
-            ann = regions_bulk_annotations(source, regions, heatmap=heatmap, deidentify_key=key)
-            built.append(("regions", ann, f"bulk annotations ({len(regions)} regions)"))
-        what = ", ".join(w for _, _, w in built)
-        uids = [str(ds.SOPInstanceUID) for _, ds, _ in built]
-        study = str(built[0][1].StudyInstanceUID)
+        built = list(iter_results(source, report, heatmap, regions, key))
+        what = ", ".join(r.what for r in built)
+        uids = [str(r.dataset.SOPInstanceUID) for r in built]
+        study = str(built[0].dataset.StudyInstanceUID)
         if folder is not None:
-            for kind, ds, _ in built:
-                write_dicom(ds, folder / FILES[kind], overwrite=False)
+            for r in built:
+                write_dicom(r.dataset, folder / FILES[r.kind], overwrite=False)
             return Exported(what, f"saved in {folder}" + (" (de-identified)" if key else ""), uids, study)
         # a de-identified result is its own pseudonymous study: the slide's study does not hold it
-        pacs.store([ds for _, ds, _ in built], None if key else address.study_uid)
+        pacs.store([r.dataset for r in built], None if key else address.study_uid)
         where = f"de-identified, as its own study {study}" if key else f"into the slide's study {study}"
         return Exported(what, f"sent to {address.root}, {where}", uids, study)
 
@@ -415,8 +406,7 @@ class PacsWidget(SlideDock):
         if not folder.is_dir():
             self.say(f"{folder} is not a folder; choose an existing folder.", error=True)
             return None
-        kinds = [k for k, x in zip(FILES, gathered[1:4]) if x]
-        clash = [folder / FILES[k] for k in kinds if (folder / FILES[k]).exists()]
+        clash = [folder / FILES[k] for k in result_kinds(*gathered[1:4]) if (folder / FILES[k]).exists()]
         if clash:  # checked before anything is built; write_dicom refuses again, atomically
             self.say(f"{', '.join(p.name for p in clash)} already in {folder}; choose another folder.", error=True)
             return None

@@ -10,21 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from napari_pathalign.cli.common import add_slide_arguments, prepare_analysis
-
-FILES = {"report": "report-sr.dcm", "heatmap": "heatmap-pm.dcm", "regions": "regions-ann.dcm"}  # in --out
-
-
-@dataclass
-class Result:
-    """One DICOM result built for the slide."""
-
-    kind: str  # 'report', 'heatmap' or 'regions' (a key of FILES)
-    dataset: object  # the pydicom Dataset (highdicom SR, Parametric Map or Bulk Annotations)
-    what: str  # for the summary: 'report SR (12 sentences)'
+from napari_pathalign.io.dicom_bundle import FILES, DicomResult, iter_results, result_kinds
 
 
 def _export_dicom(args) -> int:
@@ -218,28 +207,15 @@ def _heatmap(args, source):
     return heatmap
 
 
-def _build(source, report: dict | None, heatmap, regions: list, key: str | None) -> list[Result]:
+def _build(source, report: dict | None, heatmap, regions: list, key: str | None) -> list[DicomResult]:
     from tqdm import tqdm
 
-    from napari_pathalign.io.dicom_annotations import regions_bulk_annotations
-    from napari_pathalign.io.dicom_results import heatmap_parametric_map, report_sr
-
-    steps = [k for k, given in (("report", report), ("heatmap", heatmap), ("regions", regions)) if given]
-    results = []
-    for kind in tqdm(steps, desc="building DICOM", unit="instance", file=sys.stderr):
-        if kind == "report":
-            ds = report_sr(source, report["text"], report["sentences"], report["provenance"], deidentify_key=key)
-            results.append(Result(kind, ds, f"report SR ({len(report['sentences'])} sentences)"))
-        elif kind == "heatmap":
-            ds = heatmap_parametric_map(source, heatmap, deidentify_key=key)
-            results.append(Result(kind, ds, f"heatmap Parametric Map ({heatmap.title}, {len(heatmap)} patches)"))
-        else:
-            ds = regions_bulk_annotations(source, regions, heatmap=heatmap, deidentify_key=key)
-            results.append(Result(kind, ds, f"bulk annotations ({len(regions)} regions)"))
-    return results
+    total = len(result_kinds(report, heatmap, regions))
+    built = iter_results(source, report, heatmap, regions, key)
+    return list(tqdm(built, total=total, desc="building DICOM", unit="instance", file=sys.stderr))
 
 
-def _send(args, connection, source, results: list[Result], deidentified: bool) -> None:
+def _send(args, connection, source, results: list[DicomResult], deidentified: bool) -> None:
     # a de-identified result is its own pseudonymous study: the slide's study UID does not hold it
     study = None if deidentified else str(source.StudyInstanceUID)
     print(f"sending {len(results)} instance(s) to {connection.root} (STOW-RS) ...", file=sys.stderr)
