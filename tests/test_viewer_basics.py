@@ -356,27 +356,45 @@ def test_measured_line_region_and_tissue_fraction_to_csv(cmu1, monkeypatch, qtbo
     assert widget.export_csv(tmp_path / "m.csv") is None and "already exists" in widget.errors[-1]
 
 
-def test_very_many_detections_are_centroids_and_export_their_outlines(cmu1, monkeypatch, qtbot, tmp_path):
-    """Beyond MAX_OUTLINES (lowered here to 100) detections are points at their centroids; export writes
-    the outlines they came with."""
+def test_very_many_detections_are_a_pyramid_exported_as_they_came(cmu1, monkeypatch, qtbot, tmp_path, output_dir):
+    """Beyond MAX_OUTLINES (lowered here to 100) detections are drawn into an RGBA pyramid on the slide's pixel
+    grid: outlines in their class colour at level 0, dots when zoomed out; export writes them as they came."""
+    from PIL import Image
+
+    from napari_pathalign._napari.slide_geometry import camera_of
+
     monkeypatch.setattr("napari_pathalign._napari.annotation_layers.MAX_OUTLINES", 100)
-    viewer, _ = cmu1
+    viewer, slide_layer = cmu1
     widget = _dock(viewer, "Annotations", monkeypatch)
     path = _cells_file(tmp_path / "cells.geojson", 150)
     _import(widget, path, qtbot)
-    centroids = viewer.layers["cells [detections as centroids]"]
-    assert len(centroids.data) == 150 and set(centroids.features["class"]) == {"Tumor"}
+    cells = viewer.layers["cells [detections]"]
+    assert cells.multiscale and cells.rgb and [layer.name for layer in viewer.layers] == [slide_layer.name, cells.name]
+    np.testing.assert_allclose(cells.scale, slide_layer.scale)
+    np.testing.assert_allclose(cells.translate, slide_layer.translate)
+    assert cells.data[0].shape == (2967, 2220, 4)
     first = read_annotations(path)[0]
-    x, y = np.asarray(first.geometry["coordinates"][0]).mean(0)
-    np.testing.assert_allclose(centroids.data[0], [y - 0.5, x - 0.5])
-    centroids.features.loc[0, "class"] = "Stroma"  # reclassified in napari
-    viewer.layers.selection = {centroids}
+    ring = np.asarray(first.geometry["coordinates"][0])
+    x, y = np.floor(ring[0]).astype(int)  # a vertex of the first cell: on its outline, in Tumor's colour
+    assert tuple(np.asarray(cells.data[0][y, x])) == (200, 0, 0, 255)
+    cx, cy = ring.mean(0).astype(int)  # its inside (radius 6) is left clear, and so is the slide's far corner
+    assert np.asarray(cells.data[0][cy, cx])[3] == 0 and not np.asarray(cells.data[0][2850:2967, 2100:2220]).any()
+    coarse = np.asarray(cells.data[-1])  # zoomed out, each cell is a dot at its centre
+    f = 2 ** (len(cells.data) - 1)
+    assert tuple(coarse[int(ring[:, 1].mean() // f), int(ring[:, 0].mean() // f)]) == (200, 0, 0, 255)
+    assert (coarse[..., 3] > 0).sum() <= 150 * 5
+    camera_of(viewer).center = (1000 * 0.499, 1000 * 0.499)
+    camera_of(viewer).zoom = 1.2
+    qtbot.wait(300)
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    Image.fromarray(shot).save(output_dir / "detections.png")
+    red = (shot[..., 0] > 150) & (shot[..., 1] < 80) & (shot[..., 2] < 80)
+    assert red.sum() > 500, "the outlines are painted on the slide"
+    viewer.layers.selection = {cells}
     again = read_annotations(widget.export_layers(tmp_path / "out.geojson"))
     assert len(again) == 150 and all(a.geometry["type"] == "Polygon" for a in again)
-    ring = first.geometry["coordinates"][0]
-    assert again[0].geometry["coordinates"][0] == ring + [ring[0]], "the outline, closed as GeoJSON wants"
-    assert again[0].classification == "Stroma"
-    assert again[1].classification == "Tumor"
+    assert again[0].geometry["coordinates"][0] == ring.tolist() + [ring[0].tolist()], "closed, as GeoJSON wants"
+    assert {a.classification for a in again} == {"Tumor"}
 
 
 def test_measuring_an_imported_region_takes_its_hole_out(cmu1, monkeypatch, qtbot):

@@ -132,12 +132,13 @@ class AnnotationsDock(SlideDock):
             self.export_layers(path, overwrite=True)
 
     def export_layers(self, path, overwrite: bool = False):
-        """Write the selected Shapes and Points layers to ``path``; returns the path, or None when refused."""
+        """Write the selected Shapes, Points and imported detection layers to ``path``; returns the path, or
+        None when refused."""
         slide_layer = slide_layer_of(self.viewer)
         layers = [
             layer
             for layer in self.viewer.layers.selection
-            if isinstance(layer, (napari.layers.Shapes, napari.layers.Points))
+            if isinstance(layer, (napari.layers.Shapes, napari.layers.Points)) or "detections" in layer.metadata
         ]
         if slide_layer is None or not layers:
             self.say("Select the Shapes or Points layers to export, with one slide open.", error=True)
