@@ -37,17 +37,29 @@ def test_zoomed_out_a_cell_is_a_dot_at_its_centre_in_its_class_colour():
     assert f == 4 and (tile[..., 3] > 0).sum() == 1 + 5, "under 2 pixels wide a dot is 1 pixel, else a plus of 5"
 
 
-def test_the_dask_pyramid_reads_the_same_pixels_as_one_tile_across_chunk_edges():
+def test_the_pyramid_levels_index_like_numpy_arrays_of_their_tiles():
     rng = np.random.default_rng(1)
     ring = 8 * np.stack([np.cos(np.linspace(0, 6.28, 20)), np.sin(np.linspace(0, 6.28, 20))], 1)
     rings = [ring + c for c in rng.uniform(10, 2990, (300, 2))]
     raster = _raster(rings, rng.integers(0, 255, (300, 4)))
     pyramid = raster.pyramid()
-    assert len(pyramid) == raster.levels and pyramid[0].shape == (4000, 3000, 4)
+    assert len(pyramid) == raster.levels and pyramid[0].shape == (4000, 3000, 4) and pyramid[0].dtype == np.uint8
     for level in range(raster.levels):
-        window = np.asarray(pyramid[level][100:700, 150:740])  # crosses the 512-pixel chunk edges
-        np.testing.assert_array_equal(window, raster.tile(level, (100, 700), (150, 740)))
-        assert window[..., 3].any()
+        h, w = raster.level_shape(level)
+        whole = raster.tile(level, (0, h), (0, w))
+        assert whole[..., 3].any()
+        np.testing.assert_array_equal(np.asarray(pyramid[level]), whole)
+        for key in [
+            (slice(100, 700), slice(150, 740)),
+            (slice(None, None, 3), slice(5, -5, 2)),
+            (7, slice(None)),
+            (slice(10, 20), -1, 3),
+            (Ellipsis, 0),
+            (slice(50, 50), slice(None)),
+        ]:
+            np.testing.assert_array_equal(pyramid[level][key], whole[key], err_msg=f"level {level}, {key}")
+    with pytest.raises(IndexError):
+        pyramid[0][4000, 0]
 
 
 def test_bad_input_is_refused_in_words():

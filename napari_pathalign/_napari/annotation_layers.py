@@ -150,7 +150,7 @@ def detection_layer(detections: list[Annotation], slide_layer, name: str, place:
     h0, w0 = slide_layer.metadata["shape_level0"]
     xy, starts = vertex_table(detections, parts=_exterior)
     colours: dict = {}
-    rgba = np.array([colours.setdefault(class_rgb(a), (*class_rgb(a), 255)) for a in detections], np.uint8)
+    rgba = np.array([colours.setdefault(rgb, (*rgb, 255)) for rgb in map(class_rgb, detections)], np.uint8)
     raster = DetectionRaster(xy, starts, rgba, int(h0), int(w0))
     return napari.layers.Image(
         raster.pyramid(),
