@@ -4,7 +4,7 @@ A layer of 100,000 vector objects costs the GUI thread seconds to add and hundre
 paint in software OpenGL; an image pyramid costs what the slide's own tiles cost: only the tiles on
 screen are drawn, each in a few milliseconds. A tile draws every detection whose bounding box meets it:
 as its outline (each edge sampled at least once per tile pixel) where the detection is at least
-``DOT_PX`` tile pixels wide, else as a filled dot at its centre, so a zoomed-out slide shows where the
+``DOT_PX`` tile pixels wide, else as a dot at its centre, so a zoomed-out slide shows where the
 cells are and what class they are. Everything is numpy: no Python loop over detections.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DOT_PX = 4.0  # a detection narrower than this many tile pixels is drawn as a dot, not an outline
+DOT_PX = 8.0  # a detection narrower than this many tile pixels is a dot, not an outline (too small to read)
 COARSEST_PX = 1024  # the pyramid goes down until the slide's longer side fits this many pixels
 
 
@@ -48,10 +48,12 @@ class DetectionRaster:
         self.hi = np.maximum.reduceat(self.xy, first, axis=0) if n else np.zeros((0, 2))  # (N, 2) bbox max
         self.centre = np.add.reduceat(self.xy, first, axis=0) / counts[:, None] if n else np.zeros((0, 2))
         self.size = (self.hi - self.lo).max(1)  # (N,) the longer side of each bounding box
-        self.owner = np.repeat(np.arange(n), counts)  # (V,) the detection each vertex belongs to
-        last = self.starts[1:] - 1
-        self.after = np.arange(len(self.xy)) + 1  # (V,) the next vertex of the same ring, wrapping round
-        self.after[last] = first
+        after = np.arange(len(self.xy)) + 1  # the next vertex of the same ring, wrapping round
+        after[self.starts[1:] - 1] = first
+        # per vertex, in float32 (0.01 px at 100,000 px): where it is, its edge to the next one, its colour
+        self.vertex = self.xy.astype(np.float32)
+        self.edge = (self.xy[after] - self.xy).astype(np.float32)
+        self.vertex_rgba = np.repeat(self.rgba, counts, axis=0)
 
     def __len__(self) -> int:
         return len(self.starts) - 1
@@ -93,23 +95,28 @@ class DetectionRaster:
             out[row[keep], col[keep]] = self.rgba[which[keep]]
 
     def _outlines(self, out: np.ndarray, outlined: np.ndarray, x0: float, y0: float, f: float) -> None:
-        """Every edge of the chosen detections, sampled at least once per tile pixel along its longer axis."""
+        """Every edge of the chosen detections, sampled at least once per tile pixel along its longer axis (its end
+        is the next edge's start). An edge shorter than a pixel is its first vertex alone: at the zooms where a
+        view holds tens of thousands of outlines, that is almost every edge, and no sample is interpolated."""
         h, w = out.shape[:2]
         which = np.flatnonzero(outlined)
         counts = self.starts[which + 1] - self.starts[which]
         ramp = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         v = np.repeat(self.starts[which], counts) + ramp  # the vertices of the detections drawn as outlines
-        p = (self.xy[v] - (x0, y0)) / f
-        q = (self.xy[self.after[v]] - (x0, y0)) / f
-        steps = np.ceil(np.abs(q - p).max(1)).astype(np.int64) + 1  # samples per edge, both ends included
-        edge = np.repeat(np.arange(len(v)), steps)
-        t = (np.arange(len(edge)) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(
-            np.maximum(steps - 1, 1), steps
-        )
-        pts = p[edge] + (q[edge] - p[edge]) * t[:, None]
-        col, row = np.floor(pts[:, 0]).astype(np.int64), np.floor(pts[:, 1]).astype(np.int64)
+        p = (self.vertex[v] - np.float32((x0, y0))) / np.float32(f)
+        d = self.edge[v] / np.float32(f)
+        steps = np.maximum(np.ceil(np.abs(d).max(1)), 1).astype(np.int64)  # samples per edge
+        colour = self.vertex_rgba[v]
+        long = np.flatnonzero(steps > 1)
+        if long.size:
+            n = steps[long]
+            edge = np.repeat(long, n)
+            t = ((np.arange(edge.size) - np.repeat(np.cumsum(n) - n, n)) / np.repeat(n, n)).astype(np.float32)
+            p = np.concatenate([p[steps == 1], p[edge] + d[edge] * t[:, None]])
+            colour = np.concatenate([colour[steps == 1], colour[edge]])
+        col, row = np.floor(p[:, 0]).astype(np.int64), np.floor(p[:, 1]).astype(np.int64)
         keep = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        out[row[keep], col[keep]] = self.rgba[self.owner[v[edge[keep]]]]
+        out[row[keep], col[keep]] = colour[keep]
 
     def pyramid(self) -> list["RasterLevel"]:
         """The levels as read-only arrays (H_k, W_k, 4) that draw the window napari asks for when it asks."""
