@@ -110,7 +110,14 @@ def step_demo(args, work: Path) -> Path:
 
     demo = work / "demo"
     if not (demo / "test" / "reports.jsonl").exists():
-        make_demo_data(Path(args.tiles), demo, slides=args.slides, seed=args.seed, test_slides=args.test_slides)
+        make_demo_data(
+            Path(args.tiles),
+            demo,
+            slides=args.slides,
+            seed=args.seed,
+            test_slides=args.test_slides,
+            split_seed=args.seed,
+        )
     return demo
 
 

@@ -44,3 +44,32 @@ def test_the_shipped_model_was_trained_on_train_clusters_only():
     trained = set(doc["lung_train_clusters"])
     assert trained and not trained & {k for k, s in side.items() if s == {"test"}}
     assert trained == {k for k, s in side.items() if s == {"train"}}
+
+
+def test_a_second_test_set_drawn_with_another_seed_keeps_the_held_out_split(tmp_path, monkeypatch):
+    """make_demo_data(seed=5) draws other slides from the same held-out clusters: the seed that draws the slides
+    once also chose the split, and a 'second held-out set' then held 122 of its 188 tiles from training."""
+    import napari_pathalign.demo.data as data
+
+    used = []
+    render = data.render
+
+    def spy(cells, src, rng):
+        used.extend(p for paths in src.tiles.values() for p in paths)
+        return render(cells, src, rng)
+
+    monkeypatch.setattr(data, "render", spy)
+    data.make_demo_data(
+        SHARED_DATA / "tiles",
+        tmp_path,
+        slides=0,
+        seed=5,
+        splits=("test",),
+        test_slides=2,
+        grid=(4, 5),
+        progress=False,
+        kinds=("lung",),
+    )
+    held_out = {p for paths in lung_split(LUNG, 0)["test"].values() for p in paths}
+    trained = {p for paths in lung_split(LUNG, 0)["train"].values() for p in paths}
+    assert used and set(used) <= held_out and not set(used) & trained

@@ -104,7 +104,9 @@ def _demo_data(args) -> int:
     from napari_pathalign.demo.data import make_demo_data
 
     try:
-        counts = make_demo_data(Path(args.tiles), Path(args.out), slides=args.slides, seed=args.seed)
+        counts = make_demo_data(
+            Path(args.tiles), Path(args.out), slides=args.slides, seed=args.seed, split_seed=args.split_seed
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -221,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         "--out", required=True, help="output folder: train/ and test/ with slides/, slides.csv, reports.jsonl"
     )
     dd.add_argument("--slides", type=int, default=60, help="training slides (the test split gets a third as many)")
-    dd.add_argument("--seed", type=int, default=0)
+    dd.add_argument("--seed", type=int, default=0, help="draws the slides (another seed: other slides, same split)")
+    dd.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="which Kather source images and LC25000 clusters are held out (0: the shipped model's split)",
+    )
     dd.set_defaults(run=_demo_data)
     ev = sub.add_parser(
         "evaluate", help="retrieval, zero-shot, draft and VQA metrics of a PathAlign model on demo slides"

@@ -188,11 +188,15 @@ def make_demo_data(
     splits: tuple[str, ...] = ("train", "test"),
     test_slides: int | None = None,
     kinds: tuple[str, ...] | None = None,
+    split_seed: int = 0,
 ) -> dict:
     """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
 
     ``slides`` training slides; the test split gets ``test_slides`` (default a third as many).
     ``kinds`` keeps only those tile sources ('pcam', 'kather', 'lung'; default all found).
+    ``seed`` draws the slides; ``split_seed`` says which source images (Kather) and clusters (LC25000) are
+    held out, and is the shipped model's (0) unless a recipe changes it: another ``seed`` gives new slides
+    from the same split, so a second test set never holds a training tile.
     """
     from tqdm import tqdm
 
@@ -200,7 +204,7 @@ def make_demo_data(
 
     out = Path(out)
     writer = load_writer()
-    sources = [s for s in find_sources(tiles, seed) if kinds is None or s.kind in kinds]
+    sources = [s for s in find_sources(tiles, split_seed) if kinds is None or s.kind in kinds]
     counts = {}
     for split in splits:
         here = [s for s in sources if s.split == split]
