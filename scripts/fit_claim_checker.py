@@ -5,7 +5,10 @@
 Steps (slides and features are kept in --work and reused; no test slide is used anywhere):
   1. slides     two sets of demo slides from the TRAIN tiles, each with its own seed (not the
                 recipe's 0): --train-slides for the head (seed 8), --calibration-slides for the
-                choice of its regularisation and the measurement errors (seed 7)
+                choice of its regularisation and the measurement errors (seed 7). The seeds draw the
+                slides only; the split is the recipe's (make_demo_data's split_seed 0). Until
+                2026-12-06 the seed also chose the split, so these slides held test-split Kather
+                images and LC25000 clusters (runs/claims); refitted on runs/claims2 since
   2. analyse    each slide with the shipped models: per patch, the head's input (neighbourhood
                 embedding + encoder features, ``measure_head.patch_inputs``) and its class shares
                 from the slide's class map

@@ -57,6 +57,9 @@ GRID = {"patch_size": 224, "target_mpp": 0.5, "max_patches": 2048}
 
 
 def step_encoder(args, work: Path) -> Path:
+    from collections import Counter
+
+    import torch
     from safetensors.torch import save_file
 
     from napari_pathalign.train.ssl import SSLConfig, load_tiles, train_ssl
@@ -71,17 +74,26 @@ def step_encoder(args, work: Path) -> Path:
         if ssl.is_file():
             shutil.copy(ssl, work / "ssl.json")
         return out
-    paths, mpps = [], []
+    paths, mpps, kinds = [], [], []
     for src in find_sources(Path(args.tiles), args.seed):
         if src.split == "train":  # never the PCam valid or Kather held-out source images
             for tiles in src.tiles.values():
                 paths += tiles
                 mpps += [src.mpp] * len(tiles)
-    print(f"SSL on {len(paths)} training tiles for {args.ssl_minutes} min")
+                kinds += [src.kind] * len(tiles)
+    weights = None
+    if args.ssl_balance:  # each tissue (PCam, Kather, lung) gives the same share of the views
+        count = Counter(kinds)
+        weights = torch.tensor([1.0 / count[k] for k in kinds])
+    print(f"SSL on {len(paths)} training tiles ({dict(Counter(kinds))}) for {args.ssl_minutes} min")
     tiles = load_tiles(paths, mpps)
-    encoder, summary = train_ssl(tiles, SSLConfig(minutes=args.ssl_minutes, colour=args.ssl_colour, seed=args.seed))
+    cfg = SSLConfig(minutes=args.ssl_minutes, colour=args.ssl_colour, seed=args.seed)
+    encoder, summary = train_ssl(tiles, cfg, weights=weights)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
-    atomic_write_text((work / "ssl.json"), json.dumps({**summary, "tiles": len(paths)}, indent=2))
+    atomic_write_text(
+        (work / "ssl.json"),
+        json.dumps({**summary, "tiles": len(paths), "balanced": bool(weights is not None)}, indent=2),
+    )
     return out
 
 
@@ -392,6 +404,11 @@ def main() -> None:
             "colour-jitter strength of the SSL views (2.5 was worse: PCam probe AUC 0.855, Kather balanced "
             "accuracy 0.67, vs 0.853 and 0.77 at 1)"
         ),
+    )
+    ap.add_argument(
+        "--ssl-balance",
+        action="store_true",
+        help="SSL draws each tissue (PCam, Kather, lung) equally often, not each tile (PCam has 20,000 of 20,542)",
     )
     ap.add_argument("--slides", type=int, default=360, help="training demo slides")
     ap.add_argument("--test-slides", type=int, default=40, help="test demo slides (from held-out tiles)")

@@ -105,8 +105,16 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
-def train_ssl(tiles: torch.Tensor, cfg: SSLConfig = SSLConfig(), log=print) -> tuple[EmbeddedEncoder, dict]:
-    """Train for ``cfg.minutes`` of wall time; returns the encoder (eval mode) and a summary."""
+def train_ssl(
+    tiles: torch.Tensor, cfg: SSLConfig = SSLConfig(), log=print, weights: torch.Tensor | None = None
+) -> tuple[EmbeddedEncoder, dict]:
+    """Train for ``cfg.minutes`` of wall time; returns the encoder (eval mode) and a summary.
+
+    ``weights`` (N,): how often each tile is drawn, relative to the others (default: uniform), e.g. so that
+    every tissue gives the same share of the views however many tiles it has.
+    """
+    if weights is not None and (len(weights) != len(tiles) or not bool((weights >= 0).all()) or weights.sum() <= 0):
+        raise ValueError(f"weights must be {len(tiles)} non-negative numbers, not all zero")
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     encoder = EmbeddedEncoder()
@@ -122,7 +130,10 @@ def train_ssl(tiles: torch.Tensor, cfg: SSLConfig = SSLConfig(), log=print) -> t
         frac = elapsed / budget
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * frac))
-        idx = torch.randint(len(tiles), (cfg.batch_size,), generator=g)
+        if weights is None:
+            idx = torch.randint(len(tiles), (cfg.batch_size,), generator=g)
+        else:
+            idx = torch.multinomial(weights.double(), cfg.batch_size, replacement=True, generator=g)
         batch = tiles[idx]
         v1, v2 = augment(batch, cfg, g), augment(batch, cfg, g)
         z = head(encoder.cnn(torch.cat([v1, v2])))  # (2B, 128): only the CNN learns; the stain statistics are fixed
