@@ -105,7 +105,7 @@ class DetectionRaster:
         v = np.repeat(self.starts[which], counts) + ramp  # the vertices of the detections drawn as outlines
         p = (self.vertex[v] - np.float32((x0, y0))) / np.float32(f)
         d = self.edge[v] / np.float32(f)
-        steps = np.maximum(np.ceil(np.abs(d).max(1)), 1).astype(np.int64)  # samples per edge
+        steps = np.maximum(np.rint(np.abs(d).max(1)), 1).astype(np.int64)  # samples per edge: ~1 per pixel
         colour = self.vertex_rgba[v]
         long = np.flatnonzero(steps > 1)
         if long.size:
