@@ -3,7 +3,7 @@
 A layer of 100,000 vector objects costs the GUI thread seconds to add and hundreds of milliseconds to
 paint in software OpenGL; an image pyramid costs what the slide's own tiles cost: only the tiles on
 screen are drawn, each in a few milliseconds. A tile draws every detection whose bounding box meets it:
-as its outline (each edge sampled at least once per tile pixel) where the detection is at least
+as its outline (each edge sampled about once per tile pixel) where the detection is at least
 ``DOT_PX`` tile pixels wide, else as a dot at its centre, so a zoomed-out slide shows where the
 cells are and what class they are. Everything is numpy: no Python loop over detections.
 """
@@ -95,9 +95,10 @@ class DetectionRaster:
             out[row[keep], col[keep]] = self.rgba[which[keep]]
 
     def _outlines(self, out: np.ndarray, outlined: np.ndarray, x0: float, y0: float, f: float) -> None:
-        """Every edge of the chosen detections, sampled at least once per tile pixel along its longer axis (its end
-        is the next edge's start). An edge shorter than a pixel is its first vertex alone: at the zooms where a
-        view holds tens of thousands of outlines, that is almost every edge, and no sample is interpolated."""
+        """Every edge of the chosen detections, sampled about once per tile pixel along its longer axis (its end
+        is the next edge's start), so an outline is 8-connected. An edge up to 1.5 pixels long is its first
+        vertex alone: at the zooms where a view holds tens of thousands of outlines, that is most edges, and
+        no sample is interpolated."""
         h, w = out.shape[:2]
         which = np.flatnonzero(outlined)
         counts = self.starts[which + 1] - self.starts[which]
