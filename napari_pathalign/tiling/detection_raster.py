@@ -27,7 +27,7 @@ class DetectionRaster:
     level k pixels are 2**k level-0 pixels wide.
     """
 
-    xy: np.ndarray  # (V, 2) float64 level-0 x, y of every ring vertex, ring after ring
+    xy: np.ndarray  # (V, 2) level-0 x, y of every ring vertex, ring after ring (kept as float32: 0.01 px at 100,000)
     starts: np.ndarray  # (N + 1,) int64: detection k's vertices are xy[starts[k]:starts[k + 1]]
     rgba: np.ndarray  # (N, 4) uint8 colour of each detection
     height: int  # level-0 slide height in pixels
@@ -50,13 +50,10 @@ class DetectionRaster:
         self.size = (self.hi - self.lo).max(1)  # (N,) the longer side of each bounding box
         after = np.arange(len(self.xy)) + 1  # the next vertex of the same ring, wrapping round
         after[self.starts[1:] - 1] = first
-        # per vertex, in float32 (0.01 px at 100,000 px): where it is, its edge to the next one, its colour
-        self.vertex = self.xy.astype(np.float32)
+        # per vertex, in float32: where it is, its edge to the next one, its colour
         self.edge = (self.xy[after] - self.xy).astype(np.float32)
+        self.xy = self.xy.astype(np.float32)
         self.vertex_rgba = np.repeat(self.rgba, counts, axis=0)
-
-    def __len__(self) -> int:
-        return len(self.starts) - 1
 
     @property
     def levels(self) -> int:
@@ -104,7 +101,7 @@ class DetectionRaster:
         counts = self.starts[which + 1] - self.starts[which]
         ramp = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         v = np.repeat(self.starts[which], counts) + ramp  # the vertices of the detections drawn as outlines
-        p = (self.vertex[v] - np.float32((x0, y0))) / np.float32(f)
+        p = (self.xy[v] - np.float32((x0, y0))) / np.float32(f)
         d = self.edge[v] / np.float32(f)
         steps = np.maximum(np.rint(np.abs(d).max(1)), 1).astype(np.int64)  # samples per edge: ~1 per pixel
         colour = self.vertex_rgba[v]
