@@ -44,11 +44,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cells.geojson"
         path.write_text(json.dumps(qupath_cells(args.count, 24)))
-        wait_ms(viewer, 400)
+        wait_ms(400)
         # napari's own cost of adding a layer on this machine, measured the same way: a 10-point Points layer
-        baseline, _ = longest_pause(viewer, lambda: viewer.add_points(np.zeros((10, 2)), name="ten points"))
+        baseline, _ = longest_pause(lambda: viewer.add_points(np.zeros((10, 2)), name="ten points"))
         viewer.layers.remove("ten points")
-        wait_ms(viewer, 400)
+        wait_ms(400)
         times: dict = {}
 
         def run():
@@ -59,7 +59,7 @@ def main() -> None:
             times["done"] = time.perf_counter()
 
         viewer.layers.events.inserted.connect(added)
-        gaps, at = longest_pause(viewer, run, until=lambda: "done" in times)
+        gaps, at = longest_pause(run, until=lambda: "done" in times)
     start, done = times["start"], times["done"]
     pan = panning_pauses(viewer)
     print(
@@ -82,6 +82,8 @@ def main() -> None:
 def panning_pauses(viewer) -> dict:
     """The longest pause (ms) while the view moves 10 times by half a screen, at 3 zoom levels (whole slide,
     cells as dots, cells as outlines)."""
+    from qtpy.QtCore import QTimer
+
     from napari_pathalign._napari.slide_geometry import camera_of
 
     camera = camera_of(viewer)
@@ -91,21 +93,19 @@ def panning_pauses(viewer) -> dict:
     for zoom in (800 / max(h, w), 0.05, 1.0):  # screen pixels per µm
         camera.zoom = zoom
         camera.center = (h / 2, w / 2)
-        wait_ms(viewer, 300)
+        wait_ms(300)
         step = 500 / zoom
 
         def moves():
             for k in range(10):
                 QTimer.singleShot(60 * k, lambda k=k: setattr(camera, "center", (h / 2, w / 2 + step * (k + 1))))
 
-        from qtpy.QtCore import QTimer
-
-        gaps, _ = longest_pause(viewer, moves)
+        gaps, _ = longest_pause(moves)
         out[round(zoom, 3)] = float(gaps.max())
     return out
 
 
-def wait_ms(viewer, ms: int, until=None) -> None:
+def wait_ms(ms: int, until=None) -> None:
     """Run the Qt event loop (as napari does: the GUI thread asleep between events) for ``ms``, or until
     ``until()`` holds (checked every 10 ms), then ``ms`` more for the paints that follow."""
     from qtpy.QtCore import QEventLoop, QTimer
@@ -120,7 +120,7 @@ def wait_ms(viewer, ms: int, until=None) -> None:
     loop.exec_()
 
 
-def longest_pause(viewer, action, until=None):
+def longest_pause(action, until=None):
     """The gaps (ms) between ticks of a 5-ms QTimer while ``action()`` runs in the event loop, and their times."""
     from qtpy.QtCore import QTimer
 
@@ -129,7 +129,7 @@ def longest_pause(viewer, action, until=None):
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(5)
     QTimer.singleShot(20, action)
-    wait_ms(viewer, 500, until=until)
+    wait_ms(500, until=until)
     timer.stop()
     return np.diff(ticks) * 1000, np.asarray(ticks[:-1])
 
