@@ -268,6 +268,7 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
             "lr": args.stage2_lr or (5e-4 if args.stage2_qformer else 2e-3),
             "max_patches": args.g_max_patches,
             "train_qformer": args.stage2_qformer,
+            "fact_weight": args.fact_weight,
         },
     }
     histories = {}
@@ -450,6 +451,12 @@ def main() -> None:
             "stage-2 peak learning rate; default 5e-4 with the Q-Former, 2e-3 for the projection alone "
             "(2e-3 with the Q-Former drove the LM loss up)"
         ),
+    )
+    ap.add_argument(
+        "--fact-weight",
+        type=float,
+        default=1.0,
+        help="stage-2 LM loss weight of the tokens that state a clinical fact (train/fact_spans.py); 1: all alike",
     )
     ap.add_argument(
         "--g-max-patches",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -65,16 +66,36 @@ class FrozenLM(nn.Module):
         eos = [self.tokenizer.eos_token_id] if add_eos else []
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in texts]
 
-    def loss(self, soft: torch.Tensor, prompts: list[str], targets: list[str], max_tokens: int = 256) -> torch.Tensor:
-        """LM loss of ``targets`` (then EOS) after the soft prompt (B, Q, dim) and text prompt."""
+    def loss(
+        self,
+        soft: torch.Tensor,
+        prompts: list[str],
+        targets: list[str],
+        max_tokens: int = 256,
+        emphasis: list[list[tuple[int, int]]] | None = None,
+        weight: float = 1.0,
+    ) -> torch.Tensor:
+        """LM loss of ``targets`` (then EOS) after the soft prompt (B, Q, dim) and text prompt.
+
+        ``emphasis``: per target, character spans whose tokens count ``weight`` times as much
+        (``train/fact_spans.py``); the loss is then the weighted mean over the target tokens."""
+        from napari_pathalign.train.fact_spans import token_weights
+
         device = soft.device
-        rows, labels = [], []
+        rows, labels, weights = [], [], []
         # " target" after a prompt: tokenised as it reads in running text ("diagnosis: Lymph")
         spaced = [t if (not p or t[:1].isspace()) else " " + t for p, t in zip(prompts, targets)]
-        for p, t in zip(self._tokens(prompts, False), self._tokens(spaced, True)):
+        weighted = emphasis is not None and weight != 1.0
+        for k, (p, t) in enumerate(zip(self._tokens(prompts, False), self._tokens(spaced, True))):
             t = t[: max(1, max_tokens - len(p))]
             rows.append(p + t)
             labels.append([-100] * len(p) + t)
+            if weighted:
+                shift = len(spaced[k]) - len(targets[k])  # the space put before the target
+                offsets = self.tokenizer(spaced[k], add_special_tokens=False, return_offsets_mapping=True)
+                spans = [(s + shift, e + shift) for s, e in emphasis[k]]
+                w = token_weights(list(offsets["offset_mapping"]), spans, weight) + [1.0]  # EOS
+                weights.append([0.0] * len(p) + w[: len(t)])
         length = max(map(len, rows))
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=device)  # (B, L)
@@ -84,7 +105,12 @@ class FrozenLM(nn.Module):
         embeds = torch.cat([soft.to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (B, Q+L, dim)
         full_mask = torch.cat([torch.ones(b, q, dtype=mask.dtype, device=device), mask], dim=1)  # (B, Q+L)
         full_labels = torch.cat([torch.full((b, q), -100, device=device), lab], dim=1)  # (B, Q+L)
-        return self.model(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels).loss
+        if not weighted:
+            return self.model(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels).loss
+        logits = self.model(inputs_embeds=embeds, attention_mask=full_mask).logits[:, q - 1 : -1].float()  # (B, L, V)
+        w = torch.tensor([r + [0.0] * (length - len(r)) for r in weights], device=device)  # (B, L)
+        ce = F.cross_entropy(logits.transpose(1, 2), lab, ignore_index=-100, reduction="none")  # (B, L)
+        return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
     @torch.no_grad()
     def continuation_logprobs(self, soft: torch.Tensor, prefix: str, continuations: list[str]) -> list[float]:

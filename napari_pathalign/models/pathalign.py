@@ -193,11 +193,14 @@ class PathAlign(nn.Module):
         prompts: list[str] | None = None,
         generator: torch.Generator | None = None,
         groups: list | None = None,
+        emphasis: list | None = None,
+        emphasis_weight: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """The configured training terms for slides paired with ``texts`` (one each).
 
         ``groups``: an id per row; rows of one group (the same slide with two reports) are
-        positives of each other, like identical texts, never negatives.
+        positives of each other, like identical texts, never negatives. ``emphasis``: per text, the
+        character spans whose tokens count ``emphasis_weight`` times in the LM loss (stage 2).
         """
         if len(texts) != batch.features.shape[0]:
             raise ValueError(f"{batch.features.shape[0]} slides but {len(texts)} texts; pass one text per slide")
@@ -235,7 +238,9 @@ class PathAlign(nn.Module):
                 raise ValueError(
                     "the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)"
                 )
-            out["lm"] = self.lm.loss(self.lm_proj(queries), prompts or [""] * len(texts), texts)
+            out["lm"] = self.lm.loss(
+                self.lm_proj(queries), prompts or [""] * len(texts), texts, emphasis=emphasis, weight=emphasis_weight
+            )
         return out
 
     def restrict_itg_vocab(self, texts: list[str]) -> int:

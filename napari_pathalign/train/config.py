@@ -25,6 +25,9 @@ class TrainConfig:
     # 5e-4
     train_qformer: bool = False
     prompt: str = "Final diagnosis:"  # stage 2: text before the target when a row has no prompt
+    # stage 2: LM loss weight of the tokens that state a clinical fact (the ontology's claims, an answer's
+    # yes / no; train/fact_spans.py) against 1 for the other tokens; 1.0: every token alike
+    fact_weight: float = 1.0
     epochs: int = 10  # passes over the training pairs
     batch_size: int = 16  # slides per step (ITC negatives come from the batch)
     # each batch draws its slides from one 'group' of the data rows (e.g. the organ), so the contrastive
@@ -107,6 +110,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+        if not (isinstance(self.fact_weight, (int, float)) and 1.0 <= float(self.fact_weight) <= 100.0):
+            raise ValueError(f"fact_weight must be from 1 (every token alike) to 100, got {self.fact_weight!r}")
         if self.max_patches is not None and self.max_patches < 1:
             raise ValueError(f"max_patches must be >= 1 or null, got {self.max_patches!r}")
 

@@ -175,6 +175,21 @@ def _ontology_file(cfg: TrainConfig) -> dict[str, str]:
     return {"ontology.json": json.dumps(load_ontology(source).to_dict(), indent=1, ensure_ascii=False) + "\n"}
 
 
+def _fact_spans(cfg: TrainConfig, texts: list[str], log: Callable[[str], None]) -> list | None:
+    """Per training text, the spans that state a fact (``train/fact_spans.py``), read with the ontology
+    the model is trained with; None when every token weighs alike (fact_weight 1, or stage 1)."""
+    from napari_pathalign.reporting.ontology import Ontology, load_ontology
+    from napari_pathalign.train.fact_spans import fact_spans
+
+    if cfg.stage != 2 or float(cfg.fact_weight) == 1.0:
+        return None
+    text = _ontology_file(cfg).get("ontology.json")
+    onto = Ontology.from_dict(json.loads(text), "the training ontology") if text else load_ontology()
+    spans = [fact_spans(t, onto) for t in texts]
+    log(f"fact_weight {cfg.fact_weight}: {sum(map(bool, spans))} of {len(texts)} texts state a fact")
+    return spans
+
+
 def _save_state(folder: Path, optimizer, state: dict) -> None:
     """Optimizer moments as safetensors + the loop's position as JSON (no pickle), atomically."""
     from safetensors.torch import save_file
@@ -249,6 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(f"ITG softmax over the {model.restrict_itg_vocab(sorted(set(texts)))} word pieces of the training texts")
     slide_ids = [str(path) for path in paths[: len(pairs)]]  # rows of one slide are never each other's negatives
     groups = [p.group for p in pairs] if cfg.grouped_batches else None
+    spans = _fact_spans(cfg, texts, log)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         batches = epoch_batches(rng, len(pairs), cfg.batch_size, groups)
@@ -259,7 +275,13 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             batch = collate_slides([bank.sample(i, cfg.max_patches, rng) for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
                 losses = model.losses(
-                    batch, [texts[i] for i in idx], [prompts[i] for i in idx], generator, [slide_ids[i] for i in idx]
+                    batch,
+                    [texts[i] for i in idx],
+                    [prompts[i] for i in idx],
+                    generator,
+                    [slide_ids[i] for i in idx],
+                    [spans[i] for i in idx] if spans else None,
+                    float(cfg.fact_weight),
                 )
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
