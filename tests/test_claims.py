@@ -84,6 +84,23 @@ def test_the_shipped_calibration_says_how_it_was_fitted():
     ).all()
 
 
+def test_a_tumour_share_is_read_with_its_organs_own_error_fitted_on_unseen_tissue():
+    """The head is biased on tissue it never saw (unseen lung clusters: measured low); the calibration is fitted
+    on a part of the train tiles the head did not see, per organ, and the checker reads an organ with its line."""
+    from types import SimpleNamespace
+
+    from napari_pathalign.reporting.claims import ClaimChecker
+
+    data = json.loads(calibration_file().read_text())
+    assert "part 1 of 2" in data["provenance"]["tiles"]
+    cal = load_calibration()
+    for method in ("head", "zero-shot"):
+        assert {"tumour:lymph node", "tumour:colon", "tumour:lung"} <= set(cal[method])
+        fake = SimpleNamespace(calibration=cal)
+        assert ClaimChecker.tumour_error(fake, method, "lung") is cal[method]["tumour:lung"]
+        assert ClaimChecker.tumour_error(fake, method, "an organ without its own line") is cal[method]["tumour"]
+
+
 def test_measure_head_round_trip_and_probabilities():
     from napari_pathalign.reporting.measure_head import MeasureHead, OrganHead, load_head
 

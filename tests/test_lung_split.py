@@ -73,3 +73,22 @@ def test_a_second_test_set_drawn_with_another_seed_keeps_the_held_out_split(tmp_
     held_out = {p for paths in lung_split(LUNG, 0)["test"].values() for p in paths}
     trained = {p for paths in lung_split(LUNG, 0)["train"].values() for p in paths}
     assert used and set(used) <= held_out and not set(used) & trained
+
+
+def test_the_claim_checkers_two_parts_of_the_train_tiles_share_no_source():
+    """The measurement head is fitted on part 0 and its errors on part 1: no source image, cluster or tile in both."""
+    from napari_pathalign.train.tile_sources import keep_part, source_unit
+
+    clusters = lung_clusters(LUNG)
+    for source in (s for s in find_sources(SHARED_DATA / "tiles", 0) if s.split == "train"):
+        units = []
+        for k in (0, 1):
+            part = keep_part(source, (k, 2))
+            paths = [p for ps in part.tiles.values() for p in ps]
+            units.append({source_unit(source.kind, p, clusters) for p in paths})
+            assert all(len(v) >= 2 for v in part.tiles.values())
+        assert units[0] and units[1] and not units[0] & units[1], source.kind
+        whole = {source_unit(source.kind, p, clusters) for ps in source.tiles.values() for p in ps}
+        assert units[0] | units[1] == whole  # the two parts are the whole split
+    with pytest.raises(ValueError, match="part must be"):
+        keep_part(source, (2, 2))

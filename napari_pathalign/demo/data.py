@@ -47,6 +47,7 @@ from napari_pathalign.train.tile_sources import (  # noqa: F401 - re-exported
     KATHER_CLASSES,
     TileSource,
     find_sources,
+    keep_part,
 )
 
 FEATHER = 4  # tiles overlap their neighbours by 1/FEATHER of their size, blended linearly (no hard seams)
@@ -189,6 +190,7 @@ def make_demo_data(
     test_slides: int | None = None,
     kinds: tuple[str, ...] | None = None,
     split_seed: int = 0,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Write demo slides, slides.csv and reports.jsonl per split under ``out``; returns counts.
 
@@ -196,7 +198,9 @@ def make_demo_data(
     ``kinds`` keeps only those tile sources ('pcam', 'kather', 'lung'; default all found).
     ``seed`` draws the slides; ``split_seed`` says which source images (Kather) and clusters (LC25000) are
     held out, and is the shipped model's (0) unless a recipe changes it: another ``seed`` gives new slides
-    from the same split, so a second test set never holds a training tile.
+    from the same split, so a second test set never holds a training tile. ``part`` (k, n): only the k-th of
+    n parts of each split's source units (``tile_sources.keep_part``): slides of part 0 and part 1 share no
+    Kather source image, LC25000 cluster or PCam tile (a measurement fitted on one, calibrated on the other).
     """
     from tqdm import tqdm
 
@@ -205,6 +209,8 @@ def make_demo_data(
     out = Path(out)
     writer = load_writer()
     sources = [s for s in find_sources(tiles, split_seed) if kinds is None or s.kind in kinds]
+    if part is not None:
+        sources = [keep_part(s, part) if s.split in splits else s for s in sources]
     counts = {}
     for split in splits:
         here = [s for s in sources if s.split == split]

@@ -165,7 +165,7 @@ def _measured(analysis, organ: str, target: str):
     checker = checker_of(analysis)
     per, of = _class_map(analysis, organ, target)
     method = checker.method_for(organ)
-    return per, of, float(per.mean()), checker.calibration[method]["tumour"], method
+    return per, of, float(per.mean()), checker.tumour_error(method, organ), method
 
 
 # ---------------------------------------------------------------------- the answers

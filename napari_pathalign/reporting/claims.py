@@ -103,7 +103,7 @@ def load_calibration(path: str | None = None) -> dict[str, dict[str, Calibration
 @lru_cache(maxsize=8)
 def _load_calibration(path: str, mtime_ns: int) -> dict[str, dict[str, Calibration]]:
     """{measurement method ('head', 'zero-shot'): {'tumour': Calibration, 'tissue': Calibration,
-    'tissue:<class>': Calibration, ...}} from the shipped file (or ``path``)."""
+    'tissue:<class>': Calibration, 'tumour:<organ>': Calibration, ...}} from the shipped file (or ``path``)."""
     source = Path(path or calibration_file())
     data = json.loads(source.read_text())
 
@@ -129,6 +129,12 @@ def _load_calibration(path: str, mtime_ns: int) -> dict[str, dict[str, Calibrati
                 {
                     f"tissue:{c}": line(d, f"{m}.tissue_by_class.{c}")
                     for c, d in data[m].get("tissue_by_class", {}).items()
+                }
+            )
+            out[m].update(
+                {
+                    f"tumour:{o}": line(d, f"{m}.tumour_by_organ.{o}")
+                    for o, d in data[m].get("tumour_by_organ", {}).items()
                 }
             )
     return out
@@ -222,6 +228,12 @@ class ClaimChecker:
             if set(h.classes) == labels:
                 return name, h
         return None
+
+    def tumour_error(self, method: str, organ: str) -> Calibration:
+        """The measurement error of the tumour share in ``organ``: the organ's own line when fitted (a
+        measurement can be biased on one organ's unseen tissue), else the pooled one."""
+        errors = self.calibration[method]
+        return errors.get(f"tumour:{organ}", errors["tumour"])
 
     def method_for(self, organ: str) -> str:
         """The method that measures ``organ``: the head only where it fits the models and knows the organ."""
@@ -387,7 +399,7 @@ class ClaimChecker:
         o = self.ontology.organ(organ)
         per = self.per_patch(organ, method)
         c.per_patch = np.sum([per[t.name] for t in o.tumour_classes], axis=0).astype(np.float32)
-        cal = self.calibration[method]["tumour"]
+        cal = self.tumour_error(method, organ)
         raw, c.measured_of = float(c.per_patch.mean()), "tumour"
         b = next(b for b in self.ontology.extent if b.name == c.value)
         c.measured = cal.estimate(raw)

@@ -76,6 +76,38 @@ def lung_split(folder: Path, seed: int) -> dict[str, dict[str, list[Path]]]:
     return out
 
 
+def source_unit(kind: str, path: Path, clusters: dict[str, str] | None = None) -> str:
+    """What a tile shares with its copies and neighbours: a Kather source image, an LC25000 cluster, a PCam tile."""
+    if kind == "kather":
+        return kather_source_image(path.name)
+    if kind == "lung":
+        return (clusters or lung_clusters(path.parents[1]))[f"{path.parent.name}/{path.name}"]
+    return path.name
+
+
+def keep_part(source: TileSource, part: tuple[int, int]) -> TileSource:
+    """Only the ``part`` = (k, n)-th of n parts of a tile set, by source unit (``source_unit``, a fixed hash):
+    two parts never share a source image or cluster, so a model fitted on one part meets unseen tissue in
+    the other."""
+    k, n = part
+    if not (isinstance(n, int) and n >= 2 and isinstance(k, int) and 0 <= k < n):
+        raise ValueError(f"part must be (k, n) with n >= 2 and 0 <= k < n, got {part!r}")
+    clusters = None
+    if source.kind == "lung":
+        first = next(p for paths in source.tiles.values() for p in paths)
+        clusters = lung_clusters(first.parents[1])
+
+    def mine(path: Path) -> bool:
+        key = source_unit(source.kind, path, clusters)
+        return int(hashlib.sha256(f"part:{key}".encode()).hexdigest()[:8], 16) % n == k
+
+    tiles = {c: [p for p in paths if mine(p)] for c, paths in source.tiles.items()}
+    short = [c for c, v in tiles.items() if len(v) < 2]
+    if short:
+        raise ValueError(f"{source.kind} {source.split}: part {k} of {n} keeps fewer than 2 tiles of {short}")
+    return TileSource(source.kind, source.split, source.mpp, tiles)
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
 
