@@ -456,7 +456,11 @@ def main() -> None:
         "--fact-weight",
         type=float,
         default=1.0,
-        help="stage-2 LM loss weight of the tokens that state a clinical fact (train/fact_spans.py); 1: all alike",
+        help=(
+            "stage-2 LM loss weight of the tokens that state a clinical fact (train/fact_spans.py); 1: all alike "
+            "(3 brought lymph-node fact precision 0.82 -> 0.93 on the 16 test slides but moved the text heatmap "
+            "off the tumour: not the recipe's, see the model card)"
+        ),
     )
     ap.add_argument(
         "--g-max-patches",
