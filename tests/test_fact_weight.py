@@ -2,8 +2,9 @@
 
 import torch
 
+from napari_pathalign.models.decoder import token_weights
 from napari_pathalign.reporting.ontology import load_ontology
-from napari_pathalign.train.fact_spans import fact_spans, token_weights
+from napari_pathalign.train.fact_spans import fact_spans
 
 REPORT = "Lymph node, sentinel, biopsy: Metastatic carcinoma. Extent: a small focus, approximately 4% of the tissue."
 

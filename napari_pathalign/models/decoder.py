@@ -27,6 +27,11 @@ class GenerationConfig:
     seed: int = 0  # sampling seed
 
 
+def token_weights(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], weight: float) -> list[float]:
+    """``weight`` for each token (character ``offsets``) that overlaps a span, 1.0 for the others."""
+    return [weight if any(s < e_tok and s_tok < e for s, e in spans) else 1.0 for s_tok, e_tok in offsets]
+
+
 class FrozenLM(nn.Module):
     """Any transformers causal LM from a local folder, frozen, with its tokenizer."""
 
@@ -79,8 +84,6 @@ class FrozenLM(nn.Module):
 
         ``emphasis``: per target, character spans whose tokens count ``weight`` times as much
         (``train/fact_spans.py``); the loss is then the weighted mean over the target tokens."""
-        from napari_pathalign.train.fact_spans import token_weights
-
         device = soft.device
         rows, labels, weights = [], [], []
         # " target" after a prompt: tokenised as it reads in running text ("diagnosis: Lymph")

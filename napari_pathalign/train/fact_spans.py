@@ -21,8 +21,3 @@ def fact_spans(text: str, ontology) -> list[tuple[int, int]]:
     if m:
         spans.append(m.span(1))
     return sorted(spans)
-
-
-def token_weights(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], weight: float) -> list[float]:
-    """``weight`` for each token (character ``offsets``) that overlaps a span, 1.0 for the others."""
-    return [weight if any(s < e_tok and s_tok < e for s, e in spans) else 1.0 for s_tok, e_tok in offsets]
