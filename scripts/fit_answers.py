@@ -80,6 +80,7 @@ def organ_label(organ, name: str) -> str:
 def main() -> int:
     from sklearn.linear_model import LogisticRegression
 
+    from napari_pathalign.core.atomic import atomic_write_text
     from napari_pathalign.engine.library_build import model_identity
     from napari_pathalign.eval.chat_eval import folder_id
     from napari_pathalign.eval.evaluate import read_truth
@@ -115,17 +116,10 @@ def main() -> int:
     targets = [ANY_TUMOUR] + list(dict.fromkeys(c.name for o in onto.organs for c in o.tumour_classes))
     x, y, extents, subtypes_seen = [], [], [], []
     val_rows = [r for r in rows if r["case"] in validation]
-    for r, a in zip(val_rows, analyses_of(demo, rows, validation, model, retrieval, encoder)):
+    val_analyses = analyses_of(demo, rows, validation, model, retrieval, encoder)
+    for r, a in zip(val_rows, val_analyses):  # presence first: the extent and subtype readings use its fit
         t = r["truth"]
         organ = organ_of(t, onto)
-        kinds = subtypes(t, onto)
-        if kinds is not None and len(kinds) == 1:  # one subtype on the slide: which one does each reading say?
-            _, classes, readings = subtype_readings(a, Intent("subtype", ANY_TUMOUR, organ=organ.name), "")
-            subtypes_seen.append((classes.index(kinds[0]), readings))
-        for target in [ANY_TUMOUR] + [c.name for c in organ.tumour_classes]:
-            share = t.tumour_fraction if target == ANY_TUMOUR else t.fractions.get(organ_label(organ, target), 0.0)
-            got = extent_readings(a, Intent("extent", target, organ=organ.name), "")
-            extents.append((got, onto.bucket(share) or "none"))
         for target in targets:
             if target == ANY_TUMOUR:
                 present = t.tumour_fraction > 0
@@ -138,6 +132,22 @@ def main() -> int:
     x, y = np.array(x), np.array(y)
     fit = LogisticRegression(C=1.0).fit(x, y)
     p = fit.predict_proba(x)[:, 1]
+    presence = {"coef": [float(v) for v in fit.coef_[0]], "intercept": float(fit.intercept_[0])}
+    for r, a in zip(val_rows, val_analyses):
+        # this run's presence fit, not whatever answer_calibration.json held before: the result must not depend
+        # on an earlier run (a first fit for a new model read 'uncalibrated' presence, a second run the first's fit)
+        a.cache["answer_calibration"] = {"presence": presence, "n_slides": len(val_rows)}
+        a.cache.pop("answers", None)
+        t = r["truth"]
+        organ = organ_of(t, onto)
+        kinds = subtypes(t, onto)
+        if kinds is not None and len(kinds) == 1:  # one subtype on the slide: which one does each reading say?
+            _, classes, readings = subtype_readings(a, Intent("subtype", ANY_TUMOUR, organ=organ.name), "")
+            subtypes_seen.append((classes.index(kinds[0]), readings))
+        for target in [ANY_TUMOUR] + [c.name for c in organ.tumour_classes]:
+            share = t.tumour_fraction if target == ANY_TUMOUR else t.fractions.get(organ_label(organ, target), 0.0)
+            got = extent_readings(a, Intent("extent", target, organ=organ.name), "")
+            extents.append((got, onto.bucket(share) or "none"))
     weights = {}
     for w in (0.0, 0.25, 0.5, 0.75, 1.0):  # the extent answer: measured share vs the LM's own answer
         right = []
@@ -153,7 +163,7 @@ def main() -> int:
         "logits of its diagnosis call and its yes/no answer, fitted on the validation half of the demo test split "
         "(scripts/fit_answers.py).",
         "model_hash": model_identity(model, encoder)["model_hash"],
-        "presence": {"coef": [float(v) for v in fit.coef_[0]], "intercept": float(fit.intercept_[0])},
+        "presence": presence,
         "subtype": subtype_fit,
         "extent": {"lm_weight": lm_weight, "validation_accuracy_by_weight": {str(k): v for k, v in weights.items()}},
         "n_slides": len(val_rows),
@@ -164,7 +174,7 @@ def main() -> int:
         "validation_yes_rate": {"predicted": float((p >= 0.5).mean()), "true": float(y.mean())},
     }
     print(json.dumps({k: v for k, v in doc.items() if k != "fitted_cases"}, indent=1))
-    CALIBRATION_FILE.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(CALIBRATION_FILE, json.dumps(doc, indent=1) + "\n")
     if args.evaluate:
         from napari_pathalign.eval.chat_eval import chat_metrics
         from napari_pathalign.eval.class_maps import class_map_path, read_class_map
