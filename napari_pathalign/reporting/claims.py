@@ -125,18 +125,8 @@ def _load_calibration(path: str, mtime_ns: int) -> dict[str, dict[str, Calibrati
             if missing:
                 raise ValueError(f"{source}: the '{m}' calibration lacks {missing}; run pathalign calibrate again")
             out[m] = {k: line(data[m][k], f"{m}.{k}") for k in ("tumour", "tissue")}
-            out[m].update(
-                {
-                    f"tissue:{c}": line(d, f"{m}.tissue_by_class.{c}")
-                    for c, d in data[m].get("tissue_by_class", {}).items()
-                }
-            )
-            out[m].update(
-                {
-                    f"tumour:{o}": line(d, f"{m}.tumour_by_organ.{o}")
-                    for o, d in data[m].get("tumour_by_organ", {}).items()
-                }
-            )
+            for kind, table in (("tissue", "tissue_by_class"), ("tumour", "tumour_by_organ")):  # own lines
+                out[m].update({f"{kind}:{k}": line(d, f"{m}.{table}.{k}") for k, d in data[m].get(table, {}).items()})
     return out
 
 
