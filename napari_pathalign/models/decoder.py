@@ -67,9 +67,8 @@ class FrozenLM(nn.Module):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def _tokens(self, texts: list[str], add_eos: bool) -> list[list[int]]:
-        eos = [self.tokenizer.eos_token_id] if add_eos else []
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in texts]
+    def _tokens(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def loss(
         self,
@@ -89,15 +88,17 @@ class FrozenLM(nn.Module):
         # " target" after a prompt: tokenised as it reads in running text ("diagnosis: Lymph")
         spaced = [t if (not p or t[:1].isspace()) else " " + t for p, t in zip(prompts, targets)]
         weighted = emphasis is not None and weight != 1.0
-        for k, (p, t) in enumerate(zip(self._tokens(prompts, False), self._tokens(spaced, True))):
-            t = t[: max(1, max_tokens - len(p))]
+        # the targets tokenised once; with their character offsets only when weighted (a slow tokenizer has none)
+        enc = [self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=weighted) for t in spaced]
+        eos = [self.tokenizer.eos_token_id]
+        for k, (p, tok) in enumerate(zip(self._tokens(prompts), enc)):
+            t = (tok["input_ids"] + eos)[: max(1, max_tokens - len(p))]
             rows.append(p + t)
             labels.append([-100] * len(p) + t)
             if weighted:
                 shift = len(spaced[k]) - len(targets[k])  # the space put before the target
-                offsets = self.tokenizer(spaced[k], add_special_tokens=False, return_offsets_mapping=True)
                 spans = [(s + shift, e + shift) for s, e in emphasis[k]]
-                w = token_weights(list(offsets["offset_mapping"]), spans, weight) + [1.0]  # EOS
+                w = token_weights(list(tok["offset_mapping"]), spans, weight) + [1.0]  # EOS
                 weights.append([0.0] * len(p) + w[: len(t)])
         length = max(map(len, rows))
         pad = self.tokenizer.pad_token_id
@@ -125,8 +126,8 @@ class FrozenLM(nn.Module):
         if not continuations:
             return []
         device = soft.device
-        p = self._tokens([prefix], False)[0] if prefix else []
-        conts = self._tokens([c if (not prefix or c[:1].isspace()) else " " + c for c in continuations], False)
+        p = self._tokens([prefix])[0] if prefix else []
+        conts = self._tokens([c if (not prefix or c[:1].isspace()) else " " + c for c in continuations])
         rows = [p + c for c in conts]
         length = max(map(len, rows))
         pad = self.tokenizer.pad_token_id
@@ -164,7 +165,7 @@ class FrozenLM(nn.Module):
         """
         device = soft.device
         b = soft.shape[0]
-        ids = torch.tensor([self._tokens([prompt], False)[0]] * b, device=device, dtype=torch.long)  # (B, P)
+        ids = torch.tensor([self._tokens([prompt])[0]] * b, device=device, dtype=torch.long)  # (B, P)
         embeds = torch.cat([soft.to(self._embed(ids).dtype), self._embed(ids)], dim=1)  # (B, Q+P, dim)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
         kwargs = dict(
