@@ -143,23 +143,19 @@ def fit_head(train: list[dict], calib: list[dict], fixed_c: dict[str, float] | N
         classes = labels(organ)
         xt, yt = patches(train, organ, classes)
         scaler = StandardScaler().fit(xt)
-        if fixed_c is not None:
-            c = fixed_c[organ]
-            lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xt), yt)
-            heads[organ] = OrganHead(classes, scaler.mean_, scaler.scale_, lr.coef_, lr.intercept_)
-            chosen[organ] = {"C": c, "training_patches": int(len(yt))}
-            continue
-        xv, yv = patches(calib, organ, classes)
+        xv, yv = patches(calib, organ, classes) if fixed_c is None else (None, None)
         best = None
-        for c in C_GRID:
+        for c in C_GRID if fixed_c is None else (fixed_c[organ],):
             lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xt), yt)
-            loss = log_loss(yv, lr.predict_proba(scaler.transform(xv)), labels=lr.classes_)
-            print(
-                (
-                    f"  {organ}: C={c}: validation log-loss {loss:.4f}, accuracy "
-                    f"{(lr.predict(scaler.transform(xv)) == yv).mean():.3f}"
+            loss = None
+            if xv is not None:
+                loss = log_loss(yv, lr.predict_proba(scaler.transform(xv)), labels=lr.classes_)
+                print(
+                    (
+                        f"  {organ}: C={c}: validation log-loss {loss:.4f}, accuracy "
+                        f"{(lr.predict(scaler.transform(xv)) == yv).mean():.3f}"
+                    )
                 )
-            )
             if best is None or loss < best[0]:
                 best = (loss, c, lr)
         loss, c, lr = best
@@ -168,12 +164,9 @@ def fit_head(train: list[dict], calib: list[dict], fixed_c: dict[str, float] | N
                 f"{organ}: the training patches lack some classes ({lr.classes_}); make more training slides"
             )
         heads[organ] = OrganHead(classes, scaler.mean_, scaler.scale_, lr.coef_, lr.intercept_)
-        chosen[organ] = {
-            "C": c,
-            "validation_log_loss": round(float(loss), 4),
-            "training_patches": int(len(yt)),
-            "validation_patches": int(len(yv)),
-        }
+        chosen[organ] = {"C": c, "training_patches": int(len(yt))}
+        if loss is not None:
+            chosen[organ].update({"validation_log_loss": round(float(loss), 4), "validation_patches": int(len(yv))})
     return heads, chosen
 
 
@@ -263,15 +256,15 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
         },
     )
-    # out of fold: each slide is measured by the head that never saw its part's tissue
-    out_of_fold = [(s, head1) for s in part0] + [(s, head0) for s in part1]
-    by_id = {id(s): h for s, h in out_of_fold}
+    in_part0 = {id(s) for s in part0}
+
+    def out_of_fold(s: dict) -> dict:  # each slide measured by the head that never saw its part's tissue
+        organ = (head1 if id(s) in in_part0 else head0)[s["organ"]]
+        return dict(zip(organ.classes, organ.probabilities(s["x"]).mean(0)))
+
     both = part0 + part1
     print("measurement errors, head (out of fold):")
-    head_fit = fit_errors(
-        both,
-        lambda s: dict(zip(by_id[id(s)][s["organ"]].classes, by_id[id(s)][s["organ"]].probabilities(s["x"]).mean(0))),
-    )
+    head_fit = fit_errors(both, out_of_fold)
     print("measurement errors, zero-shot:")
     zero_fit = fit_errors(both, lambda s: s["zero_shot"])
     write_json(args.resources / "embedded_measure_head.json", head.to_dict())
