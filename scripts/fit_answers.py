@@ -92,6 +92,7 @@ def main() -> int:
         extent_readings,
         presence_readings,
         subtype_readings,
+        use_answer_calibration,
     )
     from napari_pathalign.reporting.claims import logit
     from napari_pathalign.reporting.ontology import load_ontology
@@ -136,8 +137,7 @@ def main() -> int:
     for r, a in zip(val_rows, val_analyses):
         # this run's presence fit, not whatever answer_calibration.json held before: the result must not depend
         # on an earlier run (a first fit for a new model read 'uncalibrated' presence, a second run the first's fit)
-        a.cache["answer_calibration"] = {"presence": presence, "n_slides": len(val_rows)}
-        a.cache.pop("answers", None)
+        use_answer_calibration(a, {"presence": presence, "n_slides": len(val_rows)})
         t = r["truth"]
         organ = organ_of(t, onto)
         kinds = subtypes(t, onto)

@@ -91,6 +91,13 @@ def load_answer_calibration(analysis) -> dict | None:
     return analysis.cache[key]
 
 
+def use_answer_calibration(analysis, doc: dict) -> None:
+    """Answer on ``analysis`` with ``doc`` instead of the file's calibration (a fit in progress,
+    ``scripts/fit_answers.py``), forgetting the answers read with the old one."""
+    analysis.cache["answer_calibration"] = doc
+    analysis.cache.pop("answers", None)
+
+
 # ---------------------------------------------------------------------- the readings
 def presence_readings(analysis, target: str) -> tuple[float, float]:
     """(LM call probability, LM 'yes' probability) that ``target`` (a tumour class or ANY_TUMOUR) is present."""
