@@ -195,35 +195,44 @@ class PathAlign(nn.Module):
         groups: list | None = None,
         emphasis: list | None = None,
         emphasis_weight: float = 1.0,
+        describes: list[bool] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The configured training terms for slides paired with ``texts`` (one each).
 
         ``groups``: an id per row; rows of one group (the same slide with two reports) are
         positives of each other, like identical texts, never negatives. ``emphasis``: per text, the
         character spans whose tokens count ``emphasis_weight`` times in the LM loss (stage 2).
+        ``describes``: per row, whether its text describes the slide (a report) rather than
+        answering a question about it ("yes"); the image-text terms (ITC, ITM, ITG) read only those
+        rows, the LM loss all. None: every row describes its slide.
         """
         if len(texts) != batch.features.shape[0]:
             raise ValueError(f"{batch.features.shape[0]} slides but {len(texts)} texts; pass one text per slide")
         out: dict[str, torch.Tensor] = {}
         wanted = set(self.cfg.losses)
         queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (B, Q, H)
-        if wanted & {"itc", "itm", "itg"}:
-            text_emb, states, tok = self.text_embed(texts)
-            ids = groups if groups is not None else texts
+        keep = range(len(texts)) if describes is None else [i for i, d in enumerate(describes) if d]
+        if wanted & {"itc", "itm", "itg"} and (describes is None or len(keep) >= 2):
+            index = torch.tensor(list(keep), device=self.device)
+            sub, rows = batch.select(index), [texts[i] for i in keep]
+            text_emb, states, tok = self.text_embed(rows)
+            ids = [groups[i] for i in keep] if groups is not None else rows
             same = torch.tensor(
-                [[a == b or ga == gb for b, gb in zip(texts, ids)] for a, ga in zip(texts, ids)], device=self.device
-            )  # (B, B)
-            sim = max_query_similarity(self.slide_embed(queries), text_emb) * self.scale()  # (B, B)
+                [[a == b or ga == gb for b, gb in zip(rows, ids)] for a, ga in zip(rows, ids)], device=self.device
+            )  # (B', B')
+            sim = max_query_similarity(self.slide_embed(queries[index]), text_emb) * self.scale()  # (B', B')
+        else:  # fewer than two rows describe their slide: nothing to contrast in this batch
+            wanted -= {"itc", "itm", "itg"}
         if "itc" in wanted:
             out["itc"] = itc_loss(sim, same)
         if "itm" in wanted:
-            out["itm"] = self._itm_loss(batch, states, tok.attention_mask, sim, same, generator)
+            out["itm"] = self._itm_loss(sub, states, tok.attention_mask, sim, same, generator)
         if "itg" in wanted:
-            emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B, L, H)
+            emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B', L, H)
             mask = itg_attention_mask(self.cfg.qformer.num_queries, tok.attention_mask, emb.dtype)
             hidden = self.qformer(
-                batch.features, batch.xy_um, batch.valid, text_embeds=emb, attention_mask=mask
-            ).text  # (B, L, H)
+                sub.features, sub.xy_um, sub.valid, text_embeds=emb, attention_mask=mask
+            ).text  # (B', L, H)
             vocab = getattr(self, "itg_vocab", None)
             if vocab is None:
                 logits = self.itg_head(hidden) @ self.text.word_embeddings.t() + self.itg_bias  # (B, L, V)

@@ -71,7 +71,8 @@ def _feature_paths(pairs: list[Pair], cfg: TrainConfig, log: Callable[[str], Non
 def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
     if cfg.stage == 2:
         meta = read_config(Path(cfg.init_from))
-        mcfg = dict(meta["model"], lm=cfg.model.get("lm", meta["model"].get("lm")), losses=["lm"])
+        losses = ["itc", "lm"] if cfg.keep_itc else ["lm"]
+        mcfg = dict(meta["model"], lm=cfg.model.get("lm", meta["model"].get("lm")), losses=losses)
         extra = set(cfg.model) - {"lm", "losses"}
         if extra:
             raise ValueError(
@@ -260,6 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(f"resuming after epoch {state['epoch'] + 1}")
     texts = [p.text for p in pairs]
     prompts = [p.prompt or cfg.prompt for p in pairs]
+    describes = [p == cfg.prompt for p in prompts] if cfg.stage == 2 else None  # reports, not answers
     if "itg" in model.cfg.losses:
         log(f"ITG softmax over the {model.restrict_itg_vocab(sorted(set(texts)))} word pieces of the training texts")
     slide_ids = [str(path) for path in paths[: len(pairs)]]  # rows of one slide are never each other's negatives
@@ -282,6 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                     [slide_ids[i] for i in idx],
                     [spans[i] for i in idx] if spans else None,
                     float(cfg.fact_weight),
+                    [describes[i] for i in idx] if describes else None,
                 )
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
