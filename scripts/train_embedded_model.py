@@ -269,7 +269,6 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
             "max_patches": args.g_max_patches,
             "train_qformer": args.stage2_qformer,
             "fact_weight": args.fact_weight,
-            "keep_itc": args.stage2_itc,
         },
     }
     histories = {}
@@ -452,11 +451,6 @@ def main() -> None:
             "stage-2 peak learning rate; default 5e-4 with the Q-Former, 2e-3 for the projection alone "
             "(2e-3 with the Q-Former drove the LM loss up)"
         ),
-    )
-    ap.add_argument(
-        "--stage2-itc",
-        action="store_true",
-        help="stage 2 keeps stage 1's ITC loss on the report rows (TrainConfig.keep_itc)",
     )
     ap.add_argument(
         "--fact-weight",

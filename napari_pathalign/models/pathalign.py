@@ -39,6 +39,10 @@ class PathAlignConfig:
     text_tower: str = DEFAULT_TEXT_TOWER  # 'minilm' (shipped with a dependency) or a local folder
     text_trainable_layers: int = 0  # top text-tower layers that train (0: frozen; then it is not saved)
     lm: str | None = None  # local folder of the frozen causal LM (generation); None: retrieval only
+    # drafting reads its own Q-Former and projection into the LM (models/draft_branch.py), so that tuning the
+    # drafts moves neither what the maps, retrieval and zero-shot read nor the LM readings that check claims and
+    # answer chat; False: one Q-Former for all, as in BLIP-2
+    draft_qformer: bool = False
     losses: list[str] = field(default_factory=lambda: ["itc", "itm", "itg"])  # terms trained
     patch_encoder: str = "embedded"  # name of the patch encoder whose features it reads
     patch_encoder_hash: str = ""  # that encoder's weights hash ('' = not checked)
@@ -66,6 +70,8 @@ class PathAlignConfig:
             raise ValueError(f"losses {cfg.losses!r}: expected a non-empty subset of {LOSSES}")
         if "lm" in cfg.losses and not cfg.lm:
             raise ValueError("the 'lm' loss needs a language model folder: set 'lm' in the model config")
+        if cfg.draft_qformer and not cfg.lm:
+            raise ValueError("draft_qformer feeds the language model: set 'lm' in the model config too")
         return cfg
 
     def to_dict(self) -> dict:
@@ -131,6 +137,7 @@ class SlideEmbedding:
     embedding: np.ndarray  # (Q, E) L2-normalised query embeddings (retrieval, zero-shot)
     queries: np.ndarray  # (Q, H) raw query outputs (the soft prompt of generation)
     n_patches: int  # patches it was computed from
+    draft_queries: np.ndarray | None = None  # (Q, H) the drafting Q-Former's outputs, when it has one
 
     @property
     def vector(self) -> np.ndarray:
@@ -156,6 +163,9 @@ class PathAlign(nn.Module):
         self.itg_bias = nn.Parameter(torch.zeros(self.text.word_embeddings.shape[0]))
         self.lm = FrozenLM(cfg.lm) if cfg.lm else None
         self.lm_proj = nn.Linear(q.hidden_size, self.lm.dim) if self.lm is not None else None
+        drafts = cfg.draft_qformer and self.lm is not None
+        self.draft_qformer = SlideQFormer(q) if drafts else None
+        self.draft_proj = nn.Linear(q.hidden_size, self.lm.dim) if drafts else None
 
     # ----------------------------------------------------------------- tensors in, tensors out
     @property
@@ -195,44 +205,36 @@ class PathAlign(nn.Module):
         groups: list | None = None,
         emphasis: list | None = None,
         emphasis_weight: float = 1.0,
-        describes: list[bool] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The configured training terms for slides paired with ``texts`` (one each).
 
         ``groups``: an id per row; rows of one group (the same slide with two reports) are
         positives of each other, like identical texts, never negatives. ``emphasis``: per text, the
         character spans whose tokens count ``emphasis_weight`` times in the LM loss (stage 2).
-        ``describes``: per row, whether its text describes the slide (a report) rather than
-        answering a question about it ("yes"); the image-text terms (ITC, ITM, ITG) read only those
-        rows, the LM loss all. None: every row describes its slide.
         """
         if len(texts) != batch.features.shape[0]:
             raise ValueError(f"{batch.features.shape[0]} slides but {len(texts)} texts; pass one text per slide")
         out: dict[str, torch.Tensor] = {}
         wanted = set(self.cfg.losses)
-        queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (B, Q, H)
-        keep = range(len(texts)) if describes is None else [i for i, d in enumerate(describes) if d]
-        if wanted & {"itc", "itm", "itg"} and (describes is None or len(keep) >= 2):
-            index = torch.tensor(list(keep), device=self.device)
-            sub, rows = batch.select(index), [texts[i] for i in keep]
-            text_emb, states, tok = self.text_embed(rows)
-            ids = [groups[i] for i in keep] if groups is not None else rows
+        if wanted & {"itc", "itm", "itg"} or self.draft_qformer is None:
+            queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (B, Q, H)
+        if wanted & {"itc", "itm", "itg"}:
+            text_emb, states, tok = self.text_embed(texts)
+            ids = groups if groups is not None else texts
             same = torch.tensor(
-                [[a == b or ga == gb for b, gb in zip(rows, ids)] for a, ga in zip(rows, ids)], device=self.device
-            )  # (B', B')
-            sim = max_query_similarity(self.slide_embed(queries[index]), text_emb) * self.scale()  # (B', B')
-        else:  # fewer than two rows describe their slide: nothing to contrast in this batch
-            wanted -= {"itc", "itm", "itg"}
+                [[a == b or ga == gb for b, gb in zip(texts, ids)] for a, ga in zip(texts, ids)], device=self.device
+            )  # (B, B)
+            sim = max_query_similarity(self.slide_embed(queries), text_emb) * self.scale()  # (B, B)
         if "itc" in wanted:
             out["itc"] = itc_loss(sim, same)
         if "itm" in wanted:
-            out["itm"] = self._itm_loss(sub, states, tok.attention_mask, sim, same, generator)
+            out["itm"] = self._itm_loss(batch, states, tok.attention_mask, sim, same, generator)
         if "itg" in wanted:
-            emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B', L, H)
+            emb = self.itg_text_in(self.text.embed_tokens(tok))  # (B, L, H)
             mask = itg_attention_mask(self.cfg.qformer.num_queries, tok.attention_mask, emb.dtype)
             hidden = self.qformer(
-                sub.features, sub.xy_um, sub.valid, text_embeds=emb, attention_mask=mask
-            ).text  # (B', L, H)
+                batch.features, batch.xy_um, batch.valid, text_embeds=emb, attention_mask=mask
+            ).text  # (B, L, H)
             vocab = getattr(self, "itg_vocab", None)
             if vocab is None:
                 logits = self.itg_head(hidden) @ self.text.word_embeddings.t() + self.itg_bias  # (B, L, V)
@@ -247,8 +249,11 @@ class PathAlign(nn.Module):
                 raise ValueError(
                     "the 'lm' loss needs a language model; this PathAlign has none (set 'lm' in its config)"
                 )
+            proj = self.lm_proj
+            if self.draft_qformer is not None:  # stage 2 of a drafting branch trains only the branch
+                queries, proj = self.draft_qformer(batch.features, batch.xy_um, batch.valid).queries, self.draft_proj
             out["lm"] = self.lm.loss(
-                self.lm_proj(queries), prompts or [""] * len(texts), texts, emphasis=emphasis, weight=emphasis_weight
+                proj(queries), prompts or [""] * len(texts), texts, emphasis=emphasis, weight=emphasis_weight
             )
         return out
 
@@ -315,7 +320,32 @@ class PathAlign(nn.Module):
         batch = self.make_batch(features, xy_level0, mpp)
         queries = self.qformer(batch.features, batch.xy_um, batch.valid).queries  # (1, Q, H)
         emb = self.slide_embed(queries)  # (1, Q, E)
-        return SlideEmbedding(emb[0].float().cpu().numpy(), queries[0].float().cpu().numpy(), int(batch.valid.sum()))
+        own = (
+            None if self.draft_qformer is None else self.draft_qformer(batch.features, batch.xy_um, batch.valid).queries
+        )
+        return SlideEmbedding(
+            emb[0].float().cpu().numpy(),
+            queries[0].float().cpu().numpy(),
+            int(batch.valid.sum()),
+            None if own is None else own[0].float().cpu().numpy(),
+        )
+
+    def soft_prompt(self, slide: SlideEmbedding, drafting: bool = True) -> torch.Tensor:
+        """The slide as the LM reads it, (1, Q, dim): for drafting (``generate``, the draft), the drafting
+        branch's queries and projection when the model has one; for reading (``drafting=False``: the claim
+        checks' and chat's LM readings), the shared Q-Former's queries and ``lm_proj``."""
+        if self.lm is None:
+            raise ValueError(
+                (
+                    "this PathAlign has no language model (a retrieval model, PathAlign-R); load a generation "
+                    "model (PathAlign-G) to draft reports"
+                )
+            )
+        if drafting and self.draft_qformer is not None:
+            if slide.draft_queries is None:
+                raise ValueError("this slide embedding has no drafting queries; compute it with this model")
+            return self.draft_proj(torch.from_numpy(slide.draft_queries).to(self.device)[None])
+        return self.lm_proj(torch.from_numpy(slide.queries).to(self.device)[None])
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -352,15 +382,8 @@ class PathAlign(nn.Module):
         self, slide: SlideEmbedding, prompt: str = "Final diagnosis:", config: GenerationConfig = GenerationConfig()
     ) -> str:
         """A draft (report or answer) for one slide after ``prompt``, through the frozen LM."""
-        if self.lm is None:
-            raise ValueError(
-                (
-                    "this PathAlign has no language model (a retrieval model, PathAlign-R); load a generation "
-                    "model (PathAlign-G) to draft reports"
-                )
-            )
-        queries = torch.from_numpy(slide.queries).to(self.device)[None]  # (1, Q, H)
-        return self.lm.generate(self.lm_proj(queries), prompt, config)[0]
+        soft = self.soft_prompt(slide)  # first: it says why a model without an LM cannot draft
+        return self.lm.generate(soft, prompt, config)[0]
 
     # ----------------------------------------------------------------- checkpoints
     @classmethod

@@ -192,8 +192,7 @@ class ClaimChecker:
             if gen.lm is None:
                 return None
             with torch.no_grad():
-                queries = torch.from_numpy(self.analysis.embedding("generation").queries).to(gen.device)[None]
-                self._soft = gen.lm_proj(queries).float()
+                self._soft = gen.soft_prompt(self.analysis.embedding("generation"), drafting=False).float()
         return self._soft
 
     # -- measurements -------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def stream_generate(model, slide_embedding, prompt: str, config) -> Iterator[str
             return stop.is_set()
 
     streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=False, skip_special_tokens=True, timeout=120)
-    soft = model.lm_proj(torch.from_numpy(slide_embedding.queries).to(model.device)[None])  # (1, Q, dim)
+    soft = model.soft_prompt(slide_embedding)  # (1, Q, dim)
     errors: list = []
 
     def run():

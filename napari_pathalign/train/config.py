@@ -28,10 +28,6 @@ class TrainConfig:
     # stage 2: LM loss weight of the tokens that state a clinical fact (the ontology's claims, an answer's
     # yes / no; train/fact_spans.py) against 1 for the other tokens; 1.0: every token alike
     fact_weight: float = 1.0
-    # stage 2: keep stage 1's ITC loss on the rows that are reports (a question's answer is no description), so
-    # the slide-text alignment that text heatmaps, zero-shot and the claim checks read stays trained while the
-    # Q-Former tunes for the LM; False: the LM loss alone, as BLIP-2
-    keep_itc: bool = False
     epochs: int = 10  # passes over the training pairs
     batch_size: int = 16  # slides per step (ITC negatives come from the batch)
     # each batch draws its slides from one 'group' of the data rows (e.g. the organ), so the contrastive
@@ -111,8 +107,6 @@ class TrainConfig:
                     "checkpoint folder"
                 )
             )
-        if self.keep_itc and self.stage != 2:
-            raise ValueError("keep_itc is a stage-2 setting (stage 1 chooses its terms in model.losses)")
         for key in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")

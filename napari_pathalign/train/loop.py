@@ -71,14 +71,14 @@ def _feature_paths(pairs: list[Pair], cfg: TrainConfig, log: Callable[[str], Non
 def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
     if cfg.stage == 2:
         meta = read_config(Path(cfg.init_from))
-        losses = ["itc", "lm"] if cfg.keep_itc else ["lm"]
-        mcfg = dict(meta["model"], lm=cfg.model.get("lm", meta["model"].get("lm")), losses=losses)
-        extra = set(cfg.model) - {"lm", "losses"}
+        mcfg = dict(meta["model"], lm=cfg.model.get("lm", meta["model"].get("lm")), losses=["lm"])
+        mcfg["draft_qformer"] = cfg.model.get("draft_qformer", meta["model"].get("draft_qformer", False))
+        extra = set(cfg.model) - {"lm", "losses", "draft_qformer"}
         if extra:
             raise ValueError(
                 (
-                    f"stage 2 takes the architecture from {cfg.init_from}; only 'lm' may be set in 'model', got "
-                    f"{sorted(extra)}"
+                    f"stage 2 takes the architecture from {cfg.init_from}; only 'lm' and 'draft_qformer' may be set in "
+                    f"'model', got {sorted(extra)}"
                 )
             )
     else:
@@ -106,9 +106,21 @@ def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
     torch.manual_seed(cfg.seed)
     model = PathAlign(model_cfg)
     if cfg.stage == 2:
-        load_weights(model, Path(cfg.init_from), allow_missing=("lm_proj.",))
-        if not cfg.train_qformer:
-            for name, p in model.named_parameters():
+        fresh = load_weights(model, Path(cfg.init_from), allow_missing=("lm_proj.", "draft_"))
+        if model.draft_qformer is not None and any(k.startswith("lm_proj.") for k in fresh):
+            raise ValueError(
+                (
+                    f"{cfg.init_from} is a stage-1 model; a drafting branch (draft_qformer) starts from a stage-2 "
+                    "model, whose Q-Former and projection keep the claim checks' and chat's readings"
+                )
+            )
+        if model.draft_qformer is not None and any(k.startswith("draft_") for k in fresh):
+            model.draft_qformer.load_state_dict(model.qformer.state_dict())  # a new branch starts as the shared
+            model.draft_proj.load_state_dict(model.lm_proj.state_dict())  # Q-Former and its projection
+        for name, p in model.named_parameters():
+            if model.draft_qformer is not None:  # only the drafting branch trains
+                p.requires_grad_(name.startswith("draft_"))
+            elif not cfg.train_qformer:
                 p.requires_grad_(name.startswith("lm_proj."))
     return model
 
@@ -261,7 +273,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         log(f"resuming after epoch {state['epoch'] + 1}")
     texts = [p.text for p in pairs]
     prompts = [p.prompt or cfg.prompt for p in pairs]
-    describes = [p == cfg.prompt for p in prompts] if cfg.stage == 2 else None  # reports, not answers
     if "itg" in model.cfg.losses:
         log(f"ITG softmax over the {model.restrict_itg_vocab(sorted(set(texts)))} word pieces of the training texts")
     slide_ids = [str(path) for path in paths[: len(pairs)]]  # rows of one slide are never each other's negatives
@@ -284,7 +295,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                     [slide_ids[i] for i in idx],
                     [spans[i] for i in idx] if spans else None,
                     float(cfg.fact_weight),
-                    [describes[i] for i in idx] if describes else None,
                 )
             loss = sum(losses.values())
             (loss / cfg.grad_accum).backward()
