@@ -287,32 +287,33 @@ def step_train(args, work: Path, demo: Path, weights: Path, lm: Path) -> dict:
     return histories
 
 
-def final_g(work: Path) -> Path:
-    """PathAlign-G as shipped: g2 drafting through g2f's Q-Former when the fact-weighted run exists, else g2 itself."""
+def final_g(work: Path, fact_weight: float) -> Path:
+    """PathAlign-G as shipped: g2 drafting through g2f's Q-Former when the run is fact-weighted, else g2 itself.
+    The join is rebuilt every time (seconds), so a retrained g2 or g2f is never shipped with a stale one."""
     from napari_pathalign.models.draft_branch import with_draft_branch
     from napari_pathalign.models.pathalign import PathAlign
 
-    if not (work / "g2f" / "model").is_dir():
+    if fact_weight == 1.0:
         return work / "g2" / "model"
-    out = work / "g" / "model"
-    if not (out / "config.json").is_file():
-        g2, g2f = (PathAlign.load(work / name / "model", device="cpu") for name in ("g2", "g2f"))
-        with_draft_branch(g2, g2f).save(out, extra={"aligned": "g2", "draft_branch": "g2f"})
-    return out
+    g2, g2f = (PathAlign.load(work / name / "model", device="cpu") for name in ("g2", "g2f"))
+    onto = work / "g2" / "model" / "ontology.json"  # the report ontology and training record travel with g2
+    extra = {**g2.checkpoint_meta.get("extra", {}), "draft_branch": str(work / "g2f" / "model")}
+    files = {"ontology.json": onto.read_text()} if onto.is_file() else None
+    return with_draft_branch(g2, g2f).save(work / "g" / "model", extra=extra, files=files)
 
 
 def step_evaluate(args, work: Path, demo: Path) -> dict:
     from napari_pathalign.eval.evaluate import evaluate
     from napari_pathalign.models.pathalign import PathAlign
 
-    g = PathAlign.load(final_g(work), device=args.device)
+    g = PathAlign.load(final_g(work, args.fact_weight), device=args.device)
     r = PathAlign.load(work / "r" / "model", device=args.device)
     metrics = evaluate(g, demo / "test", r, demo / "features")
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def ship(work: Path, weights: Path) -> None:
+def ship(work: Path, weights: Path, fact_weight: float) -> None:
     from napari_pathalign.models.pathalign import PathAlign
 
     res = ROOT / "resources"
@@ -320,7 +321,7 @@ def ship(work: Path, weights: Path) -> None:
     PathAlign.load(work / "r" / "model", device="cpu").save(
         res / "pathalign_embedded_r", extra={"recipe": "scripts/train_embedded_model.py"}, half=True
     )
-    PathAlign.load(final_g(work), device="cpu").save(
+    PathAlign.load(final_g(work, fact_weight), device="cpu").save(
         res / "pathalign_embedded", extra={"recipe": "scripts/train_embedded_model.py"}, half=True, bundle_lm=True
     )
     for name in ("metrics.json", "probe.json", "ssl.json"):
@@ -516,7 +517,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}, indent=2))
     print(f"total {(time.time() - t0) / 60:.1f} min")
     if args.ship:
-        ship(work, weights)
+        ship(work, weights, args.fact_weight)
 
 
 if __name__ == "__main__":

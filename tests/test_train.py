@@ -228,6 +228,9 @@ def test_a_drafting_branch_trains_alone_and_the_readings_stay_as_they_were(datas
     g2 = write_config(dataset, "g2.json", out="g2", stage=2, init_from="g1/model", epochs=1, model={"lm": "lm"})
     first = PathAlign.load(train(TrainConfig.from_json(g2), log=lambda s: None).checkpoint, device="cpu").eval()
     branch = {"lm": "lm", "draft_qformer": True}
+    stage1_branch = {**g_model, "lm": "lm", "draft_qformer": True}
+    with pytest.raises(ValueError, match="stage-2 setting"):  # a stage-1 branch would leave lm_proj untrained
+        train(TrainConfig.from_json(write_config(dataset, "s1.json", out="s1", model=stage1_branch)))
     with pytest.raises(ValueError, match="stage-1 model"):  # its readings would have no trained projection
         train(
             TrainConfig.from_json(write_config(dataset, "b.json", out="b", stage=2, init_from="g1/model", model=branch))

@@ -19,7 +19,10 @@ from napari_pathalign.models.weights import weights_hash
 
 
 def with_draft_branch(aligned: PathAlign, drafter: PathAlign) -> PathAlign:
-    """``aligned`` with ``drafter``'s Q-Former and projection into the LM as its drafting branch."""
+    """``aligned`` with ``drafter``'s Q-Former and projection into the LM as its drafting branch.
+
+    Weights only: the caller carries ``aligned``'s checkpoint record (``checkpoint_meta['extra']``, its
+    ``ontology.json``) into the merged model's ``save`` when it needs them."""
     for name, m in (("aligned", aligned), ("drafter", drafter)):
         if m.lm is None:
             raise ValueError(f"the {name} model has no language model; both must be PathAlign-G (stage 2) models")

@@ -82,6 +82,11 @@ def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
                 )
             )
     else:
+        if cfg.model.get("draft_qformer"):
+            raise ValueError(
+                "draft_qformer is a stage-2 setting: a drafting branch starts from a stage-2 model (see "
+                "docs/model-and-training.md)"
+            )
         mcfg = dict(cfg.model)
         mcfg["qformer"] = {"feature_dim": feature_dim, **mcfg.get("qformer", {})}
         mcfg.update(patch_encoder=encoder.name, patch_encoder_hash=encoder.weights_hash)
