@@ -302,18 +302,18 @@ def final_g(work: Path, fact_weight: float) -> Path:
     return with_draft_branch(g2, g2f).save(work / "g" / "model", extra=extra, files=files)
 
 
-def step_evaluate(args, work: Path, demo: Path) -> dict:
+def step_evaluate(args, work: Path, demo: Path, g_dir: Path) -> dict:
     from napari_pathalign.eval.evaluate import evaluate
     from napari_pathalign.models.pathalign import PathAlign
 
-    g = PathAlign.load(final_g(work, args.fact_weight), device=args.device)
+    g = PathAlign.load(g_dir, device=args.device)
     r = PathAlign.load(work / "r" / "model", device=args.device)
     metrics = evaluate(g, demo / "test", r, demo / "features")
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def ship(work: Path, weights: Path, fact_weight: float) -> None:
+def ship(work: Path, weights: Path, g_dir: Path) -> None:
     from napari_pathalign.models.pathalign import PathAlign
 
     res = ROOT / "resources"
@@ -321,7 +321,7 @@ def ship(work: Path, weights: Path, fact_weight: float) -> None:
     PathAlign.load(work / "r" / "model", device="cpu").save(
         res / "pathalign_embedded_r", extra={"recipe": "scripts/train_embedded_model.py"}, half=True
     )
-    PathAlign.load(final_g(work, fact_weight), device="cpu").save(
+    PathAlign.load(g_dir, device="cpu").save(
         res / "pathalign_embedded", extra={"recipe": "scripts/train_embedded_model.py"}, half=True, bundle_lm=True
     )
     for name in ("metrics.json", "probe.json", "ssl.json"):
@@ -513,11 +513,12 @@ def main() -> None:
     print("train", step_train(args, work, demo, weights, lm))
     if args.until == "train":
         return
-    metrics = step_evaluate(args, work, demo)
+    g_dir = final_g(work, args.fact_weight)  # joined once, evaluated and shipped
+    metrics = step_evaluate(args, work, demo, g_dir)
     print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}, indent=2))
     print(f"total {(time.time() - t0) / 60:.1f} min")
     if args.ship:
-        ship(work, weights, args.fact_weight)
+        ship(work, weights, g_dir)
 
 
 if __name__ == "__main__":

@@ -112,16 +112,17 @@ def _build_model(cfg: TrainConfig, encoder, feature_dim: int) -> PathAlign:
     model = PathAlign(model_cfg)
     if cfg.stage == 2:
         fresh = load_weights(model, Path(cfg.init_from), allow_missing=("lm_proj.", "draft_"))
-        if model.draft_qformer is not None and any(k.startswith("lm_proj.") for k in fresh):
-            raise ValueError(
-                (
-                    f"{cfg.init_from} is a stage-1 model; a drafting branch (draft_qformer) starts from a stage-2 "
-                    "model, whose Q-Former and projection keep the claim checks' and chat's readings"
+        if model.draft_qformer is not None:
+            if any(k.startswith("lm_proj.") for k in fresh):
+                raise ValueError(
+                    (
+                        f"{cfg.init_from} is a stage-1 model; a drafting branch (draft_qformer) starts from a "
+                        "stage-2 model, whose Q-Former and projection keep the claim checks' and chat's readings"
+                    )
                 )
-            )
-        if model.draft_qformer is not None and any(k.startswith("draft_") for k in fresh):
-            model.draft_qformer.load_state_dict(model.qformer.state_dict())  # a new branch starts as the shared
-            model.draft_proj.load_state_dict(model.lm_proj.state_dict())  # Q-Former and its projection
+            if any(k.startswith("draft_") for k in fresh):  # a new branch starts as the shared Q-Former and projection
+                model.draft_qformer.load_state_dict(model.qformer.state_dict())
+                model.draft_proj.load_state_dict(model.lm_proj.state_dict())
         for name, p in model.named_parameters():
             if model.draft_qformer is not None:  # only the drafting branch trains
                 p.requires_grad_(name.startswith("draft_"))
